@@ -1,0 +1,1 @@
+"""One module per ``calico-trace`` subcommand; ``tracer.cli`` registers them explicitly."""
