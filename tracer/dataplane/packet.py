@@ -1,0 +1,73 @@
+"""The packet a trace follows: header fields only, named as the kernel names them.
+
+Bytes are produced at the edges (pcap writer, TUN, encapsulation); the pipeline works on this
+record so that a trace and a batch of a million packets share one representation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from ipaddress import IPv4Address
+
+TCP, UDP, ICMP, SCTP, IPIP = 6, 17, 1, 132, 4
+PROTOCOLS_BY_NAME = {"tcp": TCP, "udp": UDP, "icmp": ICMP, "sctp": SCTP}
+PORTED_PROTOCOLS = (TCP, UDP, SCTP)
+
+# TCP flag bits as in the header.
+FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
+
+
+@dataclass(frozen=True)
+class Packet:
+    src: IPv4Address
+    dst: IPv4Address
+    protocol: int
+    sport: int | None = None
+    dport: int | None = None
+    icmp_type: int | None = None
+    icmp_code: int | None = None
+    tcp_flags: int | None = None
+    ttl: int = 64
+    length: int = 60                   # IP total length in bytes
+    df: bool = True                    # Linux sockets default to PMTU discovery (IP_PMTUDISC_WANT): DF set
+    inner: "Packet | None" = None      # the packet a tunnel packet carries (IPIP, VXLAN, WireGuard)
+
+    def with_(self, **changes) -> "Packet":
+        return replace(self, **changes)
+
+    @property
+    def protocol_name(self) -> str:
+        return {TCP: "TCP", UDP: "UDP", ICMP: "ICMP", SCTP: "SCTP", IPIP: "IPIP"}.get(
+            self.protocol, str(self.protocol))
+
+    def describe(self) -> str:
+        name = self.protocol_name
+        if self.protocol in PORTED_PROTOCOLS:
+            text = f"{name} {self.src}:{self.sport} -> {self.dst}:{self.dport}"
+            if self.protocol == TCP and self.tcp_flags is not None:
+                text += f" [{tcp_flag_names(self.tcp_flags)}]"
+            return text
+        if self.protocol == ICMP:
+            return f"ICMP {self.src} -> {self.dst} type {self.icmp_type} code {self.icmp_code}"
+        return f"{name} {self.src} -> {self.dst}"
+
+
+def tcp_flag_names(flags: int) -> str:
+    names = [(SYN, "SYN"), (ACK, "ACK"), (FIN, "FIN"), (RST, "RST"), (PSH, "PSH")]
+    return ",".join(name for bit, name in names if flags & bit) or "none"
+
+
+def make_packet(src: IPv4Address, dst: IPv4Address, protocol: int, *, dport: int | None = None,
+                sport: int | None = None, state: str = "new", length: int | None = None) -> Packet:
+    """A probe as a real client would send it: a TCP SYN (or ACK once established), a UDP
+    datagram, or an ICMP echo request."""
+    if protocol == TCP:
+        flags = SYN if state == "new" else ACK
+        return Packet(src, dst, TCP, sport=sport or 40000, dport=dport or 80, tcp_flags=flags,
+                      length=length or 60)
+    if protocol in (UDP, SCTP):
+        return Packet(src, dst, protocol, sport=sport or 40000, dport=dport or 53,
+                      length=length or 60)
+    if protocol == ICMP:
+        return Packet(src, dst, ICMP, icmp_type=8, icmp_code=0, length=length or 84)
+    return Packet(src, dst, protocol, length=length or 60)

@@ -1,0 +1,458 @@
+"""projectcalico.org/v3 objects -> the model, as libcalico-go's update processors hand them to felix.
+
+Sources: ``libcalico-go/lib/backend/syncersv1/updateprocessors/`` (networkpolicyprocessor.go,
+globalnetworkpolicyprocessor.go, staged*processor.go, rules.go, selectors.go, tierprocessor.go,
+networksetprocessor.go, hostendpointprocessor.go, profileprocessor.go) and
+``libcalico-go/lib/names/policy.go`` for the <=v3.31 tier-prefixed policy names.
+
+Backend form of a rule (``Rule``/``EntityRule`` in the model): ``selector`` is the single
+selector felix evaluates (``GetEntityRuleSelector``: namespace term, service-account terms and
+the rule's own selector folded together); ``namespace_selector`` and ``service_account_*``
+keep the originals for display only and must not be applied again. ``not_selector`` is passed
+through unchanged, as the update processor does.
+
+Every function takes a ``Ctx`` naming the file and object, so errors are one precise line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from ipaddress import IPv4Address, IPv4Network, IPv6Network, ip_network
+from typing import Any
+
+from tracer.errors import InputError
+from tracer.model.cluster import (
+    EntityRule, HostEndpoint, IcmpFields, IPPool, NetworkSet, Origin, Policy, PortSpec, Profile,
+    Rule, Tier)
+
+NAMESPACE_LABEL = "projectcalico.org/namespace"
+NAMESPACE_PREFIX = "pcns."
+SERVICE_ACCOUNT_PREFIX = "pcsa."
+SERVICE_ACCOUNT_LABEL = "projectcalico.org/serviceaccount"
+
+PROTOCOL_NAMES = {"tcp": "TCP", "udp": "UDP", "icmp": "ICMP", "icmpv6": "ICMPv6", "sctp": "SCTP",
+                  "udplite": "UDPLite"}
+ACTIONS = {"allow": "Allow", "deny": "Deny", "pass": "Pass", "log": "Log"}
+
+
+@dataclass(frozen=True)
+class Ctx:
+    """Where the object being converted came from (for errors, warnings and provenance)."""
+
+    origin: Origin
+    warnings: list[str]
+    calico_version: tuple[int, int] = (3, 32)
+
+    def error(self, problem: str) -> InputError:
+        return InputError(problem, file=self.origin.file, obj=self.origin.describe())
+
+    def warn(self, problem: str) -> None:
+        self.warnings.append(f"{self.origin.file}: {self.origin.describe()}: {problem}")
+
+
+# ------------------------------------------------------------------------------ selectors
+
+
+def check_selector(text: str, field_path: str, ctx: Ctx) -> str:
+    """Parse ``text`` (raising a one-line error with the column on failure); returns it."""
+    from tracer.policy.selector import SelectorError, parse_selector
+    try:
+        parse_selector(text)
+    except SelectorError as err:
+        column = getattr(err, "column", None)
+        where = f" at column {column}" if column is not None else ""
+        raise ctx.error(f"{field_path}: invalid selector {text!r}{where}: {err}") from None
+    return text
+
+
+def prefixed(text: str, prefix: str, field_path: str, ctx: Ctx) -> str:
+    """``parseSelectorAttachPrefix``: parse, prefix every label key, print canonically."""
+    from tracer.policy.selector import SelectorError, parse_selector
+    try:
+        return parse_selector(text).with_label_prefix(prefix).canonical
+    except SelectorError as err:
+        column = getattr(err, "column", None)
+        where = f" at column {column}" if column is not None else ""
+        raise ctx.error(f"{field_path}: invalid selector {text!r}{where}: {err}") from None
+
+
+def endpoint_selector(namespace_selector: str | None, selector: str | None, sa_selector: str,
+                      not_selector: str | None, ns: str | None, field_path: str,
+                      ctx: Ctx) -> str | None:
+    """rules.go ``getEndpointSelector``: the one selector felix evaluates for an EntityRule."""
+    ns_sel = ""
+    if namespace_selector:
+        ns_sel = prefixed(namespace_selector, NAMESPACE_PREFIX, f"{field_path}.namespaceSelector",
+                          ctx)
+        # strings.Replace on the printed selector, exactly as rules.go does.
+        ns_sel = ns_sel.replace("all()", "has(projectcalico.org/namespace)")
+        ns_sel = ns_sel.replace("global()", "!has(projectcalico.org/namespace)")
+    elif ns:
+        ns_sel = f"{NAMESPACE_LABEL} == '{ns}'"
+    parts = [s for s in (sa_selector, selector or "") if s]
+    combined = parts[0] if len(parts) == 1 else ("(" + ") && (".join(parts) + ")" if parts else "")
+    if ns_sel and (combined or not_selector or namespace_selector):
+        combined = f"({ns_sel}) && ({combined})" if combined else ns_sel
+    return combined or None
+
+
+def service_account_selector(names: tuple[str, ...], selector: str | None, field_path: str,
+                             ctx: Ctx) -> str:
+    """rules.go ``parseServiceAccounts``: pcsa.-prefixed selector AND names-in-set."""
+    updated = prefixed(selector, SERVICE_ACCOUNT_PREFIX, f"{field_path}.selector", ctx) \
+        if selector else ""
+    if not names:
+        return updated
+    listed = "', '".join(names)
+    by_name = _canonical(f"{SERVICE_ACCOUNT_LABEL} in {{ '{listed}' }}", field_path, ctx)
+    return f"({updated}) && ({by_name})" if updated else by_name
+
+
+def _canonical(text: str, field_path: str, ctx: Ctx) -> str:
+    from tracer.policy.selector import SelectorError, parse_selector
+    try:
+        return parse_selector(text).canonical
+    except SelectorError as err:
+        raise ctx.error(f"{field_path}: invalid selector {text!r}: {err}") from None
+
+
+# ------------------------------------------------------------------------------ scalars
+
+
+def parse_net(text: Any, field_path: str, ctx: Ctx) -> IPv4Network | IPv6Network:
+    """A CIDR or bare IP (``cnet.ParseCIDROrIP``), masked to its network address."""
+    try:
+        return ip_network(str(text).strip(), strict=False)
+    except ValueError:
+        raise ctx.error(f"{field_path}: bad CIDR {text!r}") from None
+
+
+def parse_nets(values: Any, field_path: str, ctx: Ctx) -> tuple[tuple[IPv4Network, ...], bool]:
+    """IPv4 networks of a list, and whether the list was non-empty but all IPv6."""
+    if values is None:
+        return (), False
+    if not isinstance(values, list):
+        raise ctx.error(f"{field_path}: expected a list of CIDRs")
+    nets = [parse_net(v, f"{field_path}[{i}]", ctx) for i, v in enumerate(values)]
+    v4 = tuple(n for n in nets if isinstance(n, IPv4Network))
+    return v4, bool(nets) and not v4
+
+
+def parse_protocol(value: Any, field_path: str, ctx: Ctx) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+        number = int(value)
+        if not 0 <= number <= 255:
+            raise ctx.error(f"{field_path}: protocol number {number} out of range 0-255")
+        return str(number)
+    name = PROTOCOL_NAMES.get(str(value).lower())
+    if name is None:
+        raise ctx.error(f"{field_path}: unknown protocol {value!r}")
+    return name
+
+
+def parse_port(value: Any, field_path: str, ctx: Ctx) -> PortSpec:
+    """numorstring.Port: 80, "80", "80:90" or a port name."""
+    text = str(value).strip()
+    try:
+        if ":" in text:
+            first_text, last_text = text.split(":", 1)
+            first, last = int(first_text), int(last_text)
+        else:
+            first = last = int(text)
+    except ValueError:
+        if isinstance(value, str) and text and text[0].isalpha() and ":" not in text:
+            return PortSpec(name=text)
+        raise ctx.error(f"{field_path}: bad port {value!r}") from None
+    if not (0 <= first <= 65535 and 0 <= last <= 65535) or first > last:
+        raise ctx.error(f"{field_path}: bad port range {value!r}")
+    return PortSpec(first=first, last=last)
+
+
+def parse_order(value: Any, field_path: str, ctx: Ctx) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ctx.error(f"{field_path}: order must be a number, got {value!r}") from None
+
+
+def _str(value: Any, field_path: str, ctx: Ctx) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ctx.error(f"{field_path}: expected a string, got {value!r}")
+    return value
+
+
+# ------------------------------------------------------------------------------ rules
+
+
+def api_entity(raw: dict | None, field_path: str, ctx: Ctx) -> tuple[EntityRule, bool]:
+    """An API-form EntityRule (selectors as written) and whether all its nets are IPv6."""
+    raw = raw or {}
+    nets, nets_v6_only = parse_nets(raw.get("nets"), f"{field_path}.nets", ctx)
+    not_nets, not_nets_v6_only = parse_nets(raw.get("notNets"), f"{field_path}.notNets", ctx)
+    selector = _str(raw.get("selector"), f"{field_path}.selector", ctx)
+    not_selector = _str(raw.get("notSelector"), f"{field_path}.notSelector", ctx)
+    ns_selector = _str(raw.get("namespaceSelector"), f"{field_path}.namespaceSelector", ctx)
+    for name, text in (("selector", selector), ("notSelector", not_selector),
+                       ("namespaceSelector", ns_selector)):
+        if text:
+            check_selector(text, f"{field_path}.{name}", ctx)
+    sa = raw.get("serviceAccounts") or {}
+    sa_names = tuple(str(n) for n in sa.get("names") or ())
+    sa_selector = _str(sa.get("selector"), f"{field_path}.serviceAccounts.selector", ctx)
+    if raw.get("services"):
+        raise ctx.error(f"{field_path}.services: service matches in rules are not supported "
+                        f"by calico-trace")
+    ports = tuple(parse_port(p, f"{field_path}.ports[{i}]", ctx)
+                  for i, p in enumerate(raw.get("ports") or ()))
+    not_ports = tuple(parse_port(p, f"{field_path}.notPorts[{i}]", ctx)
+                      for i, p in enumerate(raw.get("notPorts") or ()))
+    entity = EntityRule(nets=nets, not_nets=not_nets, selector=selector, not_selector=not_selector,
+                        namespace_selector=ns_selector, service_account_names=sa_names,
+                        service_account_selector=sa_selector, ports=ports, not_ports=not_ports)
+    return entity, nets_v6_only or not_nets_v6_only
+
+
+def api_rule(raw: Any, field_path: str, ctx: Ctx) -> Rule | None:
+    """A v3 API rule; None when felix's IPv4 rendering would drop it (IPv6-only nets)."""
+    if not isinstance(raw, dict):
+        raise ctx.error(f"{field_path}: a rule must be a mapping")
+    action = ACTIONS.get(str(raw.get("action", "")).lower())
+    if action is None:
+        raise ctx.error(f"{field_path}.action: expected Allow, Deny, Pass or Log, "
+                        f"got {raw.get('action')!r}")
+    source, src_v6 = api_entity(raw.get("source"), f"{field_path}.source", ctx)
+    destination, dst_v6 = api_entity(raw.get("destination"), f"{field_path}.destination", ctx)
+    ip_version = raw.get("ipVersion")
+    if ip_version not in (None, 4, 6):
+        raise ctx.error(f"{field_path}.ipVersion: expected 4 or 6, got {ip_version!r}")
+    if src_v6 or dst_v6:
+        # felix FilterRuleToIPVersion: a net list left empty for IPv4 drops the whole rule.
+        ctx.warn(f"{field_path}: only IPv6 CIDRs in a net match, rule not rendered for IPv4")
+        return None
+    if raw.get("http"):
+        ctx.warn(f"{field_path}.http: HTTP matches are enforced by the application layer, "
+                 f"not by iptables; ignored")
+    annotations = tuple(sorted(((raw.get("metadata") or {}).get("annotations") or {}).items()))
+    return Rule(action=action,
+                protocol=parse_protocol(raw.get("protocol"), f"{field_path}.protocol", ctx),
+                not_protocol=parse_protocol(raw.get("notProtocol"), f"{field_path}.notProtocol",
+                                            ctx),
+                icmp=_icmp(raw.get("icmp"), f"{field_path}.icmp", ctx),
+                not_icmp=_icmp(raw.get("notICMP"), f"{field_path}.notICMP", ctx),
+                source=source, destination=destination, ip_version=ip_version,
+                annotations=tuple((str(k), str(v)) for k, v in annotations))
+
+
+def _icmp(raw: Any, field_path: str, ctx: Ctx) -> IcmpFields | None:
+    if not raw:
+        return None
+    values = {}
+    for key in ("type", "code"):
+        value = raw.get(key)
+        if value is not None and (not isinstance(value, int) or not 0 <= value <= 255):
+            raise ctx.error(f"{field_path}.{key}: expected 0-255, got {value!r}")
+        values[key] = value
+    return IcmpFields(**values)
+
+
+def backend_entity(entity: EntityRule, ns: str | None, field_path: str, ctx: Ctx) -> EntityRule:
+    """rules.go ``GetEntityRuleSelector`` applied to one side of a rule."""
+    sa_sel = ""
+    if entity.service_account_names or entity.service_account_selector:
+        sa_sel = service_account_selector(entity.service_account_names,
+                                          entity.service_account_selector,
+                                          f"{field_path}.serviceAccounts", ctx)
+    selector = endpoint_selector(entity.namespace_selector, entity.selector, sa_sel,
+                                 entity.not_selector, ns, field_path, ctx)
+    return replace(entity, selector=selector)
+
+
+def backend_rule(rule: Rule, ns: str | None, field_path: str, ctx: Ctx) -> Rule:
+    """rules.go ``RuleAPIV3ToBackend`` (``ns`` is None for global objects)."""
+    return replace(rule,
+                   source=backend_entity(rule.source, ns, f"{field_path}.source", ctx),
+                   destination=backend_entity(rule.destination, ns,
+                                              f"{field_path}.destination", ctx))
+
+
+def backend_rules(raw_rules: Any, ns: str | None, field_path: str, ctx: Ctx) -> tuple[Rule, ...]:
+    if raw_rules is None:
+        return ()
+    if not isinstance(raw_rules, list):
+        raise ctx.error(f"{field_path}: expected a list of rules")
+    out = []
+    for index, raw in enumerate(raw_rules):
+        rule = api_rule(raw, f"{field_path}[{index}]", ctx)
+        if rule is not None:
+            out.append(backend_rule(rule, ns, f"{field_path}[{index}]", ctx))
+    return tuple(out)
+
+
+# ------------------------------------------------------------------------------ policies
+
+
+POLICY_TYPES = {"ingress": "ingress", "egress": "egress"}
+
+
+def policy_types(raw: Any, ingress: Any, egress: Any, field_path: str,
+                 ctx: Ctx) -> tuple[str, ...]:
+    """Types as the v3 API defaults them: given, else Ingress (+ Egress if egress rules)."""
+    if raw:
+        types = []
+        for index, value in enumerate(raw):
+            kind = POLICY_TYPES.get(str(value).lower())
+            if kind is None:
+                raise ctx.error(f"{field_path}[{index}]: expected Ingress or Egress, got {value!r}")
+            types.append(kind)
+        return tuple(dict.fromkeys(types))
+    # libcalico-go/lib/clientv3 defaultPolicyTypesField.
+    types = ["ingress"] if ingress or not egress else []
+    if egress:
+        types.append("egress")
+    return tuple(types)
+
+
+def backend_policy_name(name: str, tier: str, ctx: Ctx) -> str:
+    """The name felix sees: <=v3.31 stores ``<tier>.<name>`` (default tier: ``default.<name>``)."""
+    if ctx.calico_version >= (3, 32):
+        return name
+    if "." not in name:
+        if tier != "default":
+            raise ctx.error(f"metadata.name: Calico <=3.31 requires a policy in tier {tier!r} "
+                            f"to be named '{tier}.<name>'")
+        return f"default.{name}"
+    if not name.startswith(f"{tier}."):
+        raise ctx.error(f"metadata.name: policy name {name!r} does not start with its tier "
+                        f"'{tier}.' (required by Calico <=3.31)")
+    return name
+
+
+def calico_policy(kind: str, name: str, namespace: str | None, spec: dict, ctx: Ctx) -> Policy:
+    """NetworkPolicy / GlobalNetworkPolicy and their staged forms, as felix receives them."""
+    is_global = namespace is None
+    tier = spec.get("tier") or "default"
+    selector = spec.get("selector") or ""
+    if selector:
+        check_selector(selector, "spec.selector", ctx)
+    if not is_global:
+        ns_term = f"{NAMESPACE_LABEL} == '{namespace}'"
+        selector = f"({selector}) && {ns_term}" if selector else ns_term
+    else:
+        ns_sel = spec.get("namespaceSelector") or ""
+        if ns_sel:
+            selector = _append_prefixed(selector, ns_sel, NAMESPACE_PREFIX,
+                                        "spec.namespaceSelector", ctx)
+            selector = selector.replace("all()", "has(projectcalico.org/namespace)")
+    sa_sel = spec.get("serviceAccountSelector") or ""
+    if sa_sel:
+        selector = _append_prefixed(selector, sa_sel, SERVICE_ACCOUNT_PREFIX,
+                                    "spec.serviceAccountSelector", ctx)
+        if is_global:
+            selector = selector.replace("all()", "has(projectcalico.org/serviceaccount)")
+    ingress_raw, egress_raw = spec.get("ingress"), spec.get("egress")
+    return Policy(
+        kind=kind, name=backend_policy_name(name, tier, ctx), namespace=namespace, tier=tier,
+        order=parse_order(spec.get("order"), "spec.order", ctx),
+        selector=selector or "all()",
+        types=policy_types(spec.get("types"), ingress_raw, egress_raw, "spec.types", ctx),
+        ingress=backend_rules(ingress_raw, namespace, "spec.ingress", ctx),
+        egress=backend_rules(egress_raw, namespace, "spec.egress", ctx),
+        do_not_track=bool(spec.get("doNotTrack")), pre_dnat=bool(spec.get("preDNAT")),
+        apply_on_forward=bool(spec.get("applyOnForward")), origin=ctx.origin)
+
+
+def _append_prefixed(current: str, extra: str, prefix: str, field_path: str, ctx: Ctx) -> str:
+    """selectors.go ``prefixAndAppendSelector``."""
+    added = prefixed(extra, prefix, field_path, ctx)
+    return f"({current}) && {added}" if current else added
+
+
+# ------------------------------------------------------------------------------ other kinds
+
+
+def tier(name: str, spec: dict, ctx: Ctx) -> Tier:
+    action = str(spec.get("defaultAction") or "Deny").capitalize()
+    if action not in ("Deny", "Pass"):
+        raise ctx.error(f"spec.defaultAction: expected Deny or Pass, got {action!r}")
+    return Tier(name=name, order=parse_order(spec.get("order"), "spec.order", ctx),
+                default_action=action, origin=ctx.origin)
+
+
+def network_set(name: str, namespace: str | None, labels: dict[str, str], spec: dict,
+                ctx: Ctx) -> NetworkSet:
+    nets, _ = parse_nets(spec.get("nets"), "spec.nets", ctx)
+    labels = dict(labels)
+    if namespace is not None:
+        # networksetprocessor.go adds the namespace label; kns.<ns> is its parent profile.
+        labels[NAMESPACE_LABEL] = namespace
+    return NetworkSet(name=name, namespace=namespace, nets=nets, labels=labels, origin=ctx.origin)
+
+
+def host_endpoint(name: str, labels: dict[str, str], spec: dict, ctx: Ctx) -> HostEndpoint:
+    node = _str(spec.get("node"), "spec.node", ctx)
+    if not node:
+        raise ctx.error("spec.node: a HostEndpoint needs a node")
+    ips: list[IPv4Address] = []
+    for index, text in enumerate(spec.get("expectedIPs") or ()):
+        net = parse_net(text, f"spec.expectedIPs[{index}]", ctx)
+        if isinstance(net, IPv4Network):
+            ips.append(net.network_address)
+    interface = _str(spec.get("interfaceName"), "spec.interfaceName", ctx)
+    if not interface and not ips:
+        raise ctx.error("spec: a HostEndpoint needs interfaceName or expectedIPs")
+    return HostEndpoint(name=name, node=node, interface_name=interface, expected_ips=tuple(ips),
+                        labels=dict(labels), profiles=tuple(spec.get("profiles") or ()),
+                        origin=ctx.origin)
+
+
+def profile(name: str, spec: dict, ctx: Ctx) -> Profile:
+    return Profile(name=name, labels_to_apply=dict(spec.get("labelsToApply") or {}),
+                   ingress=backend_rules(spec.get("ingress"), None, "spec.ingress", ctx),
+                   egress=backend_rules(spec.get("egress"), None, "spec.egress", ctx),
+                   origin=ctx.origin)
+
+
+ENCAP_MODES = {"always": "Always", "crosssubnet": "CrossSubnet", "never": "Never", "": "Never"}
+
+
+def ippool(name: str, spec: dict, ctx: Ctx) -> IPPool | None:
+    """An IPv4 IPPool (IPv6 pools are skipped with a warning: the model is IPv4-only)."""
+    if not spec.get("cidr"):
+        raise ctx.error("spec.cidr: an IPPool needs a cidr")
+    try:
+        cidr = ip_network(str(spec["cidr"]), strict=True)
+    except ValueError as err:
+        raise ctx.error(f"spec.cidr: bad CIDR {spec['cidr']!r} ({err})") from None
+    if not isinstance(cidr, IPv4Network):
+        ctx.warn("IPv6 pool skipped (calico-trace models IPv4 only)")
+        return None
+    block_size = spec.get("blockSize", 26)
+    if not isinstance(block_size, int) or not 20 <= block_size <= 32:
+        raise ctx.error(f"spec.blockSize: IPv4 block size must be 20-32, got {block_size!r}")
+    if block_size < cidr.prefixlen:
+        raise ctx.error(f"spec.blockSize: /{block_size} is larger than the pool {cidr}")
+    ipip = spec.get("ipipMode")
+    legacy_ipip = spec.get("ipip") or {}
+    if ipip is None and legacy_ipip.get("enabled"):
+        ipip = legacy_ipip.get("mode") or "Always"
+    modes = {}
+    for key, value in (("ipipMode", ipip), ("vxlanMode", spec.get("vxlanMode"))):
+        mode = ENCAP_MODES.get(str(value or "").lower())
+        if mode is None:
+            raise ctx.error(f"spec.{key}: expected Always, CrossSubnet or Never, got {value!r}")
+        modes[key] = mode
+    if modes["ipipMode"] != "Never" and modes["vxlanMode"] != "Never":
+        raise ctx.error("spec: ipipMode and vxlanMode cannot both be enabled on one pool")
+    node_selector = spec.get("nodeSelector") or "all()"
+    check_selector(node_selector, "spec.nodeSelector", ctx)
+    return IPPool(name=name, cidr=cidr, block_size=block_size, ipip_mode=modes["ipipMode"],
+                  vxlan_mode=modes["vxlanMode"],
+                  nat_outgoing=bool(spec.get("natOutgoing", spec.get("nat-outgoing", False))),
+                  disabled=bool(spec.get("disabled", False)), node_selector=node_selector,
+                  origin=ctx.origin)

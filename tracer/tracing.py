@@ -1,0 +1,133 @@
+"""``calico-trace packet``'s library entry point: resolve the two ends, run the pipeline,
+explain the outcome. Renderers take the returned :class:`PacketTrace` from here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Address, ip_address
+
+from tracer.dataplane.build import Dataplane, mtus
+from tracer.dataplane.packet import PROTOCOLS_BY_NAME, Packet, make_packet
+from tracer.dataplane.pipeline import Probe
+from tracer.dataplane.trace import DropRecord, Hop, PacketTrace
+from tracer.errors import InputError
+from tracer.explain import explain
+from tracer.model.cluster import Cluster, WorkloadEndpoint
+
+
+@dataclass(frozen=True)
+class Place:
+    """One end of a trace."""
+
+    kind: str                          # "pod" | "host" | "external"
+    ip: IPv4Address
+    label: str
+    node: str | None = None
+    endpoint: WorkloadEndpoint | None = None
+
+
+@dataclass(frozen=True)
+class TraceRequest:
+    source: str
+    destination: str
+    protocol: str = "tcp"
+    port: int | None = None
+    sport: int | None = None
+    state: str = "new"
+    size: int | None = None
+
+
+def resolve(cluster: Cluster, text: str, role: str) -> Place:
+    if "/" in text and not _looks_like_ip(text):
+        ep = cluster.endpoints.get(text)
+        if ep is None:
+            pod = cluster.pods.get(text)
+            if pod is not None and pod.host_network:
+                return Place("host", pod.ip, f"host {pod.node}", node=pod.node)
+            raise InputError(f"no pod {text!r} in the cluster", obj=f"--{role}")
+        return Place("pod", ep.pod.ip, ep.key, node=ep.pod.node, endpoint=ep)
+    try:
+        addr = ip_address(text)
+    except ValueError:
+        raise InputError(f"{text!r} is neither NAMESPACE/POD nor an IPv4 address",
+                         obj=f"--{role}") from None
+    if not isinstance(addr, IPv4Address):
+        raise InputError("only IPv4 is modelled", obj=f"--{role}")
+    ep = cluster.endpoint_by_ip(addr)
+    if ep is not None:
+        return Place("pod", addr, ep.key, node=ep.pod.node, endpoint=ep)
+    node = cluster.node_by_ip(addr)
+    if node is not None:
+        return Place("host", addr, f"host {node.name}", node=node.name)
+    return Place("external", addr, f"external {addr}")
+
+
+def _looks_like_ip(text: str) -> bool:
+    try:
+        ip_address(text.split("/")[0])
+        return True
+    except ValueError:
+        return False
+
+
+def build_probe(dataplane: Dataplane, request: TraceRequest) -> tuple[Probe, Place, Place]:
+    cluster = dataplane.cluster
+    src = resolve(cluster, request.source, "from")
+    dst = resolve(cluster, request.destination, "to")
+    proto = PROTOCOLS_BY_NAME.get(request.protocol.lower())
+    if proto is None:
+        raise InputError(f"unknown protocol {request.protocol!r} (tcp, udp, sctp, icmp)",
+                         obj="--protocol")
+    packet = make_packet(src.ip, dst.ip, proto, dport=request.port, sport=request.sport,
+                         state=request.state, length=request.size)
+    ctstate = "ESTABLISHED" if request.state == "established" else None
+    if src.kind == "pod":
+        probe = Probe(packet, src.node, src.endpoint.interface, src.label, dst.label, ctstate)
+    elif src.kind == "host":
+        probe = Probe(packet, src.node, None, src.label, dst.label, ctstate)
+    else:
+        if dst.node is None:
+            raise InputError(f"both ends are outside the cluster ({src.ip} -> {dst.ip})",
+                             obj="--from/--to")
+        probe = Probe(packet, dst.node, "eth0", src.label, dst.label, ctstate)
+    return probe, src, dst
+
+
+def trace_packet(dataplane: Dataplane, request: TraceRequest) -> PacketTrace:
+    probe, src, dst = build_probe(dataplane, request)
+    assumptions = [f"Calico v{dataplane.version} felix iptables dataplane"]
+    if probe.ctstate:
+        assumptions.append(f"conntrack state assumed {probe.ctstate} on every node (--state)")
+    else:
+        assumptions.append("first packet of a new connection (conntrack NEW)")
+    for name, node in sorted(dataplane.nodes.items()):
+        if not node.rendered:
+            assumptions.append(f"{name}: ruleset from {node.source}")
+
+    pod_mtu = mtus(dataplane.cluster).pod
+    if src.kind == "pod" and probe.packet.length > pod_mtu and probe.packet.df:
+        drop = DropRecord(src.node, "mtu-exceeded",
+                          f"{probe.packet.length}-byte packet with DF does not fit the pod's "
+                          f"eth0 (MTU {pod_mtu}); the pod's own stack refuses it (EMSGSIZE)")
+        hops = (Hop(node=src.node, iif=None, packet=probe.packet, stages=(drop,)),)
+        return _finish(dataplane, probe, tuple(assumptions), hops, None, drop, src, dst)
+
+    outcome = dataplane.pipeline.run(probe)
+    return _finish(dataplane, probe, tuple(assumptions), outcome.hops, outcome.delivered_to,
+                   outcome.drop, src, dst)
+
+
+def _finish(dataplane: Dataplane, probe: Probe, assumptions: tuple[str, ...],
+            hops: tuple[Hop, ...], delivered_to: str | None, drop: DropRecord | None,
+            src: Place, dst: Place) -> PacketTrace:
+    trace = PacketTrace(
+        packet=probe.packet, source=src.label, destination=dst.label, assumptions=assumptions,
+        hops=hops, verdict="dropped" if drop else "allowed",
+        reason=drop.reason if drop else None, deciding=(), delivered_to=delivered_to)
+    return explain(dataplane, trace, src, dst)
+
+
+def packet_for(request: TraceRequest, src: IPv4Address, dst: IPv4Address) -> Packet:
+    return make_packet(src, dst, PROTOCOLS_BY_NAME[request.protocol.lower()],
+                       dport=request.port, sport=request.sport, state=request.state,
+                       length=request.size)
