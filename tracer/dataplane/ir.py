@@ -156,6 +156,11 @@ class ConntrackMatch:
 
     states: frozenset[str]
     negated: bool = False
+    # ``--ctstatus EXPECTED,SEEN_REPLY,ASSURED,CONFIRMED`` (None: option absent; empty: NONE).
+    statuses: frozenset[str] | None = None
+    status_negated: bool = False
+    # ``-m state --state`` is the same test under an older module name; kept for printing.
+    module: str = field(default="conntrack", compare=False)
 
 
 @dataclass(frozen=True)
@@ -185,6 +190,7 @@ class RpfilterMatch:
     invert: bool = False
     validmark: bool = False
     loose: bool = False
+    accept_local: bool = False
 
 
 @dataclass(frozen=True)
@@ -195,8 +201,44 @@ class LimitMatch:
     burst: int | None = None
 
 
+@dataclass(frozen=True)
+class TcpFlagsMatch:
+    """``-m tcp --tcp-flags MASK COMP`` (``--syn`` is ``FIN,SYN,RST,ACK SYN``):
+    true when ``(tcp_flags & mask) == comp``. Bits: FIN 0x01 SYN 0x02 RST 0x04 PSH 0x08
+    ACK 0x10 URG 0x20 (libxt_tcp knows no others)."""
+
+    mask: int
+    comp: int
+    negated: bool = False
+
+
+@dataclass(frozen=True)
+class ProtocolModuleMatch:
+    """A bare ``-m tcp`` / ``-m udp`` with no options, as kube-proxy writes before its DNAT.
+    It only asks for that protocol's header, which the rule's ``-p`` already guarantees."""
+
+    module: str
+
+
+@dataclass(frozen=True)
+class StatisticMatch:
+    """``-m statistic --mode random --probability P`` or ``--mode nth --every N --packet K``.
+
+    ``probability`` is already quantised the way xt_statistic stores it
+    (``round(P * 2**31) / 2**31``), so it prints back exactly as ``iptables-save`` does.
+    The interpreter asks its environment which way a random/nth choice falls.
+    """
+
+    mode: Literal["random", "nth"]
+    probability: float = 0.0
+    every: int = 0
+    packet: int = 0
+    negated: bool = False
+
+
 Match = Union[ProtocolMatch, AddressMatch, InterfaceMatch, PortMatch, IcmpMatch, MarkMatch,
-              ConnmarkMatch, ConntrackMatch, SetMatch, AddrTypeMatch, RpfilterMatch, LimitMatch]
+              ConnmarkMatch, ConntrackMatch, SetMatch, AddrTypeMatch, RpfilterMatch, LimitMatch,
+              TcpFlagsMatch, ProtocolModuleMatch, StatisticMatch]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,6 +287,10 @@ class ConnMarkTarget:
     mode: Literal["save", "restore", "set"]
     value: int = 0
     mask: int = 0xFFFFFFFF
+    # save: ctmark = (ctmark & ~ctmask) ^ (mark & nfmask); restore:
+    # mark = (mark & ~nfmask) ^ (ctmark & ctmask)  (xt_connmark.c, connmark_tg_shift).
+    nfmask: int = 0xFFFFFFFF
+    ctmask: int = 0xFFFFFFFF
 
 
 @dataclass(frozen=True)
@@ -257,23 +303,28 @@ class Log:
 class Nflog:
     group: int
     prefix: str = ""
+    size: int | None = None            # --nflog-size
 
 
 @dataclass(frozen=True)
 class NoTrack:
-    pass
+    """``-j NOTRACK`` or ``-j CT --notrack``. Not a verdict: xt_CT returns XT_CONTINUE."""
+
+    ct: bool = field(default=False, compare=False)   # spelt ``-j CT --notrack``
 
 
 @dataclass(frozen=True)
 class Masquerade:
     to_ports: tuple[int, int] | None = None
     random_fully: bool = False
+    random: bool = False
 
 
 @dataclass(frozen=True)
 class Snat:
     to_source: str
     random_fully: bool = False
+    random: bool = False
 
 
 @dataclass(frozen=True)
@@ -325,6 +376,9 @@ class Rule:
     target: Target | None = None       # None: a counter-only rule, e.g. felix's comment carrier
     comments: tuple[str, ...] = ()
     provenance: Provenance | None = field(default=None, compare=False, hash=False)
+    # Where the ``-m comment`` matches stood among ``matches`` (index of the match they came
+    # before), so a parsed dump prints back as written; felix puts them first (0).
+    comment_at: int = field(default=0, compare=False, hash=False)
 
 
 @dataclass(frozen=True)

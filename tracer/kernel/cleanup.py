@@ -169,6 +169,7 @@ class Watchdog:
 
     def __init__(self) -> None:
         self._proc: subprocess.Popen | None = None
+        self._owner = os.getpid()
 
     def start(self) -> None:
         start = register_owner()
@@ -183,8 +184,8 @@ class Watchdog:
 
     def release(self) -> None:
         """Normal end: the owner removed its namespaces itself; the watchdog just exits."""
-        if self._proc is None:
-            return
+        if self._proc is None or os.getpid() != self._owner:
+            return                          # a forked child must not dismiss the watchdog
         try:
             self._send("done\n")
             self._proc.stdin.close()

@@ -1,0 +1,88 @@
+"""``calico-trace packet``: trace one packet hop by hop and say why it lived or died."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from tracer.commands.options import manifest_option
+from tracer.dataplane.build import build_dataplane
+from tracer.dataplane.ipsets import parse_ipsets
+from tracer.dataplane.iptables_save import parse_ruleset
+from tracer.errors import InputError
+from tracer.model.loader import load_cluster
+from tracer.render.trace_json import render_json
+from tracer.render.trace_text import VERBOSITIES, render_text
+from tracer.tracing import TraceRequest, build_probe, trace_packet
+from tracer.versions import resolve_version
+
+
+@click.command()
+@manifest_option
+@click.option("--from", "source", required=True, help="NAMESPACE/POD or an IPv4 address.")
+@click.option("--to", "destination", required=True, help="NAMESPACE/POD or an IPv4 address.")
+@click.option("--protocol", type=click.Choice(["tcp", "udp", "sctp", "icmp"],
+              case_sensitive=False), default="tcp", show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), help="Destination port.")
+@click.option("--sport", type=click.IntRange(1, 65535), help="Source port (default 40000).")
+@click.option("--state", type=click.Choice(["new", "established"]), default="new",
+              show_default=True, help="Conntrack state to assume for the packet.")
+@click.option("--size", type=click.IntRange(28, 65535), help="IP packet length in bytes.")
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--verbosity", type=click.Choice(VERBOSITIES), default="detailed",
+              show_default=True)
+@click.option("--calico-version", help="Calico release whose felix rules to render.")
+@click.option("--iptables-save", "dumps", multiple=True, metavar="[NODE=]FILE",
+              help="Use a real node's iptables-save dump instead of the rendered ruleset "
+                   "(default node: where the packet first enters).")
+@click.option("--ipsets", "ipset_dumps", multiple=True, metavar="[NODE=]FILE",
+              help="The ipset save/list output that goes with --iptables-save.")
+def packet(paths, source, destination, protocol, port, sport, state, size, output, verbosity,
+           calico_version, dumps, ipset_dumps) -> None:
+    """Trace one packet from --from to --to through every node's Calico dataplane."""
+    cluster = load_cluster(paths, calico_version=calico_version)
+    for warning in cluster.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    version = resolve_version(calico_version, cluster)
+    request = TraceRequest(source=source, destination=destination, protocol=protocol,
+                           port=port, sport=sport, state=state, size=size)
+    rulesets = {}
+    if dumps:
+        first_node = build_probe(build_dataplane(cluster, version=version), request)[0].node
+        rulesets = load_dumps(dumps, ipset_dumps, default_node=first_node,
+                              nodes=set(cluster.nodes))
+    dataplane = build_dataplane(cluster, version=version, rulesets=rulesets)
+    trace = trace_packet(dataplane, request)
+    text = render_json(trace) if output == "json" else render_text(trace, verbosity)
+    click.echo(text, nl=False)
+    sys.stdout.flush()
+
+
+def _split(spec: str, default_node: str) -> tuple[str, str]:
+    node, sep, path = spec.partition("=")
+    return (node, path) if sep and not Path(spec).exists() else (default_node, spec)
+
+
+def load_dumps(dumps, ipset_dumps, *, default_node: str, nodes: set[str]):
+    ipsets_by_node = {}
+    for spec in ipset_dumps:
+        node, path = _split(spec, default_node)
+        ipsets_by_node[node] = parse_ipsets(_read(path), filename=path)
+    rulesets = {}
+    for spec in dumps:
+        node, path = _split(spec, default_node)
+        if node not in nodes:
+            raise InputError(f"no node {node!r} in the cluster", file=path,
+                             obj="--iptables-save")
+        ruleset = parse_ruleset(_read(path), filename=path, ipsets=ipsets_by_node.get(node, {}))
+        rulesets[node] = (ruleset, f"iptables-save dump {path}")
+    return rulesets
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError as err:
+        raise InputError(f"cannot read: {err.strerror}", file=path) from None

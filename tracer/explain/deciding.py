@@ -1,0 +1,108 @@
+"""Find the iptables rules that decided a trace and map them back to Calico objects.
+
+A drop is decided by one rule: the one whose verdict ended the traversal. An allowed packet is
+decided by the policy or profile rules that set the accept mark in each endpoint chain the
+packet went through (egress of the source, ingress of the destination).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from tracer.dataplane.events import NetfilterEvent
+from tracer.dataplane.ir import Provenance, SetMark
+from tracer.dataplane.iptables_save import format_rule
+from tracer.dataplane.trace import Decision, DropRecord, HookRecord, PacketTrace
+from tracer.policy.felix import mark_bits
+
+# Felix's chain-level comments, in every release we render (felix/rules/policy.go).
+_POLICY_COMMENT = re.compile(
+    r"^(?:Policy|KubernetesNetworkPolicy|NetworkPolicy|GlobalNetworkPolicy|"
+    r"StagedNetworkPolicy|StagedGlobalNetworkPolicy|StagedKubernetesNetworkPolicy|"
+    r"KubernetesClusterNetworkPolicy) (\S+) (ingress|egress)$")
+_PROFILE_COMMENT = re.compile(r"^Profile (\S+) (ingress|egress)$")
+
+
+@dataclass(frozen=True)
+class EndpointChain:
+    """An endpoint chain (cali-tw-* / cali-fw-*) the packet entered, on some node."""
+
+    node: str
+    chain: str
+    endpoint: str | None               # "ns/pod" when the workload is known
+    direction: str                     # ingress (to workload) | egress (from workload)
+
+
+def decision_for(node: str, event: NetfilterEvent, dataplane) -> Decision:
+    rule = event.rule
+    provenance = rule.provenance if rule is not None else None
+    if rule is not None and provenance is None:
+        provenance = _provenance_from_comments(dataplane, node, event)
+    return Decision(node=node, table=event.table, chain=event.chain,
+                    rule_number=event.rule_number, rule=rule,
+                    rule_text=format_rule(event.chain, rule) if rule is not None else None,
+                    effect=event.effect, provenance=provenance)
+
+
+def deciding_decisions(dataplane, trace: PacketTrace) -> tuple[Decision, ...]:
+    drop = _final_drop(trace)
+    if drop is not None:
+        if drop.event is None:
+            return ()
+        return (decision_for(drop.node, drop.event, dataplane),)
+    accept = mark_bits(dataplane.version, dataplane.cluster.felix).accept
+    found: list[Decision] = []
+    for node, event in trace.netfilter_events():
+        rule = event.rule
+        if (event.kind == "rule" and rule is not None and isinstance(rule.target, SetMark)
+                and rule.target.value & accept
+                and event.chain.startswith(("cali-pi-", "cali-po-", "cali-pri-", "cali-pro-"))):
+            found.append(decision_for(node, event, dataplane))
+    return tuple(found)
+
+
+def endpoint_chains(dataplane, trace: PacketTrace) -> tuple[EndpointChain, ...]:
+    by_iface = {ep.interface: ep.key for ep in dataplane.cluster.endpoints.values()}
+    seen: list[EndpointChain] = []
+    for node, event in trace.netfilter_events():
+        for prefix, direction in (("cali-tw-", "ingress"), ("cali-fw-", "egress")):
+            if event.chain.startswith(prefix):
+                iface = event.chain[len(prefix):]
+                chain = EndpointChain(node, event.chain, by_iface.get(iface), direction)
+                if chain not in seen:
+                    seen.append(chain)
+    return tuple(seen)
+
+
+def _final_drop(trace: PacketTrace) -> DropRecord | None:
+    if not trace.hops:
+        return None
+    last = trace.hops[-1].stages
+    return last[-1] if last and isinstance(last[-1], DropRecord) else None
+
+
+def _provenance_from_comments(dataplane, node: str, event: NetfilterEvent) -> Provenance | None:
+    """For a user-supplied dump: the policy chain's first rule carries felix's chain comment."""
+    chain = dataplane.nodes[node].ruleset.tables.get(_table(event.table), {}).get(event.chain)
+    if chain is None or not chain.rules:
+        return None
+    for comment in chain.rules[0].comments:
+        match = _POLICY_COMMENT.match(comment)
+        if match:
+            return Provenance(role="policy-rule", policy=match.group(1),
+                              direction=match.group(2), source="comment in the dump")
+        match = _PROFILE_COMMENT.match(comment)
+        if match:
+            return Provenance(role="profile-rule", profile=match.group(1),
+                              direction=match.group(2), source="comment in the dump")
+    return None
+
+
+def _table(name: str):
+    from tracer.dataplane.ir import Table
+    return Table(name)
+
+
+def hook_records(trace: PacketTrace) -> list[HookRecord]:
+    return [stage for hop in trace.hops for stage in hop.stages if isinstance(stage, HookRecord)]

@@ -1,0 +1,183 @@
+"""The smallest change that would let a dropped packet through.
+
+For a default deny, every Allow rule of the policies that select the endpoint is compared
+with the packet aspect by aspect (protocol, port, peer labels, peer namespace, nets); the rule
+missing the fewest aspects gives the hint. Label fixes are read off the selector's syntax tree:
+an equality or ``has()`` term the peer fails names the label to add.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tracer.dataplane.packet import PORTED_PROTOCOLS
+from tracer.dataplane.trace import DropRecord, PacketTrace
+from tracer.model.cluster import Policy, Rule
+from tracer.policy.evaluate import DirectionDecision, Flow, protocol_number
+from tracer.policy.selector import parse_selector
+from tracer.policy.selector_ast import EQ, And, Compare, Has, InSet, canonical_text, evaluate
+
+NAMESPACE_LABEL = "projectcalico.org/namespace"
+
+STATIC_HINTS = {
+    "rpf-check": "The pod sends with a source address that does not route back through its "
+                 "own interface. If that is intended, annotate the pod with "
+                 "cni.projectcalico.org/allowedSourcePrefixes.",
+    "mtu-exceeded": "Send smaller packets (lower the MSS / MTU of the sender) or raise the "
+                    "host MTU; Calico derives pod MTU = host MTU minus the tunnel overhead.",
+    "no-route": "Check that the destination address belongs to a running pod or a node; "
+                "addresses in an IPAM block without a pod hit the block's blackhole route.",
+    "conntrack-invalid": "The packet fits no connection conntrack knows (e.g. a reply or "
+                         "mid-stream packet without the connection's start); trace the "
+                         "connection from its first packet.",
+    "unknown-interface": "The interface is not a known workload of this node: the pod is not "
+                         "(yet) programmed by felix.",
+    "encap-from-workload": "Workloads may not send IPIP/VXLAN; set "
+                           "FelixConfiguration allowVXLANPacketsFromWorkloads/"
+                           "allowIPIPPacketsFromWorkloads if this is intended.",
+    "endpoint-to-host": "FelixConfiguration defaultEndpointToHostAction drops pod-to-host "
+                        "traffic; set it to Accept or allow it with a host endpoint policy.",
+    "unknown-tunnel-peer": "The tunnel packet's sender is not a Calico node; add it as a Node.",
+}
+
+
+@dataclass(frozen=True)
+class Gap:
+    aspect: str                        # protocol | port | labels | namespace | nets | peer
+    fix: str
+
+
+def fix_hint(cluster, trace: PacketTrace, drop: DropRecord,
+             verdicts: list[DirectionDecision], flow: Flow, src, dst) -> str:
+    deciding = next((v for v in verdicts if not v.allowed), None)
+    if drop.reason == "denied-by-rule" and deciding is not None and deciding.deciding:
+        ref = deciding.deciding
+        return (f"Deny rule {ref.rule_index} of {ref.policy_kind} {ref.policy_key} matches this "
+                f"packet. If it should pass, add an Allow rule for it before rule "
+                f"{ref.rule_index}, or in a policy with a lower order in tier {ref.tier}.")
+    if drop.reason == "default-deny" and deciding is not None:
+        peer = src if deciding.direction == "ingress" else dst
+        return _default_deny_hint(cluster, deciding, flow, peer)
+    return STATIC_HINTS.get(drop.reason, "")
+
+
+def _default_deny_hint(cluster, v: DirectionDecision, flow: Flow, peer) -> str:
+    policies = _applied(cluster, v)
+    best: tuple[list[Gap], Policy, int] | None = None
+    for policy in policies:
+        for index, rule in enumerate(policy.rules(v.direction)):
+            if rule.action != "Allow":
+                continue
+            gaps = rule_gaps(rule, v.direction, flow, peer)
+            if best is None or len(gaps) < len(best[0]):
+                best = (gaps, policy, index)
+    port = f"{_proto_name(flow.protocol)} {flow.dst_port}" if flow.dst_port else \
+        _proto_name(flow.protocol)
+    if best is None:
+        if not policies:
+            return ("No policy allows it and no profile accepts it: add a policy allowing "
+                    f"{port} for {v.endpoint}.")
+        target = policies[0]
+        who = _peer_selector_suggestion(peer)
+        side = "from" if v.direction == "ingress" else "to"
+        return (f"{target.kind} {target.key} has no {v.direction} Allow rule: add one "
+                f"allowing {port} {side} {who}.")
+    gaps, policy, index = best
+    fixes = "; ".join(gap.fix for gap in gaps) or "(the rule matches: check the other side)"
+    return f"Closest rule: {policy.kind} {policy.key} {v.direction} rule {index}. {fixes}."
+
+
+def _applied(cluster, v: DirectionDecision) -> list[Policy]:
+    keys = {key.split(" ")[-1] for key in v.applied_policies}
+    return [p for p in cluster.policies if p.key in keys and not p.staged
+            and v.direction in p.types]
+
+
+def rule_gaps(rule: Rule, direction: str, flow: Flow, peer) -> list[Gap]:
+    """What the packet lacks to match ``rule``, one gap per aspect."""
+    gaps: list[Gap] = []
+    if rule.protocol is not None and protocol_number(rule.protocol) != flow.protocol:
+        gaps.append(Gap("protocol", f"the rule allows {rule.protocol} only; add "
+                    f"{_proto_name(flow.protocol)} to it"))
+    ports = rule.destination.ports
+    if ports and flow.protocol in PORTED_PROTOCOLS and flow.dst_port is not None:
+        numeric = [p for p in ports if not p.is_named]
+        if not any(p.first <= flow.dst_port <= p.last for p in numeric) and \
+                not any(p.is_named for p in ports):
+            listed = ",".join(str(p) for p in ports)
+            gaps.append(Gap("port", f"the rule allows ports {listed}; add port "
+                            f"{flow.dst_port}"))
+    entity = rule.source if direction == "ingress" else rule.destination
+    if entity.nets:
+        if not any(peer.ip in net for net in entity.nets):
+            gaps.append(Gap("nets", f"{peer.ip} is outside the rule's nets "
+                            f"({', '.join(map(str, entity.nets))}); add {peer.ip}/32"))
+    if entity.selector:
+        gaps.extend(_selector_gaps(entity.selector, peer))
+    return gaps
+
+
+def _selector_gaps(text: str, peer) -> list[Gap]:
+    if peer.endpoint is None:
+        return [Gap("peer", f"{peer.label} is not a pod, and the rule selects pods by label")]
+    labels = peer.endpoint.labels
+    selector = parse_selector(text)
+    if selector.matches(labels):
+        return []
+    gaps: list[Gap] = []
+    for term in _conjuncts(selector.root):
+        if not evaluate(term, labels):
+            gaps.append(_term_fix(term, peer))
+    return gaps
+
+
+def _conjuncts(node):
+    """The terms of a selector that must all hold: nested ``&&`` groups flattened."""
+    if isinstance(node, And):
+        for operand in node.operands:
+            yield from _conjuncts(operand)
+    else:
+        yield node
+
+
+def _term_fix(term, peer) -> Gap:
+    pod = peer.endpoint.pod
+    if isinstance(term, Compare) and term.op == EQ:
+        return _label_gap(term.label, term.value, pod)
+    if isinstance(term, Has):
+        return _label_gap(term.label, None, pod)
+    if isinstance(term, InSet) and not term.negated and term.values:
+        return _label_gap(term.label, term.values[0], pod)
+    return Gap("labels", f"{peer.label} fails the selector term {canonical_text(term)}")
+
+
+def _label_gap(label: str, value: str | None, pod) -> Gap:
+    shown = f"{label.removeprefix('pcns.')}={value}" if value is not None else \
+        f"{label.removeprefix('pcns.')}=<any>"
+    if label == NAMESPACE_LABEL:
+        return Gap("namespace", f"the rule only admits pods of namespace {value}, and "
+                   f"{pod.key} is in {pod.namespace}; add a namespaceSelector to the rule")
+    if label.startswith("pcns."):
+        return Gap("namespace", f"label namespace {pod.namespace} with {shown} "
+                   f"(kubectl label namespace {pod.namespace} {shown.replace('<any>', 'x')})")
+    if label.startswith("pcsa."):
+        return Gap("labels", f"label service account {pod.service_account} with "
+                   f"{label.removeprefix('pcsa.')}={value}")
+    if label == "projectcalico.org/serviceaccount":
+        return Gap("labels", f"run {pod.key} as service account {value}")
+    return Gap("labels", f"label pod {pod.key} with {shown} (kubectl label pod -n "
+               f"{pod.namespace} {pod.name} {shown.replace('<any>', 'x')})")
+
+
+def _peer_selector_suggestion(peer) -> str:
+    if peer.endpoint is None:
+        return f"{peer.ip}/32 (ipBlock)"
+    labels = peer.endpoint.pod.labels
+    for key in ("app", "app.kubernetes.io/name", "role", "k8s-app", "run"):
+        if key in labels:
+            return f"pods with {key}={labels[key]}"
+    return f"pod {peer.endpoint.key}"
+
+
+def _proto_name(number: int) -> str:
+    return {6: "TCP", 17: "UDP", 1: "ICMP", 132: "SCTP"}.get(number, str(number))

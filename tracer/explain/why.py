@@ -1,0 +1,139 @@
+"""The plain-language *why* of a trace, and what to change.
+
+The text names the endpoint chain that decided, the policies that select the endpoint in that
+direction (that is what makes a default deny), the rule that matched, and the peer's labels.
+"""
+
+from __future__ import annotations
+
+from tracer.dataplane.packet import ICMP, Packet
+from tracer.dataplane.trace import DROP_REASONS, Decision, DropRecord, PacketTrace
+from tracer.explain.deciding import EndpointChain
+from tracer.explain.hint import fix_hint
+from tracer.explain.rules import describe_rule
+from tracer.policy.evaluate import DirectionDecision, Flow, evaluate_direction
+
+
+def flow_of(packet: Packet) -> Flow:
+    return Flow(src_ip=packet.src, dst_ip=packet.dst, protocol=packet.protocol,
+                src_port=packet.sport, dst_port=packet.dport,
+                icmp_type=packet.icmp_type if packet.protocol == ICMP else None,
+                icmp_code=packet.icmp_code if packet.protocol == ICMP else None)
+
+
+def compose(dataplane, trace: PacketTrace, decisions: tuple[Decision, ...],
+            chains: tuple[EndpointChain, ...], src, dst):
+    cluster = dataplane.cluster
+    flow = flow_of(_policy_view(trace))
+    verdicts: list[DirectionDecision] = []
+    for chain in chains:
+        if chain.endpoint is not None:
+            verdicts.append(evaluate_direction(cluster, chain.endpoint, chain.direction, flow))
+    staged = tuple(outcome.describe() for v in verdicts for outcome in v.staged)
+    selected_by = {f"{v.direction} {v.endpoint}": v.applied_policies for v in verdicts}
+    drop = _final_drop(trace)
+    if drop is None:
+        why = _why_allowed(trace, verdicts)
+        return why, "", staged, selected_by
+    why = _why_dropped(cluster, trace, drop, decisions, verdicts, src, dst)
+    hint = fix_hint(cluster, trace, drop, verdicts, flow, src, dst)
+    return why, hint, staged, selected_by
+
+
+def _policy_view(trace: PacketTrace) -> Packet:
+    """The packet as the endpoint chains saw it: after DNAT (a Service's backend address)."""
+    from tracer.dataplane.trace import HookRecord
+    for hop in trace.hops:
+        for stage in hop.stages:
+            if isinstance(stage, HookRecord) and stage.hook == "FORWARD":
+                return stage.packet
+    return trace.packet
+
+
+def _final_drop(trace: PacketTrace) -> DropRecord | None:
+    stages = trace.hops[-1].stages if trace.hops else ()
+    return stages[-1] if stages and isinstance(stages[-1], DropRecord) else None
+
+
+def _why_allowed(trace: PacketTrace, verdicts: list[DirectionDecision]) -> str:
+    parts = [f"{trace.source} reached {trace.delivered_to}."]
+    for v in verdicts:
+        parts.append(_direction_sentence(v))
+    if not verdicts:
+        parts.append("No workload endpoint chain was involved, so no Calico policy applied.")
+    return " ".join(parts)
+
+
+def _direction_sentence(v: DirectionDecision) -> str:
+    side = "Egress from" if v.direction == "egress" else "Ingress to"
+    if v.reason == "profile-allow":
+        if v.applied_policies:
+            return (f"{side} {v.endpoint}: the selecting policies passed it on and profile "
+                    f"{v.profile} allows it.")
+        return (f"{side} {v.endpoint}: no policy selects it for {v.direction}, so its "
+                f"namespace profile {v.profile} allows everything.")
+    if v.deciding is not None:
+        verb = "allowed" if v.allowed else "denied"
+        return f"{side} {v.endpoint}: {verb} by {v.deciding.describe()}."
+    return f"{side} {v.endpoint}: {v.summary()}."
+
+
+def _why_dropped(cluster, trace: PacketTrace, drop: DropRecord,
+                 decisions: tuple[Decision, ...], verdicts: list[DirectionDecision],
+                 src, dst) -> str:
+    where = f"Dropped on {drop.node}"
+    if decisions:
+        d = decisions[0]
+        where += f" in {d.table}/{d.chain} rule {d.rule_number}"
+    reason_text = DROP_REASONS.get(drop.reason, drop.reason)
+    sentences = [f"{where}: {reason_text}."]
+    deciding = next((v for v in verdicts if not v.allowed), None)
+    if drop.reason == "default-deny" and deciding is not None:
+        sentences.append(_default_deny_sentence(cluster, deciding, trace, src, dst))
+    elif drop.reason == "denied-by-rule" and deciding is not None and deciding.deciding:
+        rule = _rule_of(cluster, deciding)
+        text = describe_rule(rule, deciding.direction) if rule else ""
+        sentences.append(f"{deciding.deciding.describe()} matched: {text}.")
+    else:
+        sentences.append(drop.detail + ".")
+    if deciding is not None and deciding.staged:
+        sentences.append("Staged: " + "; ".join(s.describe() for s in deciding.staged) + ".")
+    return " ".join(sentences)
+
+
+def _default_deny_sentence(cluster, v: DirectionDecision, trace, src, dst) -> str:
+    peer = src if v.direction == "ingress" else dst
+    if not v.applied_policies:
+        return f"No policy selects {v.endpoint} for {v.direction} and no profile allows it."
+    by_key = {p.key: p for p in cluster.policies}
+    lines = []
+    for key in v.applied_policies:
+        policy = by_key.get(key.split(" ")[-1]) or by_key.get(key)
+        if policy is None or policy.staged:
+            continue
+        rules = [describe_rule(r, v.direction) for r in policy.rules(v.direction)
+                 if r.action == "Allow"]
+        allows = "; ".join(rules) if rules else "nothing (no rules: a default deny)"
+        lines.append(f"{policy.kind} {policy.key} (tier {policy.tier}) allows {v.direction} "
+                     f"{allows}")
+    peer_labels = _peer_labels(cluster, peer)
+    return (f"{v.endpoint} is selected for {v.direction} by " + "; ".join(lines) +
+            f". {trace.packet.describe()} from {peer.label}{peer_labels} matches none of them.")
+
+
+def _peer_labels(cluster, place) -> str:
+    if place.endpoint is None:
+        return ""
+    labels = {k: v for k, v in place.endpoint.pod.labels.items()}
+    if not labels:
+        return " (no labels)"
+    return " (" + ", ".join(f"{k}={v}" for k, v in sorted(labels.items())) + ")"
+
+
+def _rule_of(cluster, v: DirectionDecision):
+    ref = v.deciding
+    for policy in cluster.policies:
+        if policy.key == ref.policy_key and policy.kind == ref.policy_kind:
+            rules = policy.rules(ref.direction)
+            return rules[ref.rule_index] if ref.rule_index < len(rules) else None
+    return None

@@ -1,0 +1,113 @@
+"""Group pods into classes that every policy decision treats identically.
+
+Two workloads land in the same class when nothing any rule or policy can look at tells them
+apart:
+
+- their labels projected on the label keys some selector reads (policy selectors, rule
+  selectors and NotSelectors, of policies and profiles);
+- their profile list (it drives the fall-through after the tiers);
+- their named container ports whose names some rule mentions;
+- for their IP: which rule CIDRs contain it, and which host endpoints and network sets cover
+  it (those add label sets to the address's selector IP-set membership);
+- for an IP shared by several workloads: the IP itself (the owner is looked up by address).
+
+Evaluating one representative pair per class pair is then exact for every pod pair.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+
+from tracer.model.cluster import EntityRule, Rule, WorkloadEndpoint
+from tracer.policy.evaluate import PolicyIndex, combine_selectors
+from tracer.policy.selector import parse_selector
+
+
+@dataclass(frozen=True)
+class PodClasses:
+    """``class_of[i]`` is the class of ``pods[i]``; ``representatives[c]`` evaluates class c."""
+
+    pods: tuple[WorkloadEndpoint, ...]
+    class_of: tuple[int, ...]
+    representatives: tuple[WorkloadEndpoint, ...]
+
+    @property
+    def count(self) -> int:
+        return len(self.representatives)
+
+
+@dataclass(frozen=True)
+class _Features:
+    """What the cluster's policies can observe about an endpoint."""
+
+    label_keys: tuple[str, ...]
+    port_names: frozenset[str]
+    nets: tuple[IPv4Network, ...]
+
+
+def classify(index: PolicyIndex, pods: Iterable[WorkloadEndpoint]) -> PodClasses:
+    """Partition ``pods`` (workload endpoints of ``index``'s cluster) into classes."""
+    pods = tuple(pods)
+    features = _observed_features(index)
+    shared_ips = {ip for ip in {ep.pod.ip for ep in pods} if len(index.endpoints_at(ip)) > 1}
+    class_ids: dict[tuple, int] = {}
+    class_of: list[int] = []
+    representatives: list[WorkloadEndpoint] = []
+    for pod in pods:
+        # The owner of the address is what evaluate_connection looks up.
+        owner = index.endpoint_at(pod.pod.ip) or pod
+        key = _class_key(index, owner, features, shared_ips)
+        if key not in class_ids:
+            class_ids[key] = len(representatives)
+            representatives.append(owner)
+        class_of.append(class_ids[key])
+    return PodClasses(pods, tuple(class_of), tuple(representatives))
+
+
+def _class_key(index: PolicyIndex, ep: WorkloadEndpoint, features: _Features,
+               shared_ips: set[IPv4Address]) -> tuple:
+    ip = ep.pod.ip
+    labels = tuple(ep.labels.get(key) for key in features.label_keys)
+    ports = tuple(sorted((cp.name, cp.protocol.upper(), cp.port) for cp in ep.pod.ports
+                         if cp.name in features.port_names))
+    in_nets = tuple(ip in net for net in features.nets)
+    heps = tuple(i for i, hep in enumerate(index.cluster.host_endpoints) if ip in hep.expected_ips)
+    netsets = tuple(i for i, ns in enumerate(index.cluster.network_sets)
+                    if any(ip in net for net in ns.nets))
+    shared = ip if ip in shared_ips else None
+    return (labels, ep.profiles, ports, in_nets, heps, netsets, shared)
+
+
+def _observed_features(index: PolicyIndex) -> _Features:
+    keys: set[str] = set()
+    names: set[str] = set()
+    nets: set[IPv4Network] = set()
+    for policy in index.ordered_policies:
+        keys |= parse_selector(policy.selector).label_keys
+    for rule in _all_rules(index):
+        for entity in (rule.source, rule.destination):
+            _collect_entity(entity, keys, names, nets)
+    return _Features(tuple(sorted(keys)), frozenset(names),
+                     tuple(sorted(nets, key=lambda n: (int(n.network_address), n.prefixlen))))
+
+
+def _all_rules(index: PolicyIndex) -> Iterable[Rule]:
+    for policy in index.ordered_policies:
+        yield from policy.ingress
+        yield from policy.egress
+    for profile in index.cluster.profiles.values():
+        yield from profile.ingress
+        yield from profile.egress
+
+
+def _collect_entity(entity: EntityRule, keys: set[str], names: set[str],
+                    nets: set[IPv4Network]) -> None:
+    positive, negative = combine_selectors(entity.selector, entity.not_selector)
+    for text in (positive, negative):
+        if text:
+            keys |= parse_selector(text).label_keys
+    names.update(p.name for p in entity.ports + entity.not_ports if p.is_named)
+    nets.update(entity.nets)
+    nets.update(entity.not_nets)
