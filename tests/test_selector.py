@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+from types import MappingProxyType
 
 import pytest
 from hypothesis import given, settings
@@ -74,7 +75,8 @@ def test_unique_id_is_sha224_of_prefixed_canonical_text():
         ("", "all()", "s:5y5I3VdRZfDU01O--xXAPx2yxCQQqMf0M6IWug"),
         (" all() ", "all()", "s:5y5I3VdRZfDU01O--xXAPx2yxCQQqMf0M6IWug"),
         (" (all() )", "all()", "s:5y5I3VdRZfDU01O--xXAPx2yxCQQqMf0M6IWug"),
-        ("! (has( b)||! has(a ))", "!(has(b) || !has(a))", "s:Iss0uCleLYv1GSv_pNm7hAO58kE9jAx1NKyG3Q"),
+        ("! (has( b)||! has(a ))", "!(has(b) || !has(a))",
+         "s:Iss0uCleLYv1GSv_pNm7hAO58kE9jAx1NKyG3Q"),
         ('! (a == "b"&&! c != "d")', '!(a == "b" && !c != "d")',
          "s:lh3haoY1ikTRkd4UZu0nWSaIBknYLPJLX16d-w"),
     ],
@@ -274,8 +276,6 @@ def test_values_are_literal_and_case_sensitive():
 
 
 def test_matches_accepts_any_mapping():
-    from types import MappingProxyType
-
     assert parse_selector("a == 'b' && !has(c)").matches(MappingProxyType({"a": "b"}))
 
 

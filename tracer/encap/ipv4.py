@@ -118,7 +118,7 @@ def ecn_encapsulate(outer_tos: int, inner_tos: int) -> int:
 
 
 def inner_tos(inner: bytes) -> int:
-    """The inner packet's TOS byte when it is IPv4, else 0 (ip_tunnel_ecn_encap looks only at IP)."""
+    """The inner TOS byte for IPv4, else 0 (ip_tunnel_ecn_encap only looks at IP headers)."""
     return inner[1] if len(inner) >= 2 and inner[0] >> 4 == 4 else 0
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -119,7 +119,6 @@ class Handshake:
     ephemeral_private: bytes = b""
     remote_ephemeral: bytes = b""
     remote_static: bytes = b""
-    extra: dict[str, bytes] = field(default_factory=dict)
 
     @classmethod
     def start(cls, responder_static_public: bytes) -> Handshake:

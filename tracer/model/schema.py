@@ -5,8 +5,8 @@ A schema is a nested description: a ``dict`` maps field name -> schema of its va
 or parts of an object we never interpret, e.g. a container's probes). Field names come from the
 Kubernetes API types and from ``api/pkg/apis/projectcalico/v3/*.go`` (json tags, v3.29 ... HEAD).
 
-:func:`unknown_field` returns the dotted path of the first field the schema does not know,
-plus a close match if there is one; the loader turns that into an :class:`~tracer.errors.InputError`.
+:func:`check` returns the dotted path of the first field the schema does not know, with a
+close match if there is one; the loader turns that into an :class:`~tracer.errors.InputError`.
 """
 
 from __future__ import annotations
@@ -134,7 +134,8 @@ _POLICY_COMMON = {
     "egress": ListOf(RULE),
 }
 CALICO_NP_SPEC = dict(_POLICY_COMMON)
-CALICO_GNP_SPEC = {**_POLICY_COMMON, **_fields("doNotTrack preDNAT applyOnForward namespaceSelector")}
+CALICO_GNP_SPEC = {**_POLICY_COMMON,
+                   **_fields("doNotTrack preDNAT applyOnForward namespaceSelector")}
 STAGED_NP_SPEC = {**CALICO_NP_SPEC, "stagedAction": ANY}
 STAGED_GNP_SPEC = {**CALICO_GNP_SPEC, "stagedAction": ANY}
 STAGED_KNP_SPEC = {**K8S_NETWORK_POLICY_SPEC, "stagedAction": ANY}

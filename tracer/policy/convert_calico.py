@@ -1,4 +1,4 @@
-"""projectcalico.org/v3 objects -> the model, as libcalico-go's update processors hand them to felix.
+"""projectcalico.org/v3 objects -> the model, as libcalico-go's update processors pass them on.
 
 Sources: ``libcalico-go/lib/backend/syncersv1/updateprocessors/`` (networkpolicyprocessor.go,
 globalnetworkpolicyprocessor.go, staged*processor.go, rules.go, selectors.go, tierprocessor.go,
@@ -22,7 +22,8 @@ from typing import Any
 
 from tracer.errors import InputError
 from tracer.model.cluster import (
-    EntityRule, HostEndpoint, IcmpFields, IPPool, NetworkSet, Origin, Policy, PortSpec, Profile,
+    EntityRule, FelixConfig, HostEndpoint, IcmpFields, IPPool, NetworkSet, Origin, Policy,
+    PortSpec, Profile,
     Rule, Tier)
 
 NAMESPACE_LABEL = "projectcalico.org/namespace"
@@ -456,3 +457,96 @@ def ippool(name: str, spec: dict, ctx: Ctx) -> IPPool | None:
                   nat_outgoing=bool(spec.get("natOutgoing", spec.get("nat-outgoing", False))),
                   disabled=bool(spec.get("disabled", False)), node_selector=node_selector,
                   origin=ctx.origin)
+
+
+# ------------------------------------------------------------------------------ felix
+
+
+def _choice(options: tuple[str, ...]):
+    def convert(value: Any, field_path: str, ctx: Ctx) -> str:
+        for option in options:
+            if str(value).lower() == option.lower():
+                return option
+        raise ctx.error(f"{field_path}: expected one of {', '.join(options)}, got {value!r}")
+    return convert
+
+
+def _int(value: Any, field_path: str, ctx: Ctx) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        try:
+            return int(str(value), 0)
+        except ValueError:
+            raise ctx.error(f"{field_path}: expected an integer, got {value!r}") from None
+    return value
+
+
+def _bool(value: Any, field_path: str, ctx: Ctx) -> bool:
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("true", "false"):
+        return str(value).lower() == "true"
+    raise ctx.error(f"{field_path}: expected true or false, got {value!r}")
+
+
+def _text(value: Any, field_path: str, ctx: Ctx) -> str:
+    return str(value)
+
+
+def _failsafe(value: Any, field_path: str, ctx: Ctx) -> tuple[tuple[str, int], ...]:
+    out = []
+    for index, entry in enumerate(value or ()):
+        if not isinstance(entry, dict) or "port" not in entry:
+            raise ctx.error(f"{field_path}[{index}]: expected {{protocol, port}}")
+        if entry.get("net"):
+            ctx.warn(f"{field_path}[{index}].net: failsafe nets are not modelled; "
+                     f"the port applies to every address")
+        protocol = str(entry.get("protocol") or "tcp").lower()
+        if protocol not in ("tcp", "udp", "sctp"):
+            raise ctx.error(f"{field_path}[{index}].protocol: expected tcp, udp or sctp")
+        out.append((protocol, _int(entry["port"], f"{field_path}[{index}].port", ctx)))
+    return tuple(out)
+
+
+# FelixConfiguration field -> (FelixConfig attribute, converter).
+FELIX_FIELDS = {
+    "defaultEndpointToHostAction": ("default_endpoint_to_host_action",
+                                    _choice(("Drop", "Accept", "Return"))),
+    "iptablesFilterAllowAction": ("iptables_filter_allow_action", _choice(("Accept", "Return"))),
+    "iptablesMangleAllowAction": ("iptables_mangle_allow_action", _choice(("Accept", "Return"))),
+    "iptablesFilterDenyAction": ("iptables_filter_deny_action", _choice(("Drop", "Reject"))),
+    "chainInsertMode": ("chain_insert_mode", _choice(("Insert", "Append"))),
+    "iptablesMarkMask": ("iptables_mark_mask", _int),
+    "logPrefix": ("log_prefix", _text),
+    "interfacePrefix": ("interface_prefix", _text),
+    "failsafeInboundHostPorts": ("failsafe_inbound_host_ports", _failsafe),
+    "failsafeOutboundHostPorts": ("failsafe_outbound_host_ports", _failsafe),
+    "disableConntrackInvalidCheck": ("disable_conntrack_invalid_check", _bool),
+    "allowVXLANPacketsFromWorkloads": ("allow_vxlan_packets_from_workloads", _bool),
+    "allowIPIPPacketsFromWorkloads": ("allow_ipip_packets_from_workloads", _bool),
+    "vxlanPort": ("vxlan_port", _int),
+    "vxlanVNI": ("vxlan_vni", _int),
+    "vxlanMTU": ("vxlan_mtu", _int),
+    "ipipMTU": ("ipip_mtu", _int),
+    "wireguardEnabled": ("wireguard_enabled", _bool),
+    "wireguardListeningPort": ("wireguard_listening_port", _int),
+    "wireguardMTU": ("wireguard_mtu", _int),
+    "wireguardInterfaceName": ("wireguard_interface_name", _text),
+}
+
+
+def felix_config(spec: dict, base: FelixConfig, ctx: Ctx) -> FelixConfig:
+    """The ``default`` FelixConfiguration over felix's defaults; other real fields are ignored
+    with one warning (the schema has already rejected unknown ones)."""
+    changes: dict[str, Any] = {}
+    ignored = []
+    for key, value in spec.items():
+        if value is None:
+            continue
+        if key in FELIX_FIELDS:
+            attr, convert = FELIX_FIELDS[key]
+            changes[attr] = convert(value, f"spec.{key}", ctx)
+        else:
+            ignored.append(key)
+    if ignored:
+        ctx.warn(f"fields that do not change the iptables model, ignored: {', '.join(ignored)}")
+    return replace(base, origin=ctx.origin, **changes)

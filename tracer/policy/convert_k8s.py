@@ -8,11 +8,13 @@ and the update processors (``convert_calico.backend_rule``) that add the namespa
 
 from __future__ import annotations
 
-from ipaddress import IPv4Network
+import hashlib
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, ip_address, ip_interface
 from typing import Any
 
 from tracer.model.cluster import (
-    EntityRule, Namespace, Pod, Policy, PortSpec, Profile, Rule, ServiceAccount, WorkloadEndpoint)
+    ContainerPort, EndpointSlice, EntityRule, Namespace, Node, Pod, Policy, PortSpec, Profile,
+    Rule, Service, ServiceAccount, ServicePort, WorkloadEndpoint)
 from tracer.model.names import workload_interface_name
 from tracer.policy.convert_calico import (
     NAMESPACE_LABEL, NAMESPACE_PREFIX, SERVICE_ACCOUNT_LABEL, SERVICE_ACCOUNT_PREFIX, Ctx,
@@ -278,3 +280,222 @@ def workload_endpoint(pod: Pod, profiles: dict[str, Profile], interface_prefix: 
     return WorkloadEndpoint(pod=pod, interface=workload_interface_name(
         pod.namespace, pod.name, interface_prefix), labels=inherited_labels(labels, parents),
         profiles=tuple(names))
+
+
+# ------------------------------------------------------------------------------ pods
+
+
+FINISHED_PHASES = ("Succeeded", "Failed", "Completed")
+POD_IP_ANNOTATIONS = ("cni.projectcalico.org/podIPs", "cni.projectcalico.org/podIP")
+
+
+def pod(doc: dict, namespace: str, nodes: dict[str, Node], ctx: Ctx) -> tuple[Pod, bool] | None:
+    """A Pod (and whether its IP was given); None for a finished pod, which owns no IP.
+
+    The IP comes from ``status.podIPs``/``podIP`` or Calico's annotations, as ``getPodIPs``
+    reads them; without one the caller allocates it. Host-networked pods take the node's IP.
+    """
+    meta, spec, status = doc.get("metadata") or {}, doc.get("spec") or {}, doc.get("status") or {}
+    name = str(meta["name"])
+    if status.get("phase") in FINISHED_PHASES:
+        ctx.warn(f"phase {status['phase']}: the pod no longer owns an IP; skipped")
+        return None
+    node_name = spec.get("nodeName")
+    if not node_name:
+        node_name = sorted(nodes)[0]
+        ctx.warn(f"spec.nodeName not set (pod not scheduled); placed on node {node_name!r}")
+    if node_name not in nodes:
+        raise ctx.error(f"spec.nodeName: node {node_name!r} does not exist")
+    host_network = bool(spec.get("hostNetwork"))
+    ip = nodes[node_name].address.ip if host_network else _pod_ip(meta, status, ctx)
+    account = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
+    result = Pod(namespace=namespace, name=name, node=node_name,
+                 ip=ip or IPv4Address(0), labels=dict(meta.get("labels") or {}),
+                 service_account=str(account), ports=_container_ports(spec, ctx),
+                 host_network=host_network, origin=ctx.origin)
+    return result, ip is not None
+
+
+def _pod_ip(meta: dict, status: dict, ctx: Ctx) -> IPv4Address | None:
+    candidates: list[tuple[str, str]] = []
+    if status.get("podIPs"):
+        candidates = [("status.podIPs", str((entry or {}).get("ip") or ""))
+                      for entry in status["podIPs"]]
+    elif status.get("podIP"):
+        candidates = [("status.podIP", str(status["podIP"]))]
+    else:
+        annotations = meta.get("annotations") or {}
+        for key in POD_IP_ANNOTATIONS:
+            if annotations.get(key):
+                candidates = [(f"metadata.annotations[{key}]", v.strip())
+                              for v in annotations[key].split(",")]
+                break
+    for where, text in candidates:
+        try:
+            parsed = ip_interface(text).ip
+        except ValueError:
+            raise ctx.error(f"{where}: bad pod IP {text!r}") from None
+        if isinstance(parsed, IPv4Address):
+            return parsed
+    return None
+
+
+def _container_ports(spec: dict, ctx: Ctx) -> tuple[ContainerPort, ...]:
+    """``appendEndpointPorts``: ports with a name (or a hostPort), containers then init."""
+    ports: list[ContainerPort] = []
+    for group in ("containers", "initContainers"):
+        for c_index, container in enumerate(spec.get(group) or ()):
+            for p_index, raw in enumerate((container or {}).get("ports") or ()):
+                where = f"spec.{group}[{c_index}].ports[{p_index}]"
+                number = raw.get("containerPort")
+                if not isinstance(number, int) or not 0 <= number <= 65535:
+                    raise ctx.error(f"{where}.containerPort: expected a port number, "
+                                    f"got {number!r}")
+                if not number or not (raw.get("hostPort") or raw.get("name")):
+                    continue
+                protocol = str(raw.get("protocol") or "TCP")
+                if protocol not in ("TCP", "UDP", "SCTP"):
+                    continue          # libcalico-go ignores ports with other protocols
+                ports.append(ContainerPort(port=number, protocol=protocol,
+                                           name=raw.get("name") or None))
+    return tuple(ports)
+
+
+# ------------------------------------------------------------------------------ nodes
+
+NODE_IPV4_ANNOTATION = "projectcalico.org/IPv4Address"
+NODE_ANNOTATIONS = {
+    "ipip_tunnel_address": "projectcalico.org/IPv4IPIPTunnelAddr",
+    "vxlan_tunnel_address": "projectcalico.org/IPv4VXLANTunnelAddr",
+    "wireguard_interface_address": "projectcalico.org/IPv4WireguardInterfaceAddr",
+}
+
+
+def vxlan_mac_for_node(node_name: str) -> str:
+    """felix/calc/vxlan_resolver.go ``vtepMACForHost``: "f" + first 5 bytes of SHA-1(name)."""
+    digest = hashlib.sha1(node_name.encode()).digest()
+    return ":".join(f"{b:02x}" for b in b"f" + digest[:5])
+
+
+def node(k8s_doc: dict | None, calico_doc: dict | None, ctx: Ctx) -> Node:
+    """A node from its v1 Node (Calico annotations) and/or projectcalico.org/v3 Node."""
+    k8s_meta = (k8s_doc or {}).get("metadata") or {}
+    annotations = k8s_meta.get("annotations") or {}
+    calico_spec = (calico_doc or {}).get("spec") or {}
+    calico_status = (calico_doc or {}).get("status") or {}
+    bgp = calico_spec.get("bgp") or {}
+    wireguard = calico_spec.get("wireguard") or {}
+    name = str(k8s_meta.get("name") or ((calico_doc or {}).get("metadata") or {}).get("name"))
+    labels = dict(k8s_meta.get("labels") or
+                  ((calico_doc or {}).get("metadata") or {}).get("labels") or {})
+
+    def pick(spec_value: Any, annotation: str, field_path: str) -> IPv4Address | None:
+        text = spec_value or annotations.get(annotation)
+        if not text:
+            return None
+        try:
+            parsed = ip_interface(str(text)).ip
+        except ValueError:
+            raise ctx.error(f"{field_path}: bad address {text!r}") from None
+        return parsed if isinstance(parsed, IPv4Address) else None
+
+    return Node(
+        name=name, address=_node_address(bgp.get("ipv4Address") or
+                                         annotations.get(NODE_IPV4_ANNOTATION),
+                                         k8s_doc, calico_spec, ctx),
+        labels=labels,
+        ipip_tunnel_address=pick(bgp.get("ipv4IPIPTunnelAddr"),
+                                 NODE_ANNOTATIONS["ipip_tunnel_address"],
+                                 "spec.bgp.ipv4IPIPTunnelAddr"),
+        vxlan_tunnel_address=pick(calico_spec.get("ipv4VXLANTunnelAddr"),
+                                  NODE_ANNOTATIONS["vxlan_tunnel_address"],
+                                  "spec.ipv4VXLANTunnelAddr"),
+        vxlan_tunnel_mac=(calico_spec.get("vxlanTunnelMACAddr")
+                          or annotations.get("projectcalico.org/VXLANTunnelMACAddr") or None),
+        wireguard_public_key=(calico_status.get("wireguardPublicKey")
+                              or annotations.get("projectcalico.org/WireguardPublicKey") or None),
+        wireguard_interface_address=pick(wireguard.get("interfaceIPv4Address"),
+                                         NODE_ANNOTATIONS["wireguard_interface_address"],
+                                         "spec.wireguard.interfaceIPv4Address"),
+        origin=ctx.origin)
+
+
+def _node_address(calico_text: Any, k8s_doc: dict | None, calico_spec: dict,
+                  ctx: Ctx) -> IPv4Interface:
+    if not calico_text:
+        for entry in calico_spec.get("addresses") or ():
+            if (entry or {}).get("type") == "CalicoNodeIP" and "/" in str(entry.get("address")):
+                calico_text = entry["address"]
+                break
+    if calico_text:
+        text = str(calico_text)
+        if "/" not in text:
+            ctx.warn(f"node address {text} has no prefix length; assumed /24")
+            text += "/24"
+        try:
+            address = ip_interface(text)
+        except ValueError:
+            raise ctx.error(f"bad node address {calico_text!r}") from None
+        if isinstance(address, IPv4Interface):
+            return address
+    for entry in ((k8s_doc or {}).get("status") or {}).get("addresses") or ():
+        if (entry or {}).get("type") == "InternalIP":
+            try:
+                address = ip_interface(f"{entry.get('address')}/24")
+            except ValueError:
+                raise ctx.error(f"status.addresses: bad InternalIP {entry.get('address')!r}") \
+                    from None
+            if isinstance(address, IPv4Interface):
+                ctx.warn(f"no {NODE_IPV4_ANNOTATION} annotation; using InternalIP "
+                         f"{address.ip} with an assumed /24")
+                return address
+    raise ctx.error(f"node has no IPv4 address (annotation {NODE_IPV4_ANNOTATION}, "
+                    f"spec.bgp.ipv4Address or an InternalIP in status.addresses)")
+
+
+# ------------------------------------------------------------------------------ services
+
+
+def service(doc: dict, namespace: str, ctx: Ctx) -> Service:
+    meta, spec = doc.get("metadata") or {}, doc.get("spec") or {}
+    cluster_ip = None
+    text = spec.get("clusterIP")
+    if text and text != "None":
+        try:
+            cluster_ip = IPv4Address(str(text))
+        except ValueError:
+            raise ctx.error(f"spec.clusterIP: bad address {text!r}") from None
+    ports = []
+    for index, raw in enumerate(spec.get("ports") or ()):
+        port = raw.get("port")
+        if not isinstance(port, int):
+            raise ctx.error(f"spec.ports[{index}].port: expected a number, got {port!r}")
+        target = raw.get("targetPort", port)
+        ports.append(ServicePort(port=port, target_port=target,
+                                 protocol=str(raw.get("protocol") or "TCP"),
+                                 name=raw.get("name"), node_port=raw.get("nodePort")))
+    return Service(namespace=namespace, name=str(meta["name"]), cluster_ip=cluster_ip,
+                   type=str(spec.get("type") or "ClusterIP"),
+                   selector=dict(spec.get("selector") or {}), ports=tuple(ports),
+                   origin=ctx.origin)
+
+
+def endpoint_slice(doc: dict, namespace: str, ctx: Ctx) -> EndpointSlice:
+    meta = doc.get("metadata") or {}
+    addresses: list[IPv4Address] = []
+    for index, endpoint in enumerate(doc.get("endpoints") or ()):
+        if ((endpoint or {}).get("conditions") or {}).get("ready") is False:
+            continue
+        for text in endpoint.get("addresses") or ():
+            try:
+                parsed = ip_address(str(text))
+            except ValueError:
+                raise ctx.error(f"endpoints[{index}].addresses: bad address {text!r}") from None
+            if isinstance(parsed, IPv4Address):
+                addresses.append(parsed)
+    ports = tuple((p.get("name") or None, int(p.get("port") or 0), str(p.get("protocol") or "TCP"))
+                  for p in doc.get("ports") or ())
+    return EndpointSlice(namespace=namespace, name=str(meta["name"]),
+                         service=str((meta.get("labels") or {}).get(
+                             "kubernetes.io/service-name", "")),
+                         addresses=tuple(addresses), ports=ports, origin=ctx.origin)

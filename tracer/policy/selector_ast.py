@@ -99,7 +99,7 @@ def quote(value: str) -> str:
 def _fragments(node: Node, out: list[str]) -> None:
     match node:
         case Compare(label, op, value):
-            out.append(f"{label} {op} '{value}'")
+            out.append(f"{label} {op} {quote(value)}")
         case InSet(label, values, negated):
             members = ", ".join(quote(value) for value in values)
             out.append(f"{label} {'not in' if negated else 'in'} {{{members}}}")

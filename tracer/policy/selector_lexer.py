@@ -175,7 +175,7 @@ class _Lexer:
         raise self.error(pos, f'expected an operator ({_OPERATOR_LIST}) after label "{label}"')
 
     def cut_words(self, pos: int, words: tuple[str, ...]) -> int:
-        """End of ``words`` at ``pos``, or -1 (cutPrefixCheckBreak / cutMultiWordPrefixCheckBreak)."""
+        """End of ``words`` at ``pos`` or -1 (cutPrefixCheckBreak, cutMultiWordPrefixCheckBreak)."""
         text = self.text
         for word in words:
             if not text.startswith(word, pos):

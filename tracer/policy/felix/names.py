@@ -75,11 +75,20 @@ def rule_ids(chain: str, rules: Iterable[FRule]) -> list[str]:
 # ----------------------------------------------------------------------------- policies
 
 
+_KNP_PREFIX = "knp.default."
+
+
+def base_name(policy: Policy) -> str:
+    """The object's own name (the loader may already carry the <=v3.31 ``knp.default.``)."""
+    if policy.kind == "KubernetesNetworkPolicy" and policy.name.startswith(_KNP_PREFIX):
+        return policy.name[len(_KNP_PREFIX):]
+    return policy.name
+
+
 def felix_policy_name(policy: Policy, knob: Knobs) -> str:
     """The policy name felix carries: v3.29-3.31 prefix k8s policies with ``knp.default.``."""
-    if policy.kind == "KubernetesNetworkPolicy" and knob.knp_name_prefix:
-        if not policy.name.startswith(knob.knp_name_prefix):
-            return knob.knp_name_prefix + policy.name
+    if policy.kind == "KubernetesNetworkPolicy":
+        return knob.knp_name_prefix + base_name(policy)
     return policy.name
 
 
@@ -87,8 +96,8 @@ def policy_id(policy: Policy) -> str:
     """v3.32 PolicyID.ID(): ``<kindShort>/<ns>/<name>`` or ``<kindShort>/<name>``."""
     short = KIND_SHORT.get(policy.kind, policy.kind)
     if policy.namespace:
-        return f"{short}/{policy.namespace}/{policy.name}"
-    return f"{short}/{policy.name}"
+        return f"{short}/{policy.namespace}/{base_name(policy)}"
+    return f"{short}/{base_name(policy)}"
 
 
 def legacy_policy_name(policy: Policy, knob: Knobs) -> str:
@@ -111,7 +120,8 @@ def policy_chain_name(prefix: str, policy: Policy, knob: Knobs) -> str:
 def policy_comment(policy: Policy, knob: Knobs, direction: str) -> str:
     """The chain comment on a policy chain's first rule."""
     if knob.uses_kind_comments:
-        name = f"{policy.namespace}/{policy.name}" if policy.namespace else policy.name
+        name = base_name(policy)
+        name = f"{policy.namespace}/{name}" if policy.namespace else name
         return f"{policy.kind} {name} {direction}"
     return f"Policy {legacy_policy_name(policy, knob)} {direction}"
 
@@ -135,7 +145,7 @@ def policy_group_id(selector: str, direction: str, policies: list[Policy], tier:
     lines += [selector, direction, str(len(policies))]
     for pol in policies:
         if knob.policy_id_chain_names:
-            lines.append(f"{{Name: {pol.name}, Namespace: {pol.namespace or ''}, "
+            lines.append(f"{{Name: {base_name(pol)}, Namespace: {pol.namespace or ''}, "
                          f"Kind: {pol.kind}}}")
         else:
             lines.append(legacy_policy_name(pol, knob))

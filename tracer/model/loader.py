@@ -1,0 +1,601 @@
+"""Read manifests (files, directories, multi-document YAML, ``kind: List``) into a :class:`Cluster`.
+
+The loader only reads, dispatches by kind and checks fields; conversion to Calico's backend form
+lives in ``tracer.policy.convert_k8s`` / ``convert_calico`` and address allocation in
+``tracer.model.ipam``. Defaults follow what a real cluster has: a referenced namespace exists
+(with the ``kubernetes.io/metadata.name`` label the API server adds), every namespace has a
+``default`` ServiceAccount, the ``default`` tier exists, and without an IPPool calico-node's
+``default-ipv4-ippool`` (192.168.0.0/16, /26 blocks, IPIP Always, natOutgoing) is used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from ipaddress import IPv4Interface
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tracer import DEFAULT_CALICO_VERSION
+from tracer.errors import InputError
+from tracer.model import schema
+from tracer.model.cluster import (
+    Cluster, FelixConfig, IPPool, Namespace, Node, Origin, Pod, Policy, ServiceAccount, Tier)
+from tracer.model.ipam import BlockAllocator, IPAMExhausted
+from tracer.policy import convert_calico, convert_k8s
+from tracer.policy.convert_calico import Ctx
+
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+SCENARIO_FILES = ("scenario.yaml", "scenario.yml")
+CALICO_GROUPS = ("projectcalico.org", "crd.projectcalico.org")
+K8S_KINDS = {
+    ("", "Namespace"): "Namespace", ("", "Pod"): "Pod", ("", "Node"): "Node",
+    ("", "ServiceAccount"): "ServiceAccount", ("", "Service"): "Service",
+    ("discovery.k8s.io", "EndpointSlice"): "EndpointSlice",
+    ("networking.k8s.io", "NetworkPolicy"): "NetworkPolicy",
+}
+CALICO_KINDS = ("NetworkPolicy", "GlobalNetworkPolicy", "StagedNetworkPolicy",
+                "StagedGlobalNetworkPolicy", "StagedKubernetesNetworkPolicy", "Tier", "NetworkSet",
+                "GlobalNetworkSet", "HostEndpoint", "Profile", "IPPool", "FelixConfiguration",
+                "Node")
+NAMESPACED = {"Pod", "ServiceAccount", "Service", "EndpointSlice", "NetworkPolicy",
+              "calico/NetworkPolicy", "calico/StagedNetworkPolicy",
+              "calico/StagedKubernetesNetworkPolicy", "calico/NetworkSet"}
+BUILTIN_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+BUILTIN_TIERS = {"default": (1_000_000.0, "Deny"), "kube-admin": (1000.0, "Pass"),
+                 "kube-baseline": (10_000_000.0, "Pass")}
+DEFAULT_POOL = {"cidr": "192.168.0.0/16", "blockSize": 26, "ipipMode": "Always",
+                "vxlanMode": "Never", "natOutgoing": True}
+ANNOTATION = "projectcalico.org/"
+
+
+@dataclass
+class RawObject:
+    """One manifest object after List expansion, before conversion."""
+
+    key: str               # schema key: "Pod", "NetworkPolicy", "calico/NetworkPolicy", ...
+    doc: dict
+    file: str
+
+    @property
+    def kind(self) -> str:
+        return self.key.split("/")[-1]
+
+    @property
+    def name(self) -> str:
+        return str((self.doc.get("metadata") or {}).get("name") or "")
+
+    @property
+    def namespace(self) -> str | None:
+        if self.key not in NAMESPACED:
+            return None
+        return str((self.doc.get("metadata") or {}).get("namespace") or "default")
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return dict((self.doc.get("metadata") or {}).get("labels") or {})
+
+    @property
+    def annotations(self) -> dict[str, str]:
+        return dict((self.doc.get("metadata") or {}).get("annotations") or {})
+
+    @property
+    def spec(self) -> dict:
+        return self.doc.get("spec") or {}
+
+    @property
+    def ident(self) -> str:
+        return f"{self.namespace}/{self.name}" if self.namespace else self.name
+
+    def origin(self) -> Origin:
+        return Origin(file=self.file, kind=self.kind, name=self.ident)
+
+
+# ================================================================================= public API
+
+
+def load_cluster(paths: Sequence[str | os.PathLike], *,
+                 calico_version: str | None = None) -> Cluster:
+    """Read every manifest under ``paths`` and convert it to Calico's backend form."""
+    version = parse_version(calico_version or DEFAULT_CALICO_VERSION)
+    cluster = Cluster()
+    objects: list[RawObject] = []
+    skipped: dict[str, list[str]] = {}
+    for file in manifest_files(paths):
+        for doc in read_documents(file):
+            for item in expand_lists(doc, file):
+                raw = classify(item, file, skipped)
+                if raw is not None:
+                    objects.append(raw)
+    for kind, files in sorted(skipped.items()):
+        cluster.warnings.append(f"{files[0]}: skipped {len(files)} object(s) of kind {kind} "
+                                f"(not used by calico-trace)")
+    for path in paths:
+        meta = load_scenario_meta(path)
+        if meta and not cluster.title:
+            cluster.title = str(meta.get("title") or "")
+            cluster.description = str(meta.get("description") or "")
+    _Builder(cluster, objects, version, calico_version or DEFAULT_CALICO_VERSION).build()
+    return cluster
+
+
+def load_scenario_meta(path: str | os.PathLike) -> dict:
+    """The contents of a scenario directory's ``scenario.yaml`` (or that file itself), or {}."""
+    target = Path(path)
+    candidates = [target] if target.is_file() and target.name in SCENARIO_FILES else \
+        [target / name for name in SCENARIO_FILES] if target.is_dir() else []
+    for candidate in candidates:
+        if candidate.is_file():
+            docs = list(read_documents(str(candidate)))
+            if not docs:
+                return {}
+            if not isinstance(docs[0], dict):
+                raise InputError("scenario metadata must be a mapping", file=str(candidate))
+            return docs[0]
+    return {}
+
+
+def parse_version(text: str) -> tuple[int, int]:
+    """"3.31", "v3.31.2" -> (3, 31)."""
+    parts = text.strip().lstrip("v").split(".")
+    try:
+        return int(parts[0]), int(parts[1])
+    except (IndexError, ValueError):
+        raise InputError(f"bad Calico version {text!r} (expected e.g. 3.31)") from None
+
+
+# ================================================================================= reading
+
+
+def manifest_files(paths: Sequence[str | os.PathLike]) -> list[str]:
+    """Files named by ``-f``: a file as given, a directory's *.yaml/*.yml/*.json (sorted)."""
+    files: list[str] = []
+    seen: set[Path] = set()
+    for path in paths:
+        target = Path(path)
+        if target.is_dir():
+            found = sorted(p for p in target.iterdir()
+                           if p.is_file() and p.suffix in MANIFEST_SUFFIXES
+                           and p.name not in SCENARIO_FILES)
+        elif target.is_file():
+            found = [] if target.name in SCENARIO_FILES else [target]
+        else:
+            raise InputError("no such file or directory", file=str(path))
+        for file in found:
+            if file.resolve() not in seen:
+                seen.add(file.resolve())
+                files.append(str(file))
+    return files
+
+
+def read_documents(file: str) -> Iterator[Any]:
+    """Every non-empty document of a YAML or JSON file; syntax errors name line and column."""
+    try:
+        text = Path(file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"cannot read: {err}", file=file) from None
+    if file.endswith(".json"):
+        try:
+            yield json.loads(text)
+        except json.JSONDecodeError as err:
+            raise InputError(f"broken JSON at line {err.lineno} column {err.colno}: {err.msg}",
+                             file=file) from None
+        return
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        docs = list(yaml.load_all(text, Loader=loader))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise InputError(f"broken YAML{where}: {problem}", file=file) from None
+    for doc in docs:
+        if doc is not None:
+            yield doc
+
+
+def expand_lists(doc: Any, file: str) -> Iterator[dict]:
+    """A ``kind: List`` (or ``FooList``) yields its items; other documents yield themselves."""
+    if not isinstance(doc, dict):
+        raise InputError(f"a manifest document must be a mapping, got {type(doc).__name__}",
+                         file=file)
+    kind = str(doc.get("kind") or "")
+    if kind.endswith("List") and "items" in doc:
+        for item in doc.get("items") or ():
+            yield from expand_lists(item, file)
+        return
+    yield doc
+
+
+def classify(doc: dict, file: str, skipped: dict[str, list[str]]) -> RawObject | None:
+    """Schema key of a document, or None (recorded in ``skipped``) for kinds not modelled."""
+    kind = str(doc.get("kind") or "")
+    api_version = str(doc.get("apiVersion") or "")
+    if not kind or not api_version:
+        name = (doc.get("metadata") or {}).get("name", "?")
+        raise InputError("object without apiVersion/kind", file=file, obj=str(name))
+    group = api_version.rsplit("/", 1)[0] if "/" in api_version else ""
+    if group in CALICO_GROUPS and kind in CALICO_KINDS:
+        key = f"calico/{kind}"
+    elif (group, kind) in K8S_KINDS:
+        key = K8S_KINDS[(group, kind)]
+    else:
+        skipped.setdefault(f"{api_version} {kind}", []).append(file)
+        return None
+    raw = RawObject(key=key, doc=doc, file=file)
+    if not raw.name:
+        raise InputError("object without metadata.name", file=file, obj=kind)
+    problem = schema.check(doc, schema.KIND_SCHEMAS[key])
+    if problem is not None:
+        raise InputError(str(problem), file=file, obj=f"{kind} {raw.ident}")
+    _check_string_map(raw, "labels")
+    _check_string_map(raw, "annotations")
+    return raw
+
+
+def _check_string_map(raw: RawObject, name: str) -> None:
+    values = (raw.doc.get("metadata") or {}).get(name)
+    if values is None:
+        return
+    if not isinstance(values, dict):
+        raise InputError(f"metadata.{name}: expected a mapping", file=raw.file,
+                         obj=f"{raw.kind} {raw.ident}")
+    for key, value in values.items():
+        if not isinstance(value, str):
+            raise InputError(f"metadata.{name}.{key}: value must be a string, got {value!r} "
+                             f"(quote it)", file=raw.file, obj=f"{raw.kind} {raw.ident}")
+
+
+# ================================================================================= building
+
+
+@dataclass
+class _Builder:
+    """Turns the raw objects into the model, phase by phase (order matters: IPAM last)."""
+
+    cluster: Cluster
+    objects: list[RawObject]
+    version: tuple[int, int]
+    version_text: str
+    by_key: dict[str, list[RawObject]] = field(default_factory=dict)
+
+    def build(self) -> None:
+        self._check_duplicates()
+        for raw in self.objects:
+            self.by_key.setdefault(raw.key, []).append(raw)
+        self._felix()
+        self._pools()
+        self._namespaces_and_accounts()
+        self._tiers()
+        self._nodes()
+        self._pods()
+        self._profiles()
+        self._endpoints()
+        self._policies()
+        self._network_sets_and_host_endpoints()
+        self._services()
+        self._check_named_ports()
+
+    def _ctx(self, raw: RawObject) -> Ctx:
+        return Ctx(origin=raw.origin(), warnings=self.cluster.warnings,
+                   calico_version=self.version)
+
+    def _of(self, key: str) -> list[RawObject]:
+        return self.by_key.get(key, [])
+
+    # ------------------------------------------------------------------ checks
+
+    def _check_duplicates(self) -> None:
+        seen: dict[tuple[str, str], RawObject] = {}
+        for raw in self.objects:
+            # The k8s Node and projectcalico.org Node of a host describe one node.
+            ident = (raw.key, raw.ident)
+            if ident in seen:
+                first = seen[ident]
+                raise InputError(f"duplicate object (first defined in {first.file})",
+                                 file=raw.file, obj=f"{raw.kind} {raw.ident}")
+            seen[ident] = raw
+
+    def _check_named_ports(self) -> None:
+        declared = {p.name for pod in self.cluster.pods.values() for p in pod.ports if p.name}
+        declared |= {p.name for slice_ in self.cluster.endpoint_slices
+                     for p, _, _ in slice_.ports if p}
+        for policy in self.cluster.policies:
+            for direction in ("ingress", "egress"):
+                for index, rule in enumerate(policy.rules(direction)):
+                    for side in ("source", "destination"):
+                        entity = getattr(rule, side)
+                        for port in entity.ports + entity.not_ports:
+                            if port.is_named and port.name not in declared:
+                                raise InputError(
+                                    f"{direction}[{index}].{side}: named port {port.name!r} is "
+                                    f"not declared by any pod", file=policy.origin.file,
+                                    obj=policy.origin.describe())
+
+    # ------------------------------------------------------------------ felix, pools, tiers
+
+    def _felix(self) -> None:
+        config = FelixConfig(calico_version=self.version_text)
+        for raw in sorted(self._of("calico/FelixConfiguration"), key=lambda r: r.name != "default"):
+            if raw.name != "default":
+                self.cluster.warnings.append(
+                    f"{raw.file}: FelixConfiguration {raw.name}: per-node configuration "
+                    f"ignored (only 'default' is applied)")
+                continue
+            config = convert_calico.felix_config(raw.spec, config, self._ctx(raw))
+        self.cluster.felix = config
+
+    def _pools(self) -> None:
+        for raw in self._of("calico/IPPool"):
+            pool = convert_calico.ippool(raw.name, raw.spec, self._ctx(raw))
+            if pool is not None:
+                self.cluster.ippools[pool.name] = pool
+        if not self.cluster.ippools:
+            builtin = Ctx(origin=Origin("<built-in>", "IPPool", "default-ipv4-ippool"),
+                          warnings=self.cluster.warnings, calico_version=self.version)
+            pool = convert_calico.ippool("default-ipv4-ippool", DEFAULT_POOL, builtin)
+            assert pool is not None
+            self.cluster.ippools[pool.name] = pool
+        pools = sorted(self.cluster.ippools.values(), key=lambda p: p.name)
+        for index, pool in enumerate(pools):
+            for other in pools[index + 1:]:
+                if pool.cidr.overlaps(other.cidr):
+                    raise InputError(f"spec.cidr: {pool.cidr} overlaps IPPool {other.name} "
+                                     f"({other.cidr})", file=pool.origin.file,
+                                     obj=pool.origin.describe())
+
+    def _tiers(self) -> None:
+        tiers = self.cluster.tiers
+        for raw in self._of("calico/Tier"):
+            tiers[raw.name] = convert_calico.tier(raw.name, raw.spec, self._ctx(raw))
+        if "default" not in tiers:
+            tiers["default"] = Tier("default", 1_000_000.0, "Deny")
+
+    def _tier_used(self, name: str, raw: RawObject) -> None:
+        if name in self.cluster.tiers:
+            return
+        if name in BUILTIN_TIERS:
+            order, action = BUILTIN_TIERS[name]
+            self.cluster.tiers[name] = Tier(name, order, action)   # type: ignore[arg-type]
+            return
+        raise InputError(f"spec.tier: tier {name!r} does not exist (no Tier object declares it)",
+                         file=raw.file, obj=f"{raw.kind} {raw.ident}")
+
+    # ------------------------------------------------------------------ namespaces, SAs
+
+    def _namespaces_and_accounts(self) -> None:
+        for raw in self._of("Namespace"):
+            self._add_namespace(raw.name, raw.labels, raw.origin())
+        for raw in self._of("ServiceAccount"):
+            self._namespace_ref(raw.namespace or "default", raw)
+            sa = ServiceAccount(raw.namespace or "default", raw.name, raw.labels, raw.origin())
+            self.cluster.service_accounts[f"{sa.namespace}/{sa.name}"] = sa
+        for raw in self.objects:
+            if raw.namespace is not None:
+                self._namespace_ref(raw.namespace, raw)
+
+    def _add_namespace(self, name: str, labels: dict[str, str], origin: Origin) -> None:
+        # The API server labels every namespace with its name (k8s >= 1.21).
+        labels = {**labels, "kubernetes.io/metadata.name": name}
+        self.cluster.namespaces[name] = Namespace(name, labels, origin)
+        key = f"{name}/default"
+        if key not in self.cluster.service_accounts:
+            self.cluster.service_accounts[key] = ServiceAccount(
+                name, "default", {}, Origin("<built-in>", "ServiceAccount", key))
+
+    def _namespace_ref(self, name: str, raw: RawObject) -> None:
+        if name in self.cluster.namespaces:
+            return
+        if name not in BUILTIN_NAMESPACES:
+            self.cluster.warnings.append(
+                f"{raw.file}: {raw.kind} {raw.ident}: namespace {name!r} is not declared; "
+                f"assumed to exist with no labels")
+        self._add_namespace(name, {}, Origin("<implicit>", "Namespace", name))
+
+    # ------------------------------------------------------------------ nodes
+
+    def _nodes(self) -> None:
+        k8s = {raw.name: raw for raw in self._of("Node")}
+        calico = {raw.name: raw for raw in self._of("calico/Node")}
+        for name in sorted(set(k8s) | set(calico)):
+            raw = k8s.get(name) or calico[name]
+            self.cluster.nodes[name] = convert_k8s.node(
+                k8s[name].doc if name in k8s else None,
+                calico[name].doc if name in calico else None, self._ctx(raw))
+        if not self.cluster.nodes:
+            self._implicit_nodes()
+
+    def _implicit_nodes(self) -> None:
+        """No Node objects at all: the nodes pods name (or one ``node-1``) get 10.0.0.x/24."""
+        names = sorted({str(raw.spec.get("nodeName") or "") for raw in self._of("Pod")} - {""})
+        names = names or ["node-1"]
+        for index, name in enumerate(names, start=1):
+            self.cluster.nodes[name] = Node(name, IPv4Interface(f"10.0.0.{index}/24"),
+                                            {"kubernetes.io/hostname": name},
+                                            origin=Origin("<implicit>", "Node", name))
+        self.cluster.warnings.append(
+            f"no Node objects given; assumed node(s) {', '.join(names)} at 10.0.0.1/24 onwards")
+
+    # ------------------------------------------------------------------ pods and IPAM
+
+    def _pods(self) -> None:
+        pods: list[tuple[Pod, bool]] = []
+        for raw in sorted(self._of("Pod"), key=lambda r: (r.namespace or "", r.name)):
+            converted = convert_k8s.pod(raw.doc, raw.namespace or "default", self.cluster.nodes,
+                                        self._ctx(raw))
+            if converted is not None:
+                pods.append(converted)
+        allocator = BlockAllocator(list(self.cluster.ippools.values()), self._pool_selects)
+        self._reserve(allocator, pods)
+        self._tunnel_addresses(allocator)
+        for pod, explicit in pods:
+            if not explicit and not pod.host_network:
+                try:
+                    ip = allocator.assign(pod.node, use=lambda p: True)
+                except IPAMExhausted as err:
+                    raise InputError(str(err), file=pod.origin.file,
+                                     obj=pod.origin.describe()) from None
+                pod = replace(pod, ip=ip)
+            self._add_pod(pod)
+
+    def _add_pod(self, pod: Pod) -> None:
+        for other in self.cluster.pods.values():
+            if other.ip == pod.ip and not (other.host_network or pod.host_network):
+                raise InputError(f"pod IP {pod.ip} is already used by pod {other.key}",
+                                 file=pod.origin.file, obj=pod.origin.describe())
+        self.cluster.pods[pod.key] = pod
+
+    def _reserve(self, allocator: BlockAllocator, pods: list[tuple[Pod, bool]]) -> None:
+        for pod, explicit in pods:
+            if explicit and not pod.host_network:
+                allocator.reserve(pod.ip, pod.node)
+        for node in self.cluster.nodes.values():
+            for ip in (node.ipip_tunnel_address, node.vxlan_tunnel_address,
+                       node.wireguard_interface_address):
+                if ip is not None:
+                    allocator.reserve(ip, node.name)
+
+    def _tunnel_addresses(self, allocator: BlockAllocator) -> None:
+        """calico-node's allocateip order per node: WireGuard, then IPIP, then VXLAN."""
+        for name in sorted(self.cluster.nodes):
+            node = self.cluster.nodes[name]
+            changes: dict[str, Any] = {}
+            wants = (
+                ("wireguard_interface_address",
+                 node.wireguard_public_key is not None and self.cluster.felix.wireguard_enabled,
+                 lambda p: True),
+                ("ipip_tunnel_address", True, lambda p: p.ipip_mode != "Never"),
+                ("vxlan_tunnel_address", True, lambda p: p.vxlan_mode != "Never"),
+            )
+            for attr, wanted, use in wants:
+                if not wanted or getattr(node, attr) is not None:
+                    continue
+                if not any(use(p) and not p.disabled and self._pool_selects(p, name)
+                           for p in self.cluster.ippools.values()):
+                    continue
+                try:
+                    changes[attr] = allocator.assign(name, use=use)
+                except IPAMExhausted as err:
+                    raise InputError(str(err), file=node.origin.file,
+                                     obj=node.origin.describe()) from None
+            if changes.get("vxlan_tunnel_address") and node.vxlan_tunnel_mac is None:
+                changes["vxlan_tunnel_mac"] = convert_k8s.vxlan_mac_for_node(name)
+            if changes:
+                self.cluster.nodes[name] = replace(node, **changes)
+
+    def _pool_selects(self, pool: IPPool, node_name: str) -> bool:
+        if pool.node_selector.strip() == "all()":
+            return True
+        from tracer.policy.selector import parse_selector
+        return parse_selector(pool.node_selector).matches(self.cluster.nodes[node_name].labels)
+
+    # ------------------------------------------------------------------ profiles, endpoints
+
+    def _profiles(self) -> None:
+        profiles = self.cluster.profiles
+        for ns in self.cluster.namespaces.values():
+            profile = convert_k8s.namespace_profile(ns)
+            profiles[profile.name] = profile
+        for pod in self.cluster.pods.values():
+            key = f"{pod.namespace}/{pod.service_account}"
+            if pod.service_account and key not in self.cluster.service_accounts:
+                self.cluster.warnings.append(
+                    f"{pod.origin.file}: Pod {pod.key}: service account "
+                    f"{pod.service_account!r} is not declared; assumed to exist with no labels")
+                self.cluster.service_accounts[key] = ServiceAccount(
+                    pod.namespace, pod.service_account, {}, Origin("<implicit>",
+                                                                   "ServiceAccount", key))
+        for sa in self.cluster.service_accounts.values():
+            profile = convert_k8s.service_account_profile(sa)
+            profiles[profile.name] = profile
+        for raw in self._of("calico/Profile"):
+            if raw.name in profiles and raw.name.startswith(("kns.", "ksa.")):
+                continue      # a dump of the profiles libcalico-go derives; derived ones win
+            if raw.name in profiles:
+                raise InputError("duplicate Profile", file=raw.file, obj=f"Profile {raw.name}")
+            profiles[raw.name] = convert_calico.profile(raw.name, raw.spec, self._ctx(raw))
+
+    def _endpoints(self) -> None:
+        prefix = self.cluster.felix.interface_prefix.split(",")[0]
+        for pod in sorted(self.cluster.pods.values(), key=lambda p: p.key):
+            if pod.host_network:
+                continue
+            self.cluster.endpoints[pod.key] = convert_k8s.workload_endpoint(
+                pod, self.cluster.profiles, prefix)
+
+    # ------------------------------------------------------------------ policies
+
+    def _policies(self) -> None:
+        out: list[Policy] = []
+        for raw in self._of("NetworkPolicy"):
+            out.append(convert_k8s.network_policy(raw.name, raw.namespace or "default",
+                                                  raw.spec, self._ctx(raw)))
+        for raw in self._of("calico/StagedKubernetesNetworkPolicy"):
+            if self._staged_delete(raw):
+                continue
+            out.append(convert_k8s.network_policy(raw.name, raw.namespace or "default", raw.spec,
+                                                  self._ctx(raw),
+                                                  kind="StagedKubernetesNetworkPolicy"))
+        for key in ("NetworkPolicy", "GlobalNetworkPolicy", "StagedNetworkPolicy",
+                    "StagedGlobalNetworkPolicy"):
+            for raw in self._of(f"calico/{key}"):
+                if key.startswith("Staged") and self._staged_delete(raw):
+                    continue
+                self._tier_used(raw.spec.get("tier") or "default", raw)
+                out.append(convert_calico.calico_policy(key, raw.name, raw.namespace, raw.spec,
+                                                        self._ctx(raw)))
+        seen: dict[tuple[str, str | None, str], Policy] = {}
+        for policy in out:
+            ident = (policy.kind, policy.namespace, policy.name)
+            if ident in seen:
+                raise InputError(f"duplicate policy name {policy.key!r} (also defined in "
+                                 f"{seen[ident].origin.file})", file=policy.origin.file,
+                                 obj=policy.origin.describe())
+            seen[ident] = policy
+        self.cluster.policies = out
+
+    def _staged_delete(self, raw: RawObject) -> bool:
+        if str(raw.spec.get("stagedAction") or "Set") == "Delete":
+            self.cluster.warnings.append(f"{raw.file}: {raw.kind} {raw.ident}: stagedAction "
+                                         f"Delete, not sent to felix")
+            return True
+        return False
+
+    # ------------------------------------------------------------------ sets, HEPs, services
+
+    def _network_sets_and_host_endpoints(self) -> None:
+        for key, namespaced in (("calico/NetworkSet", True), ("calico/GlobalNetworkSet", False)):
+            for raw in self._of(key):
+                ns = raw.namespace if namespaced else None
+                netset = convert_calico.network_set(raw.name, ns, raw.labels, raw.spec,
+                                                    self._ctx(raw))
+                if ns is not None:
+                    parent = self.cluster.profiles.get(f"kns.{ns}")
+                    netset = replace(netset, labels=convert_k8s.inherited_labels(
+                        netset.labels, [parent] if parent else []))
+                self.cluster.network_sets.append(netset)
+        for raw in self._of("calico/HostEndpoint"):
+            hep = convert_calico.host_endpoint(raw.name, raw.labels, raw.spec, self._ctx(raw))
+            if hep.node not in self.cluster.nodes:
+                raise InputError(f"spec.node: node {hep.node!r} does not exist", file=raw.file,
+                                 obj=f"HostEndpoint {raw.name}")
+            missing = [p for p in hep.profiles if p not in self.cluster.profiles]
+            if missing:
+                self.cluster.warnings.append(f"{raw.file}: HostEndpoint {raw.name}: profile(s) "
+                                             f"{', '.join(missing)} not found")
+            parents = [self.cluster.profiles[p] for p in hep.profiles if p in self.cluster.profiles]
+            self.cluster.host_endpoints.append(
+                replace(hep, labels=convert_k8s.inherited_labels(hep.labels, parents)))
+
+    def _services(self) -> None:
+        for raw in self._of("Service"):
+            service = convert_k8s.service(raw.doc, raw.namespace or "default", self._ctx(raw))
+            self.cluster.services[f"{service.namespace}/{service.name}"] = service
+        for raw in self._of("EndpointSlice"):
+            self.cluster.endpoint_slices.append(
+                convert_k8s.endpoint_slice(raw.doc, raw.namespace or "default", self._ctx(raw)))
+

@@ -1,0 +1,175 @@
+"""One node's iptables tables and ipsets exactly as felix (iptables mode) programs them.
+
+Collects the chains felix's managers hand to each table, keeps the ones reachable from the
+kernel-chain hooks (felix/iptables/table.go only programs referenced chains), stamps every
+rule with its ``cali:<id>`` comment, and lists the ipsets those rules and felix's fixed
+managers need.
+"""
+
+from __future__ import annotations
+
+from tracer.dataplane import ir
+from tracer.dataplane.ir import BUILTIN_CHAINS, Chain, IpSet, Rule, Ruleset, SetMatch, Table
+from tracer.model.cluster import Cluster, Policy, Profile
+from tracer.policy.felix import static
+from tracer.policy.felix.builder import FChain, FRule
+from tracer.policy.felix.context import Ctx, make_ctx
+from tracer.policy.felix.dispatch import workload_dispatch_chains
+from tracer.policy.felix.endpoints import (TierGroups, group_chains, normal_policy, tiers_for,
+                                           workload_chains)
+from tracer.policy.felix.hosts import host_endpoint_chains, policies_in
+from tracer.policy.felix.ipsets import fixed_sets, selector_set
+from tracer.policy.felix.names import rule_ids, sanitise_comment
+from tracer.policy.felix.nat import nat_outgoing_chain
+from tracer.policy.felix.policy_chains import policy_chains, profile_chains, referenced_sets
+from tracer.policy.felix.versions import SUPPORTED_VERSIONS, mark_bits  # noqa: F401 (API)
+
+__all__ = ["SUPPORTED_VERSIONS", "mark_bits", "render_node", "local_endpoints"]
+
+
+def local_endpoints(cluster: Cluster, node: str):
+    """The node's workload endpoints (host-networked pods have none), by interface name."""
+    eps = [ep for ep in cluster.endpoints.values()
+           if ep.pod.node == node and not ep.pod.host_network]
+    return sorted(eps, key=lambda ep: ep.interface)
+
+
+def render_node(cluster: Cluster, node: str, *, version: str | None = None) -> Ruleset:
+    """Render ``node``'s raw/mangle/nat/filter tables and ipsets for a Calico release."""
+    ctx = make_ctx(cluster, node, version)
+    candidates: dict[Table, list[FChain]] = {
+        Table.RAW: static.raw_chains(ctx) + [static.rpf_skip_chain()],
+        Table.MANGLE: static.mangle_chains(ctx),
+        Table.NAT: static.nat_chains(ctx) + [nat_outgoing_chain(ctx)],
+        Table.FILTER: static.filter_chains(ctx) + [static.cidr_block_chain()],
+    }
+    all_tiers: list[TierGroups] = []
+    profiles: set[str] = set()
+    eps = local_endpoints(cluster, node)
+    for ep in eps:
+        tiers = tiers_for(ctx, ep.labels, kinds=normal_policy)
+        all_tiers += tiers
+        profiles.update(ep.profiles)
+        candidates[Table.FILTER] += workload_chains(ctx, ep.interface, tiers, ep.profiles,
+                                                    ep.key)
+    candidates[Table.FILTER] += workload_dispatch_chains(ctx, [ep.interface for ep in eps])
+    hosts = host_endpoint_chains(ctx)
+    for table, chains in hosts.chains.items():
+        candidates[table] += chains
+    all_tiers += hosts.tiers
+    profiles |= hosts.profiles
+
+    policies = _unique_policies(policies_in(all_tiers))
+    shared = group_chains(ctx, all_tiers)
+    for pol in policies:
+        shared += policy_chains(ctx, pol)
+    for table in (Table.RAW, Table.MANGLE, Table.FILTER):   # policy_mgr: all three tables
+        candidates[table] += shared
+    for profile in sorted(profiles):
+        inbound, outbound = profile_chains(ctx, _profile(cluster, profile))
+        candidates[Table.FILTER] += [inbound, outbound]
+        candidates[Table.MANGLE].append(outbound)
+
+    tables = {table: _program_table(table, candidates[table], static.kernel_hooks(ctx)[table],
+                                    ctx) for table in Table}
+    ruleset = Ruleset(tables=tables)
+    ruleset.ipsets.update(_ipsets(ctx, ruleset, policies, profiles))
+    return ruleset
+
+
+def _unique_policies(policies: list[Policy]) -> list[Policy]:
+    seen, out = set(), []
+    for pol in policies:
+        ident = (pol.kind, pol.namespace, pol.name)
+        if ident not in seen:
+            seen.add(ident)
+            out.append(pol)
+    return out
+
+
+def _profile(cluster: Cluster, name: str) -> Profile:
+    # A profile named by an endpoint but absent from the datastore reaches felix with no rules.
+    return cluster.profiles.get(name) or Profile(name=name)
+
+
+# ---------------------------------------------------------------------------- programming
+
+
+def _program_table(table: Table, chains: list[FChain], hooks: dict[str, static.Hooks],
+                   ctx: Ctx) -> dict[str, Chain]:
+    by_name: dict[str, FChain] = {}
+    for chain in chains:
+        by_name[chain.name] = chain          # later updates replace earlier ones (UpdateChain)
+    out: dict[str, Chain] = {}
+    roots: list[str] = []
+    for kernel in BUILTIN_CHAINS[table]:
+        hook = hooks.get(kernel, static.Hooks())
+        out[kernel] = Chain(kernel, _kernel_rules(kernel, hook, ctx), policy="ACCEPT")
+        roots += [c for r in (*hook.inserted, *hook.appended) for c in _targets(r)]
+    reachable = _reachable(roots, by_name)
+    for name in sorted(reachable):
+        chain = by_name[name]
+        out[name] = Chain(name, _ir_rules(name, chain.rules))
+    return out
+
+
+def _kernel_rules(kernel: str, hook: static.Hooks, ctx: Ctx) -> tuple[Rule, ...]:
+    """Inserted hooks (hashed under the kernel chain's name) and appends (``<name>*appends*``).
+
+    With only felix's rules in the chain, insert and append mode give the same order."""
+    inserted = _ir_rules(kernel, hook.inserted)
+    appended = _ir_rules(kernel + "*appends*", hook.appended)
+    return inserted + appended
+
+
+def _targets(rule: FRule) -> list[str]:
+    target = rule.action.target if rule.action else None
+    return [target.chain] if isinstance(target, (ir.Jump, ir.Goto)) else []
+
+
+def _reachable(roots: list[str], by_name: dict[str, FChain]) -> set[str]:
+    seen: set[str] = set()
+    stack = list(roots)
+    while stack:
+        name = stack.pop()
+        if name in seen:
+            continue
+        if name not in by_name:
+            raise AssertionError(f"felix renderer bug: chain {name} referenced but not defined")
+        seen.add(name)
+        stack += by_name[name].referenced_chains()
+    return seen
+
+
+def _ir_rules(hash_chain: str, rules: tuple[FRule, ...] | list[FRule]) -> tuple[Rule, ...]:
+    ids = rule_ids(hash_chain, rules)
+    return tuple(
+        Rule(matches=r.match.ir, target=r.action.target if r.action else None,
+             comments=(f"cali:{rid}",) + tuple(sanitise_comment(c) for c in r.comments),
+             provenance=r.provenance)
+        for rid, r in zip(ids, rules))
+
+
+# ---------------------------------------------------------------------------- ipsets
+
+
+def _ipsets(ctx: Ctx, ruleset: Ruleset, policies: list[Policy],
+            profiles: set[str]) -> dict[str, IpSet]:
+    used = {m.set_name for chains in ruleset.tables.values() for chain in chains.values()
+            for rule in chain.rules for m in rule.matches if isinstance(m, SetMatch)}
+    specs = {}
+    owners = list(policies) + [_profile(ctx.cluster, p) for p in sorted(profiles)]
+    for owner in owners:
+        if isinstance(owner, Policy) and owner.staged:
+            continue
+        for direction in ("ingress", "egress"):
+            for spec in referenced_sets(ctx, owner, direction):
+                specs.setdefault(ctx.set_name(spec.set_id), spec)
+    result = {s.name: s for s in fixed_sets(ctx)}
+    for name in sorted(specs):
+        if name in used:
+            result[name] = selector_set(ctx, name, specs[name])
+    missing = used - set(result)
+    if missing:
+        raise AssertionError(f"felix renderer bug: ipsets referenced but not rendered: {missing}")
+    return result
