@@ -119,7 +119,7 @@ def clusters(draw) -> Cluster:
     specs = draw(st.lists(pod_specs, min_size=1, max_size=5))
     # Twins that differ only by address make IP-based distinctions (nets, network sets, host
     # endpoints) the only thing telling pods apart.
-    for spec in draw(st.lists(st.sampled_from(specs), max_size=3)):
+    for spec in draw(st.lists(st.sampled_from(specs), min_size=1, max_size=3)):
         specs.append(dict(spec, host=draw(st.integers(1, 14))))
     for number, spec in enumerate(specs):
         labels = {k: spec[k] for k in ("app", "tier") if spec[k] is not None}
@@ -128,7 +128,7 @@ def clusters(draw) -> Cluster:
         ep = endpoint(spec["ns"], f"pod{number}", f"10.0.0.{spec['host']}", labels, spec["sa"],
                       spec["ports"], ns_labels[spec["ns"]], profiles)
         cluster.endpoints[ep.key] = ep
-    for number, net in enumerate(draw(st.lists(st.sampled_from(SET_NETS), max_size=2))):
+    for number, net in enumerate(draw(st.lists(st.sampled_from(SET_NETS), min_size=1, max_size=2))):
         ns = draw(st.none() | st.sampled_from(["a", "b"]))
         cluster.network_sets.append(NetworkSet(f"set{number}", ns, (net,), {"role": "ext"}))
     if draw(st.booleans()):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from tracer.dataplane.packet import PORTED_PROTOCOLS
 from tracer.dataplane.trace import DropRecord, PacketTrace
 from tracer.model.cluster import Policy, Rule
-from tracer.policy.evaluate import DirectionDecision, Flow, protocol_number
+from tracer.policy.evaluate import DirectionDecision, Flow, policy_label, protocol_number
 from tracer.policy.selector import parse_selector
 from tracer.policy.selector_ast import EQ, And, Compare, Has, InSet, canonical_text, evaluate
 
@@ -61,6 +61,10 @@ def fix_hint(cluster, trace: PacketTrace, drop: DropRecord,
     return STATIC_HINTS.get(drop.reason, "")
 
 
+def applied_policies(cluster, v: DirectionDecision) -> list[Policy]:
+    return _applied(cluster, v)
+
+
 def _default_deny_hint(cluster, v: DirectionDecision, flow: Flow, peer) -> str:
     policies = _applied(cluster, v)
     best: tuple[list[Gap], Policy, int] | None = None
@@ -88,9 +92,10 @@ def _default_deny_hint(cluster, v: DirectionDecision, flow: Flow, peer) -> str:
 
 
 def _applied(cluster, v: DirectionDecision) -> list[Policy]:
-    keys = {key.split(" ")[-1] for key in v.applied_policies}
-    return [p for p in cluster.policies if p.key in keys and not p.staged
-            and v.direction in p.types]
+    """The enforced policies behind ``applied_policies`` labels, in evaluation order."""
+    by_label = {policy_label(p): p for p in cluster.policies}
+    found = (by_label.get(label) for label in v.applied_policies)
+    return [p for p in found if p is not None and not p.staged]
 
 
 def rule_gaps(rule: Rule, direction: str, flow: Flow, peer) -> list[Gap]:

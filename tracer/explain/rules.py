@@ -16,6 +16,8 @@ def readable_selector(text: str | None) -> str:
     out = text
     for pattern in _NOISE:
         out = pattern.sub("", out)
+    out = re.sub(r"projectcalico\.org/namespace == ([\"'])([^\"']*)\1", r"namespace \2", out)
+    out = out.replace("pcns.", "namespace label ")
     out = out.replace("( && ", "(").replace(" && )", ")").replace("()", "all()")
     out = re.sub(r"\(\s*\)", "all()", out)
     return out.strip() or "all()"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from tracer.dataplane.packet import ICMP, Packet
 from tracer.dataplane.trace import DROP_REASONS, Decision, DropRecord, PacketTrace
 from tracer.explain.deciding import EndpointChain
-from tracer.explain.hint import fix_hint
+from tracer.explain.hint import applied_policies, fix_hint
 from tracer.explain.rules import describe_rule
 from tracer.policy.evaluate import DirectionDecision, Flow, evaluate_direction
 
@@ -105,17 +105,14 @@ def _default_deny_sentence(cluster, v: DirectionDecision, trace, src, dst) -> st
     peer = src if v.direction == "ingress" else dst
     if not v.applied_policies:
         return f"No policy selects {v.endpoint} for {v.direction} and no profile allows it."
-    by_key = {p.key: p for p in cluster.policies}
     lines = []
-    for key in v.applied_policies:
-        policy = by_key.get(key.split(" ")[-1]) or by_key.get(key)
-        if policy is None or policy.staged:
-            continue
+    for policy in applied_policies(cluster, v):
         rules = [describe_rule(r, v.direction) for r in policy.rules(v.direction)
                  if r.action == "Allow"]
         allows = "; ".join(rules) if rules else "nothing (no rules: a default deny)"
-        lines.append(f"{policy.kind} {policy.key} (tier {policy.tier}) allows {v.direction} "
-                     f"{allows}")
+        lines.append(f"{policy.kind} {policy.key} (tier {policy.tier}), which allows "
+                     f"{v.direction} only {allows}" if rules else
+                     f"{policy.kind} {policy.key} (tier {policy.tier}), which allows {allows}")
     peer_labels = _peer_labels(cluster, peer)
     return (f"{v.endpoint} is selected for {v.direction} by " + "; ".join(lines) +
             f". {trace.packet.describe()} from {peer.label}{peer_labels} matches none of them.")

@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tracer.dataplane.events import NetfilterEvent
+from tracer.dataplane.iptables_save import format_rule, normalise_rule, parse_rule
 from tracer.dataplane.ir import Rule
 from tracer.errors import InputError
 from tracer.kernel.xtrace import KernelEvent
@@ -76,11 +77,6 @@ class Step:
 # -- normalisation ------------------------------------------------------------------------
 
 
-def _normalise_rule(rule: Rule) -> Rule:
-    from tracer.dataplane.iptables_save import normalise_rule
-    return normalise_rule(rule)
-
-
 def _rule_body(text: str) -> str:
     """``-4 -t filter -A FORWARD -o x -j y`` → ``-o x -j y`` (for display)."""
     words = text.split()
@@ -90,12 +86,11 @@ def _rule_body(text: str) -> str:
 
 
 def normalise_sim(events: Sequence[tuple[str, NetfilterEvent]]) -> list[Step]:
-    from tracer.dataplane.iptables_save import format_rule
     steps = []
     for node, event in events:
         if event.kind == "return" and event.rule is None:
             continue                                   # liberty 2
-        rule_key = _normalise_rule(event.rule) if event.rule is not None else None
+        rule_key = normalise_rule(event.rule) if event.rule is not None else None
         text = _rule_body(format_rule(event.chain, event.rule)) if event.rule else ""
         verdict = SIM_TO_KERNEL_VERDICT.get(event.effect, event.effect)
         target = event.target_chain if event.effect in ("JUMP", "GOTO") else None
@@ -119,7 +114,6 @@ def normalise_kernel(events: Sequence[KernelEvent]) -> list[Step]:
 
 
 def _parse_kernel_rule(event: KernelEvent) -> Rule | Unparsed:
-    from tracer.dataplane.iptables_save import parse_rule
     assert event.rule_text is not None
     try:
         chain, rule = parse_rule(event.rule_text, filename="kernel trace")
@@ -127,7 +121,7 @@ def _parse_kernel_rule(event: KernelEvent) -> Rule | Unparsed:
         return Unparsed(event.rule_text, err.problem)
     if chain != event.chain:
         return Unparsed(event.rule_text, f"rule text names chain {chain}, trace {event.chain}")
-    return _normalise_rule(rule)
+    return normalise_rule(rule)
 
 
 # -- comparison ---------------------------------------------------------------------------
