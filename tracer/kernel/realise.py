@@ -13,6 +13,7 @@ plugin's layout). All netlink work goes through pyroute2 in the target namespace
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface
@@ -30,6 +31,17 @@ VXLAN_MTU = 1450              # felix: host MTU 1500 minus the 50-byte VXLAN ove
 NUD_PERMANENT = 0x80
 RT_SCOPES = {"universe": 0, "link": 253}
 RT_TYPES = {"unicast": 1, "blackhole": 6, "throw": 9}
+
+
+REQUIRED_BINARIES = ("iptables", "iptables-restore", "ipset", "xtables-monitor")
+
+
+def missing_requirements() -> str | None:
+    """Why a lab cannot run here (not root, a binary missing), or None."""
+    if os.geteuid() != 0:
+        return "needs root (network namespaces, iptables)"
+    missing = [b for b in REQUIRED_BINARIES if shutil.which(b) is None]
+    return f"missing binaries: {', '.join(missing)}" if missing else None
 
 
 class LabError(RuntimeError):

@@ -15,6 +15,10 @@ import base64
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+
+from tracer.kernel.topology import (VXLAN_DEVICE, NodeSpec, PodSpec, RouteSpec, TopologySpec,
+                                    VxlanSpec)
 
 ACCEPT_MARK = "0x10000/0x10000"
 PASS_MASK = "0x20000"
@@ -284,3 +288,49 @@ def _nat() -> _Table:
     nat.add("cali-nat-outgoing", "-m set --match-set cali40masq-ipam-pools src -m set "
                                  "! --match-set cali40all-ipam-pools dst -j MASQUERADE --random-fully")
     return nat
+
+
+# -- ready-made topologies ------------------------------------------------------------------
+
+POD_A, POD_B, POD_C = "calia7a3e029a7b", "cali68caf03a5f4", "cali12d4a3f2b81"
+POOL = "10.65.0.0/16"
+
+
+def one_node_topology(*, b_ingress: str | int | None = 80) -> TopologySpec:
+    """Node ``node-1`` with pods ``default/client`` (10.65.0.2) and ``default/web``
+    (10.65.0.3, ingress policy ``b_ingress``), and an external host at 172.18.0.1."""
+    endpoints = [SampleEndpoint(POD_A), SampleEndpoint(POD_B, ingress=b_ingress)]
+    node = NodeSpec("node-1", IPv4Interface("172.18.0.11/24"),
+                    pods=(PodSpec("default/client", IPv4Address("10.65.0.2"), POD_A),
+                          PodSpec("default/web", IPv4Address("10.65.0.3"), POD_B)),
+                    iptables=felix_iptables(endpoints), ipsets=felix_ipsets([POOL]))
+    return TopologySpec(nodes=(node,), underlay_gateway=IPv4Interface("172.18.0.1/24"))
+
+
+def two_node_topology(*, vxlan: bool, b_ingress: str | int | None = 80) -> TopologySpec:
+    """``default/client`` (10.65.0.2) on ``node-1`` and ``default/web`` (10.65.1.2, ingress
+    ``b_ingress``) on ``node-2``; blocks 10.65.0.0/26 and 10.65.1.0/26 routed over the
+    underlay directly, or through ``vxlan.calico`` (VNI 4096) as felix programs it."""
+    hosts = ("172.18.0.11", "172.18.0.12")
+    blocks = ("10.65.0.0/26", "10.65.1.0/26")
+    vteps = ("10.65.0.1", "10.65.1.1")
+    macs = ("66:f1:00:00:00:01", "66:f1:00:00:00:02")
+    pods = (PodSpec("default/client", IPv4Address("10.65.0.2"), POD_A),
+            PodSpec("default/web", IPv4Address("10.65.1.2"), POD_B))
+    endpoints = ((SampleEndpoint(POD_A),), (SampleEndpoint(POD_B, ingress=b_ingress),))
+    nodes = []
+    for me, other in ((0, 1), (1, 0)):
+        if vxlan:
+            remote = RouteSpec(IPv4Network(blocks[other]), VXLAN_DEVICE,
+                               via=IPv4Address(vteps[other]), onlink=True)
+            vx = VxlanSpec(4096, 4789, IPv4Address(vteps[me]), macs[me],
+                           ((IPv4Address(vteps[other]), macs[other], IPv4Address(hosts[other])),))
+        else:
+            remote = RouteSpec(IPv4Network(blocks[other]), "eth0", via=IPv4Address(hosts[other]))
+            vx = None
+        nodes.append(NodeSpec(
+            f"node-{me + 1}", IPv4Interface(f"{hosts[me]}/24"), pods=(pods[me],),
+            routes=(remote, RouteSpec(IPv4Network(blocks[me]), None, kind="blackhole")),
+            iptables=felix_iptables(endpoints[me], vxlan=vxlan),
+            ipsets=felix_ipsets([POOL], hosts if vxlan else ()), vxlan=vx))
+    return TopologySpec(nodes=tuple(nodes))
