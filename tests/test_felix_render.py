@@ -222,7 +222,6 @@ def test_policy_chain_rules_and_trailing_return():
                  destination=EntityRule(ports=(PortSpec(80, 80),)))
     pol = _web_policy("allow-client", [allow])
     rs = render_node(cluster([pol]), "node1")
-    chain = rs.chain(Table.FILTER, "cali-pi-_" + "x") if False else None
     name = [n for n in rs.tables[Table.FILTER] if n.startswith("cali-pi-")][0]
     chain = rs.chain(Table.FILTER, name)
     assert len(chain.rules) == 1        # the trailing RETURN is stripped
@@ -268,18 +267,13 @@ def test_selector_and_named_port_sets_cover_all_nodes_and_network_sets():
                                      {"app": "client"}))
     rule = Rule("Allow", source=EntityRule(selector="app == 'client'"),
                 destination=EntityRule(selector="app == 'client'", ports=(PortSpec(name="http"),)))
-    rs = render_node(cluster([_web_policy("np", [rule])], extra_eps=[remote]) if False else
-                     _with(c, _web_policy("np", [rule])), "node1")
+    c.policies.append(_web_policy("np", [rule]))
+    rs = render_node(c, "node1")
     sel = parse_selector("app == 'client'")
     assert rs.ipsets[sel.ipset_name].members == ("10.9.0.0/16", "192.168.1.10", "192.168.2.7")
     named = [s for s in rs.ipsets.values() if s.set_type == "hash:ip,port"]
     assert len(named) == 1 and named[0].members == ("192.168.2.7,tcp:8080",)
     assert named[0].name.startswith("cali40n:")
-
-
-def _with(c, *policies):
-    c.policies.extend(policies)
-    return c
 
 
 def test_unknown_node_is_input_error():
@@ -317,3 +311,26 @@ def test_cli_render_scenario():
     assert "*filter" in tables and 'cali:wUHhoiAYhphO9Mso' in tables
     bad = runner.invoke(cli, ["render", "-f", "scenarios/multinode-ipip", "--node", "nope"])
     assert bad.exit_code != 0 and isinstance(bad.exception, InputError)
+
+
+def test_host_endpoint_chains():
+    from tracer.model.cluster import HostEndpoint
+    c = cluster()
+    c.host_endpoints.append(HostEndpoint("node1-eth0", "node1", "eth0",
+                                         (IPv4Address("10.0.0.1"),), {"role": "node"}))
+    host_pol = Policy(kind="GlobalNetworkPolicy", name="host", namespace=None, tier="default",
+                      order=10.0, selector="role == 'node'", types=("ingress",),
+                      ingress=(Rule("Allow", protocol="TCP",
+                                    destination=EntityRule(ports=(PortSpec(22, 22),))),))
+    c.policies.append(host_pol)
+    rs = render_node(c, "node1")
+    dispatch = rs.chain(Table.FILTER, "cali-from-host-endpoint")
+    assert [r.target for r in dispatch.rules] == [ir.Goto("cali-fh-eth0")]
+    fh = rs.chain(Table.FILTER, "cali-fh-eth0")
+    assert ir.Jump("cali-failsafe-in") in [r.target for r in fh.rules]
+    assert shape(fh)[-1] == (("Drop if no profiles matched",), DROP)
+    assert "cali-failsafe-in" in rs.tables[Table.FILTER]
+    fwd = rs.chain(Table.FILTER, "cali-thfw-eth0")
+    assert shape(fwd)[-2:] == [(("Allow forwarded traffic by default",), ir.SetMark(0x10000, 0x10000)),
+                               (("Return for accepted forward traffic",), RETURN)]
+    assert "cali-th-eth0" in rs.tables[Table.MANGLE]

@@ -9,7 +9,7 @@ from ipaddress import IPv4Address, ip_address
 from tracer.dataplane.build import Dataplane, mtus
 from tracer.dataplane.packet import PROTOCOLS_BY_NAME, Packet, make_packet
 from tracer.dataplane.pipeline import Probe
-from tracer.dataplane.trace import DropRecord, Hop, PacketTrace
+from tracer.dataplane.trace import DeliverRecord, DropRecord, Hop, PacketTrace
 from tracer.errors import InputError
 from tracer.explain import explain
 from tracer.model.cluster import Cluster, WorkloadEndpoint
@@ -104,6 +104,13 @@ def trace_packet(dataplane: Dataplane, request: TraceRequest) -> PacketTrace:
         if not node.rendered:
             assumptions.append(f"{name}: ruleset from {node.source}")
 
+    if src.kind == "pod" and src.ip == dst.ip:
+        # A pod talking to itself: the packet never leaves its network namespace.
+        where = f"pod {src.label} (itself, over its own loopback)"
+        deliver = DeliverRecord(src.node, where, "lo", probe.packet)
+        hops = (Hop(node=src.node, iif=None, packet=probe.packet, stages=(deliver,)),)
+        return _finish(dataplane, probe, tuple(assumptions), hops, where, None, src, dst)
+
     pod_mtu = mtus(dataplane.cluster).pod
     if src.kind == "pod" and probe.packet.length > pod_mtu and probe.packet.df:
         drop = DropRecord(src.node, "mtu-exceeded",
@@ -125,9 +132,3 @@ def _finish(dataplane: Dataplane, probe: Probe, assumptions: tuple[str, ...],
         hops=hops, verdict="dropped" if drop else "allowed",
         reason=drop.reason if drop else None, deciding=(), delivered_to=delivered_to)
     return explain(dataplane, trace, src, dst)
-
-
-def packet_for(request: TraceRequest, src: IPv4Address, dst: IPv4Address) -> Packet:
-    return make_packet(src, dst, PROTOCOLS_BY_NAME[request.protocol.lower()],
-                       dport=request.port, sport=request.sport, state=request.state,
-                       length=request.size)
