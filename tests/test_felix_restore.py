@@ -7,14 +7,18 @@ import os
 import shutil
 import subprocess
 import uuid
+from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
 
 from tracer.dataplane.ipsets import format_ipsets
 from tracer.dataplane.iptables_save import format_ruleset
+from tracer.model.cluster import HostEndpoint
 from tracer.model.loader import load_cluster
 from tracer.policy.felix import SUPPORTED_VERSIONS, render_node
+
+from felix_fixtures import DENY_INGRESS, cluster
 
 SCENARIOS = sorted(p for p in (Path(__file__).parent.parent / "scenarios").iterdir()
                    if p.is_dir())
@@ -72,11 +76,6 @@ def test_every_scenario_node_loads(netns, version):
 
 @pytest.mark.root
 def test_host_endpoint_and_policy_cluster_loads(netns):
-    import sys
-    sys.path.insert(0, str(Path(__file__).parent))
-    from felix_fixtures import DENY_INGRESS, cluster
-    from ipaddress import IPv4Address
-    from tracer.model.cluster import HostEndpoint
     c = cluster([DENY_INGRESS])
     c.host_endpoints.append(HostEndpoint("node1-eth0", "node1", "eth0",
                                          (IPv4Address("10.0.0.1"),), {"role": "node"}))
