@@ -59,7 +59,27 @@ def endpoint(ns: str, name: str, addr: str, labels: dict, sa: str = "default",
 
 # ----------------------------------------------------------------------------- strategies
 
-entity_rules = st.builds(
+@st.composite
+def entity_rules(draw) -> EntityRule:
+    """A rule side constraining one or two things, so that rules often match."""
+    makers = {
+        "nets": lambda: {"nets": tuple(draw(st.lists(st.sampled_from(NETS), min_size=1,
+                                                     max_size=2, unique=True)))},
+        "not_nets": lambda: {"not_nets": (draw(st.sampled_from(NETS[1:])),)},
+        "selector": lambda: {"selector": draw(st.sampled_from(SELECTORS))},
+        "not_selector": lambda: {"not_selector": draw(st.sampled_from(SELECTORS))},
+        "ports": lambda: {"ports": tuple(draw(st.lists(st.sampled_from(PORTS), min_size=1,
+                                                       max_size=2)))},
+        "not_ports": lambda: {"not_ports": (draw(st.sampled_from(PORTS)),)},
+    }
+    chosen = draw(st.lists(st.sampled_from(sorted(makers)), min_size=1, max_size=2, unique=True))
+    fields: dict = {}
+    for name in chosen:
+        fields.update(makers[name]())
+    return EntityRule(**fields)
+
+
+rules = st.builds(
     EntityRule,
     nets=st.lists(st.sampled_from(NETS), max_size=2, unique=True).map(tuple),
     not_nets=st.lists(st.sampled_from(NETS[1:]), max_size=1).map(tuple),
@@ -71,10 +91,10 @@ entity_rules = st.builds(
 rules = st.builds(
     Rule,
     action=st.sampled_from(["Allow", "Deny", "Pass", "Log"]),
-    protocol=st.none() | st.sampled_from(["TCP", "UDP", "ICMP", "17"]),
-    not_protocol=st.none() | st.just("SCTP"),
-    source=st.one_of(st.just(EntityRule()), entity_rules),
-    destination=st.one_of(st.just(EntityRule()), entity_rules),
+    protocol=st.sampled_from([None, None, None, "TCP", "UDP", "ICMP", "17"]),
+    not_protocol=st.sampled_from([None, None, None, "SCTP"]),
+    source=st.one_of(st.just(EntityRule()), entity_rules()),
+    destination=st.one_of(st.just(EntityRule()), entity_rules()),
 )
 policies = st.builds(
     lambda kind, name, ns, tier, order, sel, types, ingress, egress: Policy(
@@ -255,3 +275,40 @@ def test_matrix_agrees_with_connection_for_external_free_cluster():
     src, dst = cluster.endpoints["a/client-2"], cluster.endpoints["a/web-1"]
     assert result.is_allowed(src.key, dst.key) == evaluate_connection(
         cluster, probe.flow(src, dst)).allowed
+
+
+@pytest.mark.parametrize("cover", ["network-set", "host-endpoint", "rule-cidr"])
+def test_address_based_peers_split_otherwise_identical_pods(cover):
+    cluster = small_cluster()
+    twin = endpoint("a", "client-9", "10.0.0.9", {"app": "client"},
+                    ports=(ContainerPort(8080, "TCP", "http"),))
+    cluster.endpoints[twin.key] = twin
+    if cover == "network-set":
+        cluster.network_sets.append(NetworkSet("s", None, (IPv4Network("10.0.0.3/32"),),
+                                               {"role": "ext"}))
+        source = EntityRule(selector="role == 'ext'")
+    elif cover == "host-endpoint":
+        cluster.host_endpoints.append(HostEndpoint("h", "node-1", "eth0",
+                                                   (IPv4Address("10.0.0.3"),), {"role": "ext"}))
+        source = EntityRule(selector="role == 'ext'")
+    else:
+        source = EntityRule(nets=(IPv4Network("10.0.0.0/30"),))
+    cluster.policies.append(Policy("GlobalNetworkPolicy", "g", None, "default", 1.0,
+                                   "app == 'web'", ("ingress",),
+                                   ingress=(Rule("Allow", source=source),)))
+    probe = Probe.make("tcp", 80)
+    fast = compute_matrix(cluster, probe)
+    assert fast.is_allowed("a/client-2", "a/web-0")
+    assert not fast.is_allowed("a/client-9", "a/web-0")
+    assert fast.classes == 5
+    assert (fast.allowed == compute_matrix_naive(cluster, probe).allowed).all()
+
+
+def test_unread_network_set_labels_do_not_split_classes():
+    cluster = small_cluster()
+    twin = endpoint("a", "client-9", "10.0.0.9", {"app": "client"},
+                    ports=(ContainerPort(8080, "TCP", "http"),))
+    cluster.endpoints[twin.key] = twin
+    cluster.network_sets.append(NetworkSet("s", None, (IPv4Network("10.0.0.3/32"),),
+                                           {"unread": "x"}))
+    assert compute_matrix(cluster, Probe.make("tcp", 80)).classes == 4

@@ -3,7 +3,7 @@ explain the outcome. Renderers take the returned :class:`PacketTrace` from here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, ip_address
 
 from tracer.dataplane.build import Dataplane, mtus
@@ -12,6 +12,7 @@ from tracer.dataplane.pipeline import Probe
 from tracer.dataplane.trace import DeliverRecord, DropRecord, Hop, PacketTrace
 from tracer.errors import InputError
 from tracer.explain import explain
+from tracer.kubeproxy.probe import is_service_ref, resolve_service
 from tracer.model.cluster import Cluster, WorkloadEndpoint
 
 
@@ -73,7 +74,13 @@ def _looks_like_ip(text: str) -> bool:
 def build_probe(dataplane: Dataplane, request: TraceRequest) -> tuple[Probe, Place, Place]:
     cluster = dataplane.cluster
     src = resolve(cluster, request.source, "from")
-    dst = resolve(cluster, request.destination, "to")
+    if is_service_ref(request.destination):     # svc/NS/NAME[:PORT]: the cluster IP and port
+        target = resolve_service(cluster, request.destination, port=request.port,
+                                 protocol=request.protocol)
+        dst = Place("service", target.cluster_ip, target.label)
+        request = replace(request, port=target.port)
+    else:
+        dst = resolve(cluster, request.destination, "to")
     proto = PROTOCOLS_BY_NAME.get(request.protocol.lower())
     if proto is None:
         raise InputError(f"unknown protocol {request.protocol!r} (tcp, udp, sctp, icmp)",

@@ -12,6 +12,8 @@ from tracer.dataplane.build import build_dataplane
 from tracer.dataplane.ipsets import parse_ipsets
 from tracer.dataplane.iptables_save import parse_ruleset
 from tracer.errors import InputError
+from tracer.kubeproxy.fork import render_forks, trace_forks
+from tracer.kubeproxy.probe import is_service_ref
 from tracer.model.loader import load_cluster
 from tracer.render.trace_json import render_json
 from tracer.render.trace_text import VERBOSITIES, render_text
@@ -22,7 +24,10 @@ from tracer.versions import resolve_version
 @click.command()
 @manifest_option
 @click.option("--from", "source", required=True, help="NAMESPACE/POD or an IPv4 address.")
-@click.option("--to", "destination", required=True, help="NAMESPACE/POD or an IPv4 address.")
+@click.option("--to", "destination", required=True,
+              help="NAMESPACE/POD, an IPv4 address, or svc/NAMESPACE/NAME[:PORT].")
+@click.option("--endpoint", help="With --to svc/...: the backend kube-proxy picks (1-based "
+              "position in its KUBE-SVC chain, or NAMESPACE/POD); default: every backend.")
 @click.option("--protocol", type=click.Choice(["tcp", "udp", "sctp", "icmp"],
               case_sensitive=False), default="tcp", show_default=True)
 @click.option("--port", type=click.IntRange(1, 65535), help="Destination port.")
@@ -39,8 +44,8 @@ from tracer.versions import resolve_version
                    "(default node: where the packet first enters).")
 @click.option("--ipsets", "ipset_dumps", multiple=True, metavar="[NODE=]FILE",
               help="The ipset save/list output that goes with --iptables-save.")
-def packet(paths, source, destination, protocol, port, sport, state, size, output, verbosity,
-           calico_version, dumps, ipset_dumps) -> None:
+def packet(paths, source, destination, endpoint, protocol, port, sport, state, size, output,
+           verbosity, calico_version, dumps, ipset_dumps) -> None:
     """Trace one packet from --from to --to through every node's Calico dataplane."""
     cluster = load_cluster(paths, calico_version=calico_version)
     for warning in cluster.warnings:
@@ -54,8 +59,13 @@ def packet(paths, source, destination, protocol, port, sport, state, size, outpu
         rulesets = load_dumps(dumps, ipset_dumps, default_node=first_node,
                               nodes=set(cluster.nodes))
     dataplane = build_dataplane(cluster, version=version, rulesets=rulesets)
-    trace = trace_packet(dataplane, request)
-    text = render_json(trace) if output == "json" else render_text(trace, verbosity)
+    if is_service_ref(destination):             # kube-proxy's random pick forks the trace
+        text = render_forks(trace_forks(dataplane, request, endpoint), output, verbosity)
+    elif endpoint is not None:
+        raise InputError("--endpoint needs --to svc/NAMESPACE/NAME", obj="--endpoint")
+    else:
+        trace = trace_packet(dataplane, request)
+        text = render_json(trace) if output == "json" else render_text(trace, verbosity)
     click.echo(text, nl=False)
     sys.stdout.flush()
 

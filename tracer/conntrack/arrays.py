@@ -277,11 +277,11 @@ def _confirm(pool, hsh, free, meta, s, now):
                      now) >= 0):
         _free_entry(pool, hsh, free, meta, s)
         return False
+    if (meta[M_HFULL] + meta[M_HTOMB] + 2) * 10 > hsh.shape[0] * 7:
+        _h_rebuild(pool, hsh, meta)   # before this entry turns LIVE: it is inserted below
     e.used = LIVE
     e.status |= CONFIRMED
     e.expires = now + e.timeout
-    if (meta[M_HFULL] + meta[M_HTOMB] + 2) * 10 > hsh.shape[0] * 7:
-        _h_rebuild(pool, hsh, meta)
     # Reply first: when both tuples are equal (a self-connect) the kernel's chain has the
     # reply at its head (__nf_conntrack_hash_insert adds it last), so lookups find "reply".
     _h_insert(hsh, meta, e.r_src, e.r_dst, e.proto, e.r_sport, e.r_dport, s * 2 + 1)
@@ -742,8 +742,10 @@ def _process_one(pool, tcpa, hsh, free, meta, cfg, tmo, p, o):
             if not confirmed:
                 e.stream_ts = now + UDP_STREAM_DELAY
             if e.status & SEEN_REPLY:
-                _refresh(e, tmo[TMO_UDP_STREAM] if now > e.stream_ts else tmo[TMO_UDP], now)
-                e.status |= ASSURED
+                stream = now > e.stream_ts
+                _refresh(e, tmo[TMO_UDP_STREAM] if stream else tmo[TMO_UDP], now)
+                if stream:
+                    e.status |= ASSURED
             else:
                 _refresh(e, tmo[TMO_UDP], now)
         elif proto == IPPROTO_ICMP:

@@ -183,13 +183,18 @@ class ConntrackTable:
         return tcp.A_ACCEPT, 0, False
 
     def _udp_packet(self, conn: _Conn, now: float) -> None:
-        """nf_conntrack_udp_packet(): 30 s until replied; 120 s once a stream (after 2 s)."""
+        """nf_conntrack_udp_packet(): 30 s until replied; 120 s and ASSURED once a stream.
+
+        A stream is a replied flow still active 2 s after its first packet; Linux 6.x sets
+        ASSURED only then (checked against the running kernel in test_conntrack_kernel.py).
+        """
         if not conn.status & CONFIRMED:
             conn.stream_ts = now + UDP_STREAM_DELAY
         if conn.status & SEEN_REPLY:
-            extra = self.timeouts.udp_stream if now > conn.stream_ts else self.timeouts.udp
-            self._refresh(conn, extra, now)
-            conn.status |= ASSURED
+            stream = now > conn.stream_ts
+            self._refresh(conn, self.timeouts.udp_stream if stream else self.timeouts.udp, now)
+            if stream:
+                conn.status |= ASSURED
         else:
             self._refresh(conn, self.timeouts.udp, now)
 

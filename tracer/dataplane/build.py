@@ -13,6 +13,7 @@ from tracer.dataplane.pipeline import Pipeline
 from tracer.dataplane.routing import (IPIP_IFACE, UNDERLAY_IFACE, VXLAN_IFACE,
                                       node_routing_table, underlay_gateway)
 from tracer.dataplane.tunnels import OVERHEAD, ClusterTunnels
+from tracer.kubeproxy.merge import with_kube_proxy
 from tracer.model.cluster import Cluster
 from tracer.policy.felix import mark_bits, render_node
 
@@ -66,6 +67,8 @@ def build_dataplane(cluster: Cluster, *, version: str,
     for name, node in sorted(cluster.nodes.items()):
         supplied = rulesets.get(name)
         ruleset = supplied[0] if supplied else render_node(cluster, name, version=version)
+        if cluster.services and not supplied:   # kube-proxy (iptables mode) runs beside felix
+            ruleset = with_kube_proxy(cluster, name, ruleset, version=version)
         routing = node_routing_table(cluster, name, wireguard_mark=marks.wireguard,
                                      underlay_gateway=gateway)
         interfaces = {UNDERLAY_IFACE: sizes.host, IPIP_IFACE: sizes.ipip,

@@ -48,10 +48,6 @@ KERNEL_TRACE_VERDICT = {"DNAT": "ACCEPT", "SNAT": "ACCEPT", "MASQUERADE": "ACCEP
 _PORT_PROTOCOLS = {6, 17, 132, 136}
 _ICMP = 1
 
-# nf_conntrack_common.h status bits that --ctstatus names.
-_CT_STATUS_BITS = {"EXPECTED": 1 << 0, "SEEN_REPLY": 1 << 1, "ASSURED": 1 << 2,
-                   "CONFIRMED": 1 << 3}
-
 
 @dataclass
 class PacketView:

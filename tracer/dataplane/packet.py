@@ -30,7 +30,13 @@ class Packet:
     ttl: int = 64
     length: int = 60                   # IP total length in bytes
     df: bool = True                    # Linux sockets default to PMTU discovery (IP_PMTUDISC_WANT): DF set
-    inner: "Packet | None" = None      # the packet a tunnel packet carries (IPIP, VXLAN, WireGuard)
+    seq: int = 0                       # TCP sequence / acknowledgement numbers and window,
+    ack_seq: int = 0                   # which conntrack's window tracking reads
+    window: int = 64240
+    payload_len: int = 0
+    icmp_id: int = 0                   # ICMP echo identifier (conntrack's key for echo)
+    inner: "Packet | None" = None      # tunnel payload (IPIP, VXLAN, WireGuard) or the packet an
+                                       # ICMP error quotes
 
     def with_(self, **changes) -> "Packet":
         return replace(self, **changes)

@@ -19,7 +19,8 @@ from tracer.dataplane.hooks import CONNTRACK_AFTER, HOOK_TABLES, nat_applies
 from tracer.dataplane.interpreter import PacketView, run_hook
 from tracer.dataplane.ir import Dnat, Masquerade, Snat, Table
 from tracer.dataplane.node import NodeDataplane
-from tracer.dataplane.packet import IPIP, UDP, Packet
+from tracer.conntrack.tuples import PacketKey
+from tracer.dataplane.packet import ICMP, IPIP, TCP, UDP, Packet
 from tracer.dataplane.routing import IPIP_IFACE, UNDERLAY_IFACE, VXLAN_IFACE
 from tracer.dataplane.trace import (ConntrackRecord, DecapRecord, DeliverRecord, DropRecord,
                                     EncapRecord, Hop, HookRecord, MtuRecord, NatRecord,
@@ -63,7 +64,10 @@ class _Walk:
     packet: Packet
     mark: int = 0
     ctstate: str = "NEW"
+    forced_ctstate: bool = False       # the state is an assumption, not conntrack's answer
     ct_status: frozenset[str] = frozenset()
+    ct_entry: int | None = None
+    ct_direction: str = "original"
     nat_bound: bool = False
     notrack: bool = False
     stages: list[Stage] = field(default_factory=list)
@@ -87,14 +91,19 @@ class Pipeline:
 
     # ------------------------------------------------------------------ public
 
-    def run(self, probe: Probe) -> Outcome:
+    def run(self, probe: Probe, *, now: float = 0.0) -> Outcome:
+        """Walk one packet. ``now`` is the conntrack clock (seconds); tables persist in the
+        nodes between runs, so a sequence of runs is a connection."""
+        self.now = now
         hops: list[Hop] = []
         node_name, iif, packet = probe.node, probe.iif, probe.packet
         mark = 0
         for _ in range(self.max_hops):
             walk = _Walk(node=self.nodes[node_name], iif=iif, packet=packet, mark=mark,
-                         ctstate=probe.ctstate or "NEW")
+                         ctstate=probe.ctstate or "NEW", forced_ctstate=bool(probe.ctstate))
             step = self._through_node(walk)
+            if step.kind == "drop" and walk.ct_entry is not None:
+                self._discard(walk)
             hops.append(Hop(node=node_name, iif=iif, packet=packet, stages=tuple(walk.stages)))
             if step.kind == "deliver":
                 return Outcome(tuple(hops), step.where, None)
@@ -172,10 +181,17 @@ class Pipeline:
 
     def _hook(self, walk: _Walk, hook: str, *, oif: str | None) -> "_Step | None":
         for table in HOOK_TABLES[hook]:
-            if table is Table.NAT and (walk.notrack or not nat_applies(walk.ctstate, walk.nat_bound)):
-                continue
+            if table is Table.NAT:
+                # Bound connections are rewritten by conntrack; the nat rules never run again.
+                self._established_nat(walk, hook)
+                if walk.notrack or not nat_applies(walk.ctstate, walk.nat_bound):
+                    continue
             chains = walk.node.ruleset.tables.get(table, {})
             if hook not in chains:
+                if (hook, table) in CONNTRACK_AFTER:
+                    drop = self._conntrack(walk)
+                    if drop:
+                        return drop
                 continue
             view = PacketView(
                 src=int(walk.packet.src), dst=int(walk.packet.dst), protocol=walk.packet.protocol,
@@ -197,40 +213,97 @@ class Pipeline:
             if result.nat is not None:
                 self._apply_nat(walk, result.nat, oif)
             if (hook, table) in CONNTRACK_AFTER:
-                self._conntrack(walk)
+                drop = self._conntrack(walk)
+                if drop:
+                    return drop
         return None
 
-    def _conntrack(self, walk: _Walk) -> None:
+    def _conntrack(self, walk: _Walk) -> "_Step | None":
+        """``nf_conntrack_in`` right after raw: the state every later ctstate match sees."""
         if walk.notrack:
             walk.stages.append(ConntrackRecord(walk.node.name, "UNTRACKED",
                                                note="NOTRACK in raw: conntrack skips it"))
+            return None
+        table = walk.node.conntrack
+        if table is None or walk.forced_ctstate:
+            walk.stages.append(ConntrackRecord(walk.node.name, walk.ctstate,
+                                               note="assumed" if walk.forced_ctstate else ""))
+            return None
+        verdict = table.process(conntrack_key(walk.packet), self.now)
+        if verdict.dropped:
+            return self._drop(walk, "conntrack-full", verdict.reason or "conntrack table full")
+        walk.ctstate, walk.ct_entry, walk.ct_direction = (verdict.ctstate, verdict.entry_id,
+                                                          verdict.direction)
+        walk.ct_status = frozenset(
+            name for flag, name in (("SRC_NAT", "SNAT"), ("DST_NAT", "DNAT"))
+            if flag in verdict.status)
+        walk.nat_bound = "CONFIRMED" in verdict.status
+        note = verdict.direction + (f", {verdict.reason}" if verdict.reason else "")
+        walk.stages.append(ConntrackRecord(walk.node.name, verdict.ctstate, verdict.tcp_state,
+                                           note=note))
+        return None
+
+    def _established_nat(self, walk: _Walk, hook: str) -> None:
+        """``nf_nat_packet`` for packets of a connection whose NAT is already bound: the
+        destination is rewritten where DNAT would run (PREROUTING, OUTPUT), the source where
+        SNAT would (POSTROUTING, INPUT) — including replies, which is how de-NAT happens."""
+        table = walk.node.conntrack
+        if table is None or walk.ct_entry is None or not walk.nat_bound:
             return
-        walk.stages.append(ConntrackRecord(walk.node.name, walk.ctstate,
-                                           note="assumed" if walk.ctstate != "NEW" else ""))
+        rewrite = table.translate(walk.ct_entry, walk.ct_direction)
+        before = walk.packet
+        if hook in ("PREROUTING", "OUTPUT") and rewrite.dst_changed:
+            walk.packet = before.with_(dst=IPv4Address(rewrite.dst), dport=_port(before,
+                                       rewrite.dport))
+        elif hook in ("POSTROUTING", "INPUT") and rewrite.src_changed:
+            walk.packet = before.with_(src=IPv4Address(rewrite.src), sport=_port(before,
+                                       rewrite.sport))
+        if walk.packet != before:
+            kind = "de-NAT" if walk.ct_direction == "reply" else "NAT (bound)"
+            walk.stages.append(NatRecord(walk.node.name, kind, before, walk.packet,
+                                         note="conntrack binding"))
 
     def _confirm(self, walk: _Walk) -> None:
-        """``__nf_conntrack_confirm``: nothing to record for an assumed state."""
+        """``__nf_conntrack_confirm`` as the packet leaves (POSTROUTING) or is delivered."""
+        table = walk.node.conntrack
+        if table is not None and walk.ct_entry is not None and not walk.nat_bound:
+            table.confirm(walk.ct_entry, self.now)
+            walk.nat_bound = True
+
+    def _discard(self, walk: _Walk) -> None:
+        """A dropped packet's unconfirmed entry dies with it."""
+        table = walk.node.conntrack
+        if table is not None and walk.ct_entry is not None and not walk.nat_bound:
+            table.discard(walk.ct_entry)
 
     def _apply_nat(self, walk: _Walk, target, oif: str | None) -> None:
         before = walk.packet
+        table = walk.node.conntrack if walk.ct_entry is not None else None
         if isinstance(target, Dnat):
             addr, _, port = target.to_destination.partition(":")
             walk.packet = before.with_(dst=IPv4Address(addr),
                                        dport=int(port) if port else before.dport)
             walk.ct_status = walk.ct_status | {"DNAT"}
             kind = "DNAT"
-        elif isinstance(target, Snat):
-            addr, _, port = target.to_source.partition(":")
-            walk.packet = before.with_(src=IPv4Address(addr))
+            if table is not None:
+                table.dnat(walk.ct_entry, int(walk.packet.dst), walk.packet.dport)
+        elif isinstance(target, (Snat, Masquerade)):
+            if isinstance(target, Snat):
+                addr = IPv4Address(target.to_source.partition(":")[0])
+                kind = "SNAT"
+            else:
+                addr = walk.node.underlay_ip
+                kind = "MASQUERADE"
             walk.ct_status = walk.ct_status | {"SNAT"}
-            kind = "SNAT"
-        elif isinstance(target, Masquerade):
-            walk.packet = before.with_(src=walk.node.underlay_ip)
-            walk.ct_status = walk.ct_status | {"SNAT"}
-            kind = "MASQUERADE"
+            if table is not None:
+                table.masquerade(walk.ct_entry, int(addr), self.now)
+                rewrite = table.translate(walk.ct_entry, "original")
+                walk.packet = before.with_(src=IPv4Address(rewrite.src),
+                                           sport=_port(before, rewrite.sport))
+            else:
+                walk.packet = before.with_(src=addr)
         else:
             return
-        walk.nat_bound = True
         walk.stages.append(NatRecord(walk.node.name, kind, before, walk.packet))
 
     def _route(self, walk: _Walk):
@@ -330,6 +403,24 @@ class Pipeline:
         record = DropRecord(walk.node.name, reason, detail)
         walk.stages.append(record)
         return _Step(kind="drop", drop=record)
+
+
+def _port(packet: Packet, port: int) -> int | None:
+    return port if packet.sport is not None else None
+
+
+def conntrack_key(packet: Packet) -> PacketKey:
+    """The header fields nf_conntrack reads, from the trace's packet record."""
+    inner = conntrack_key(packet.inner) if packet.protocol == ICMP and packet.inner else None
+    if packet.protocol == ICMP:
+        return PacketKey(int(packet.src), int(packet.dst), ICMP, sport=packet.icmp_id,
+                         icmp_type=packet.icmp_type, icmp_code=packet.icmp_code,
+                         icmp_inner=inner)
+    return PacketKey(int(packet.src), int(packet.dst), packet.protocol,
+                     sport=packet.sport or 0, dport=packet.dport or 0,
+                     tcp_flags=packet.tcp_flags if packet.protocol == TCP else None,
+                     seq=packet.seq, ack=packet.ack_seq, window=packet.window,
+                     payload_len=packet.payload_len)
 
 
 def _is_tunnel(oif: str | None) -> bool:

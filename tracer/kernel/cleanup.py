@@ -231,6 +231,8 @@ def signal_guard() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    global _guard_owner
+    _guard_owner = os.getpid()
     previous = {}
     for signum in (signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(signum) == signal.SIG_DFL:
@@ -242,7 +244,14 @@ def signal_guard() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
+_guard_owner: int | None = None
+
+
 def _raise_exit(signum: int, _frame) -> None:
+    if os.getpid() != _guard_owner:
+        # A fork that inherited the handler (pyroute2 forks helpers and stops them with
+        # SIGTERM) must die as SIGTERM would kill it, not unwind the parent's Python stack.
+        os._exit(128 + signum)
     raise SystemExit(128 + signum)
 
 

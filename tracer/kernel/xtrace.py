@@ -7,9 +7,11 @@ How a capture works, per node namespace (:class:`TraceMonitor`):
 2. Each TRACE rule is inserted at the top of its raw chain, tagged with a unique comment.
    ``--event`` makes the monitor echo that insertion; trace and ruleset events travel on
    the same netlink socket, so seeing our own insertion proves the monitor is attached.
-3. After the probe, the TRACE rules are deleted and we wait for the monitor to echo the
-   deletion: netlink delivers a socket's messages in order, so every trace message the
-   probe produced has been printed by then. No sleeps, no guessing.
+3. After the probe, a barrier: we create an empty chain ``<tag>-sync`` and wait for the
+   monitor to echo it. Netlink delivers a socket's messages in order, so every trace message
+   the probe produced has been printed by then. Only then are the TRACE rules and the
+   barrier removed (xtables-monitor looks rules up by handle while printing, so removing
+   them earlier breaks it). No sleeps, no guessing.
 
 Why the TRACE rule does not disturb the comparison: it is a real rule at the top of raw
 PREROUTING (or OUTPUT), so the kernel reports it as the packet's first event
@@ -212,15 +214,27 @@ class TraceMonitor:
         self._wait_for(lambda: self._echoed("-A", "-I") >= len(self.points), timeout, "attach")
 
     def stop(self, timeout: float = 10.0) -> list[str]:
-        """Remove the TRACE rules, wait until the monitor has printed everything, stop it."""
+        """Wait until the monitor has printed every trace so far, remove the TRACE rules, stop.
+
+        The barrier comes first: xtables-monitor looks each traced rule up by handle as it
+        prints it, so deleting a TRACE rule before its trace is printed makes it fail
+        ("error: No such file or directory") and stop printing.
+        """
         try:
-            inserted, self._inserted = self._inserted, []
-            for point in inserted:
-                self._iptables("-D", point)
-            if inserted and self._proc is not None:
-                self._wait_for(lambda: self._echoed("-D") >= len(inserted), timeout, "drain")
+            if self._inserted and self._proc is not None and self._proc.poll() is None:
+                barrier = f"{self.tag}-sync"
+                nsexec.run(self.netns, ["iptables", "-w", "-t", "raw", "-N", barrier])
+                try:
+                    self._wait_for(lambda: self._echoed_line(f"-N {barrier}"), timeout, "drain")
+                finally:
+                    nsexec.run(self.netns, ["iptables", "-w", "-t", "raw", "-X", barrier])
         finally:
-            self._terminate()
+            inserted, self._inserted = self._inserted, []
+            try:
+                for point in inserted:
+                    self._iptables("-D", point)
+            finally:
+                self._terminate()
         return list(self.lines)
 
     def events(self) -> list[KernelEvent]:
@@ -249,6 +263,10 @@ class TraceMonitor:
             return sum(1 for line in self.lines
                        if "EVENT:" in line and needle in line
                        and any(f" {op} " in line for op in ops))
+
+    def _echoed_line(self, text: str) -> bool:
+        with self._changed:
+            return any("EVENT:" in line and line.rstrip().endswith(text) for line in self.lines)
 
     def _wait_for(self, condition, timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout

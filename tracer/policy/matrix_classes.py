@@ -7,8 +7,9 @@ apart:
   selectors and NotSelectors, of policies and profiles);
 - their profile list (it drives the fall-through after the tiers);
 - their named container ports whose names some rule mentions;
-- for their IP: which rule CIDRs contain it, and which host endpoints and network sets cover
-  it (those add label sets to the address's selector IP-set membership);
+- for their IP: which rule CIDRs contain it, and which rule selectors match a host endpoint
+  or network set covering it (a selector IP set holds the address if any object covering it
+  matches);
 - for an IP shared by several workloads: the IP itself (the owner is looked up by address).
 
 Evaluating one representative pair per class pair is then exact for every pod pair.
@@ -17,7 +18,7 @@ Evaluating one representative pair per class pair is then exact for every pod pa
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 
 from tracer.model.cluster import EntityRule, Rule, WorkloadEndpoint
@@ -45,6 +46,8 @@ class _Features:
     label_keys: tuple[str, ...]
     port_names: frozenset[str]
     nets: tuple[IPv4Network, ...]
+    rule_selectors: tuple[str, ...]
+    extra_cache: dict = field(default_factory=dict, compare=False)
 
 
 def classify(index: PolicyIndex, pods: Iterable[WorkloadEndpoint]) -> PodClasses:
@@ -73,24 +76,40 @@ def _class_key(index: PolicyIndex, ep: WorkloadEndpoint, features: _Features,
     ports = tuple(sorted((cp.name, cp.protocol.upper(), cp.port) for cp in ep.pod.ports
                          if cp.name in features.port_names))
     in_nets = tuple(ip in net for net in features.nets)
-    heps = tuple(i for i, hep in enumerate(index.cluster.host_endpoints) if ip in hep.expected_ips)
-    netsets = tuple(i for i, ns in enumerate(index.cluster.network_sets)
-                    if any(ip in net for net in ns.nets))
+    extra = _extra_matches(index, ep, features)
     shared = ip if ip in shared_ips else None
-    return (labels, ep.profiles, ports, in_nets, heps, netsets, shared)
+    return (labels, ep.profiles, ports, in_nets, extra, shared)
+
+
+def _extra_matches(index: PolicyIndex, ep: WorkloadEndpoint, features: _Features) -> frozenset:
+    """Which rule selectors match one of the address's other label sets (host endpoints,
+    network sets): all that those sets can change about the address's IP-set membership."""
+    others = tuple(labels for labels in index.label_sets(ep.pod.ip) if labels is not ep.labels)
+    if not others:
+        return frozenset()
+    cache_key = tuple(map(id, others))
+    cached = features.extra_cache.get(cache_key)
+    if cached is None:
+        cached = frozenset(
+            position for position, text in enumerate(features.rule_selectors)
+            if any(parse_selector(text).matches(labels) for labels in others))
+        features.extra_cache[cache_key] = cached
+    return cached
 
 
 def _observed_features(index: PolicyIndex) -> _Features:
     keys: set[str] = set()
     names: set[str] = set()
     nets: set[IPv4Network] = set()
+    selectors: set[str] = set()
     for policy in index.ordered_policies:
         keys |= parse_selector(policy.selector).label_keys
     for rule in _all_rules(index):
         for entity in (rule.source, rule.destination):
-            _collect_entity(entity, keys, names, nets)
+            _collect_entity(entity, keys, names, nets, selectors)
     return _Features(tuple(sorted(keys)), frozenset(names),
-                     tuple(sorted(nets, key=lambda n: (int(n.network_address), n.prefixlen))))
+                     tuple(sorted(nets, key=lambda n: (int(n.network_address), n.prefixlen))),
+                     tuple(sorted(selectors)))
 
 
 def _all_rules(index: PolicyIndex) -> Iterable[Rule]:
@@ -103,11 +122,12 @@ def _all_rules(index: PolicyIndex) -> Iterable[Rule]:
 
 
 def _collect_entity(entity: EntityRule, keys: set[str], names: set[str],
-                    nets: set[IPv4Network]) -> None:
+                    nets: set[IPv4Network], selectors: set[str]) -> None:
     positive, negative = combine_selectors(entity.selector, entity.not_selector)
     for text in (positive, negative):
         if text:
             keys |= parse_selector(text).label_keys
+            selectors.add(text)
     names.update(p.name for p in entity.ports + entity.not_ports if p.is_named)
     nets.update(entity.nets)
     nets.update(entity.not_nets)

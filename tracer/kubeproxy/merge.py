@@ -1,0 +1,88 @@
+"""felix and kube-proxy in one node's tables, in the order a node shows once both run.
+
+Who ends up where in a shared kernel chain (``FORWARD``, nat ``PREROUTING`` ...):
+
+- kube-proxy ``EnsureRule(Prepend)``s each jump only when ``iptables -C`` does not find it, so
+  it never moves a rule it already wrote (proxier.go, ``iptablesJumpChains``);
+- felix in ``ChainInsertMode=Insert`` (the default) wants its inserted hooks to be the first
+  rules of the chain and its ``AppendRules`` the last: every refresh compares the chain with
+  ``expectedHashesForInsertAppendChain`` (felix/iptables/table.go) and re-writes its own rules
+  when kube-proxy's got above them. In ``Append`` mode its inserted hooks go after everyone
+  else's rules, still followed by its appends.
+
+So, whichever started first, the steady state in Insert mode is: felix's inserted hooks,
+kube-proxy's (and kubelet's) jumps, felix's appended rules. For example filter FORWARD is
+``cali-FORWARD``, ``KUBE-PROXY-FIREWALL``, ``KUBE-FORWARD``, ``KUBE-SERVICES``,
+``KUBE-EXTERNAL-SERVICES``, then felix's "Policy explicitly accepted packet." ACCEPT and its
+MARK; nat POSTROUTING is ``KUBE-POSTROUTING`` before ``cali-POSTROUTING``, which felix has
+appended since v3.29 for exactly that reason.
+"""
+
+from __future__ import annotations
+
+from tracer.dataplane.ir import BUILTIN_CHAINS, Chain, Rule, Ruleset, Table
+from tracer.kubeproxy.render import SERVICES, render_kube_proxy
+from tracer.model.cluster import Cluster
+
+# (table, kernel chain) -> how many rules at the end of the chain felix appended.
+AppendCounts = dict[tuple[Table, str], int]
+
+
+def merge_kube_proxy(felix: Ruleset, kube: dict[Table, dict[str, Chain]], *,
+                     felix_appended: AppendCounts | None = None,
+                     insert_mode: str = "Insert") -> Ruleset:
+    """A new ruleset: ``felix``'s tables with kube-proxy's chains added and its kernel-chain
+    jumps placed as described above. ``felix_appended`` says how many trailing rules of each
+    kernel chain are felix's AppendRules (default: none)."""
+    appended = felix_appended or {}
+    tables: dict[Table, dict[str, Chain]] = {t: dict(c) for t, c in felix.tables.items()}
+    for table, chains in kube.items():
+        merged = tables.setdefault(table, {})
+        for name, chain in chains.items():
+            if name not in BUILTIN_CHAINS[table]:
+                merged[name] = chain
+                continue
+            ours = merged.get(name, Chain(name, (), policy="ACCEPT"))
+            tail = appended.get((table, name), 0)
+            rules = _place(ours.rules, chain.rules, tail, insert_mode)
+            merged[name] = Chain(name, rules, ours.policy or "ACCEPT")
+    return Ruleset(tables=_builtins_first(tables), ipsets=dict(felix.ipsets))
+
+
+def _place(felix_rules: tuple[Rule, ...], kube_rules: tuple[Rule, ...], tail: int,
+           insert_mode: str) -> tuple[Rule, ...]:
+    cut = len(felix_rules) - tail
+    inserted, appended = felix_rules[:cut], felix_rules[cut:]
+    if insert_mode == "Append":
+        return kube_rules + inserted + appended
+    return inserted + kube_rules + appended
+
+
+def _builtins_first(tables: dict[Table, dict[str, Chain]]) -> dict[Table, dict[str, Chain]]:
+    out = {}
+    for table, chains in tables.items():
+        order = [c for c in BUILTIN_CHAINS[table] if c in chains]
+        order += [c for c in chains if c not in BUILTIN_CHAINS[table]]
+        out[table] = {name: chains[name] for name in order}
+    return out
+
+
+def felix_append_counts(cluster: Cluster, node: str, version: str | None) -> AppendCounts:
+    """How many rules felix appends to each kernel chain (``Hooks.appended``)."""
+    from tracer.policy.felix.context import make_ctx
+    from tracer.policy.felix.static import kernel_hooks
+
+    hooks = kernel_hooks(make_ctx(cluster, node, version))
+    return {(table, kernel): len(h.appended) for table, chains in hooks.items()
+            for kernel, h in chains.items() if h.appended}
+
+
+def with_kube_proxy(cluster: Cluster, node: str, ruleset: Ruleset, *,
+                    version: str | None = None) -> Ruleset:
+    """``ruleset`` (felix's, rendered for ``node``) with kube-proxy added, once: a ruleset that
+    already has nat KUBE-SERVICES is returned unchanged."""
+    if SERVICES in ruleset.tables.get(Table.NAT, {}):
+        return ruleset
+    return merge_kube_proxy(ruleset, render_kube_proxy(cluster, node),
+                            felix_appended=felix_append_counts(cluster, node, version),
+                            insert_mode=cluster.felix.chain_insert_mode)
