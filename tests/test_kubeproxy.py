@@ -237,7 +237,8 @@ def test_merge_puts_kube_proxy_between_felix_inserts_and_appends(scenario):
     # Merging again changes nothing; felix's own chains are untouched.
     assert with_kube_proxy(scenario, "node-1", ruleset, version=VERSION) is ruleset
     felix = render_node(scenario, "node-1", version=VERSION)
-    assert ruleset.tables[Table.FILTER]["cali-FORWARD"] == felix.tables[Table.FILTER]["cali-FORWARD"]
+    assert ruleset.tables[Table.FILTER]["cali-FORWARD"] == \
+        felix.tables[Table.FILTER]["cali-FORWARD"]
 
 
 def test_append_mode_puts_felix_hooks_after_kube_proxy(scenario):
@@ -245,7 +246,8 @@ def test_append_mode_puts_felix_hooks_after_kube_proxy(scenario):
     merged = merge_kube_proxy(felix, render_kube_proxy(scenario, "node-1"),
                               felix_appended={(Table.FILTER, "FORWARD"): 2},
                               insert_mode="Append")
-    chains = [getattr(r.target, "chain", None) for r in merged.tables[Table.FILTER]["FORWARD"].rules]
+    forward = merged.tables[Table.FILTER]["FORWARD"].rules
+    chains = [getattr(r.target, "chain", None) for r in forward]
     assert chains[:5] == ["KUBE-PROXY-FIREWALL", "KUBE-FORWARD", "KUBE-SERVICES",
                           "KUBE-EXTERNAL-SERVICES", "cali-FORWARD"]
 

@@ -83,13 +83,25 @@ def test_hook_order_mirrors_netfilter_priorities():
 
 
 def test_established_packets_are_accepted_by_the_conntrack_rule_and_skip_nat():
-    result = trace("backend-from-frontend", "myns/other", "myns/backend", port=6379,
+    result = trace("backend-from-frontend", "myns/frontend", "myns/backend", port=6379,
                    state="established")
     assert result.verdict == "allowed"
+    assert "SYN delivered, SYN-ACK delivered, ACK delivered" in result.assumptions[1]
     tables = [(s.hook, s.table) for s in stages(result, HookRecord)]
     assert ("PREROUTING", "nat") not in tables
     mangle = [s for s in stages(result, HookRecord) if s.table == "mangle"][0]
     assert mangle.events[-1].effect == "ACCEPT"       # cali-PREROUTING RELATED,ESTABLISHED
+    ct = [s for hop in result.hops for s in hop.stages if type(s).__name__ == "ConntrackRecord"]
+    assert ct[0].ctstate == "ESTABLISHED" and ct[0].tcp_state == "ESTABLISHED"
+
+
+def test_established_is_not_assumed_when_the_opening_was_denied():
+    result = trace("backend-from-frontend", "myns/other", "myns/backend", port=6379,
+                   state="established")
+    assert "SYN dropped on node-1 [default-deny]" in result.assumptions[1]
+    # With nf_conntrack_tcp_loose=1 the kernel picks the ACK up mid-stream: ctstate NEW,
+    # so policy sees it and denies it again.
+    assert result.verdict == "dropped" and result.reason == "default-deny"
 
 
 def test_pod_to_itself_never_leaves_the_pod():

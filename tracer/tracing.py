@@ -14,6 +14,7 @@ from tracer.errors import InputError
 from tracer.explain import explain
 from tracer.kubeproxy.probe import is_service_ref, resolve_service
 from tracer.model.cluster import Cluster, WorkloadEndpoint
+from tracer.session import Session
 
 
 @dataclass(frozen=True)
@@ -86,27 +87,46 @@ def build_probe(dataplane: Dataplane, request: TraceRequest) -> tuple[Probe, Pla
         raise InputError(f"unknown protocol {request.protocol!r} (tcp, udp, sctp, icmp)",
                          obj="--protocol")
     packet = make_packet(src.ip, dst.ip, proto, dport=request.port, sport=request.sport,
-                         state=request.state, length=request.size)
-    ctstate = "ESTABLISHED" if request.state == "established" else None
+                         length=request.size)
+    return probe_for(cluster, packet, src, dst), src, dst
+
+
+def probe_for(cluster: Cluster, packet: Packet, src: Place, dst: Place,
+              ctstate: str | None = None) -> Probe:
+    """Where ``packet`` from ``src`` first meets a Calico dataplane."""
     if src.kind == "pod":
-        probe = Probe(packet, src.node, src.endpoint.interface, src.label, dst.label, ctstate)
-    elif src.kind == "host":
-        probe = Probe(packet, src.node, None, src.label, dst.label, ctstate)
-    else:
-        if dst.node is None:
-            raise InputError(f"both ends are outside the cluster ({src.ip} -> {dst.ip})",
-                             obj="--from/--to")
-        probe = Probe(packet, dst.node, "eth0", src.label, dst.label, ctstate)
-    return probe, src, dst
+        return Probe(packet, src.node, src.endpoint.interface, src.label, dst.label, ctstate)
+    if src.kind == "host":
+        return Probe(packet, src.node, None, src.label, dst.label, ctstate)
+    entry = dst.node or _node_owning(cluster, packet.dst)
+    if entry is None:
+        raise InputError(f"both ends are outside the cluster ({src.ip} -> {dst.ip})",
+                         obj="--from/--to")
+    return Probe(packet, entry, "eth0", src.label, dst.label, ctstate)
 
 
-def trace_packet(dataplane: Dataplane, request: TraceRequest) -> PacketTrace:
+def place_of(cluster: Cluster, addr: IPv4Address) -> Place:
+    return resolve(cluster, str(addr), "address")
+
+
+def _node_owning(cluster: Cluster, addr: IPv4Address) -> str | None:
+    node = cluster.node_by_ip(addr)
+    return node.name if node is not None else None
+
+
+def trace_packet(dataplane: Dataplane, request: TraceRequest, *,
+                 session: Session | None = None) -> PacketTrace:
+    """Trace one packet. With ``--state established`` the connection is first opened for
+    real (handshake through every node's conntrack), and the packet traced is the one that
+    follows the opening."""
+    session = session or Session(dataplane)
     probe, src, dst = build_probe(dataplane, request)
     assumptions = [f"Calico v{dataplane.version} felix iptables dataplane"]
-    if probe.ctstate:
-        assumptions.append(f"conntrack state assumed {probe.ctstate} on every node (--state)")
+    if request.state == "established":
+        exchange, probe = session.open(probe, locate=lambda p: locate(dataplane.cluster, p))
+        assumptions.append("connection opened first: " + exchange.summary())
     else:
-        assumptions.append("first packet of a new connection (conntrack NEW)")
+        assumptions.append("first packet of a new connection")
     for name, node in sorted(dataplane.nodes.items()):
         if not node.rendered:
             assumptions.append(f"{name}: ruleset from {node.source}")
@@ -126,9 +146,16 @@ def trace_packet(dataplane: Dataplane, request: TraceRequest) -> PacketTrace:
         hops = (Hop(node=src.node, iif=None, packet=probe.packet, stages=(drop,)),)
         return _finish(dataplane, probe, tuple(assumptions), hops, None, drop, src, dst)
 
-    outcome = dataplane.pipeline.run(probe)
+    outcome = session.send(probe)
     return _finish(dataplane, probe, tuple(assumptions), outcome.hops, outcome.delivered_to,
                    outcome.drop, src, dst)
+
+
+def locate(cluster: Cluster, packet: Packet) -> Probe:
+    """Where a packet sent by whoever owns its source address enters the dataplane."""
+    src = place_of(cluster, packet.src)
+    dst = place_of(cluster, packet.dst)
+    return probe_for(cluster, packet, src, dst)
 
 
 def _finish(dataplane: Dataplane, probe: Probe, assumptions: tuple[str, ...],

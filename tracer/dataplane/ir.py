@@ -340,7 +340,7 @@ class TraceTarget:
 Target = Union[Verdict, Reject, Jump, Goto, SetMark, ConnMarkTarget, Log, Nflog, NoTrack,
                Masquerade, Snat, Dnat, TraceTarget]
 
-TERMINAL_TARGETS = (Verdict, Reject, Goto, Masquerade, Snat, Dnat, NoTrack)
+TERMINAL_TARGETS = (Verdict, Reject, Goto, Masquerade, Snat, Dnat)   # NOTRACK continues
 
 
 # ---------------------------------------------------------------------------------------------

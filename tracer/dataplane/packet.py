@@ -64,16 +64,15 @@ def tcp_flag_names(flags: int) -> str:
 
 
 def make_packet(src: IPv4Address, dst: IPv4Address, protocol: int, *, dport: int | None = None,
-                sport: int | None = None, state: str = "new", length: int | None = None) -> Packet:
-    """A probe as a real client would send it: a TCP SYN (or ACK once established), a UDP
-    datagram, or an ICMP echo request."""
+                sport: int | None = None, length: int | None = None) -> Packet:
+    """A probe as a real client opens a connection: a TCP SYN, a UDP datagram, an ICMP echo
+    request."""
     if protocol == TCP:
-        flags = SYN if state == "new" else ACK
-        return Packet(src, dst, TCP, sport=sport or 40000, dport=dport or 80, tcp_flags=flags,
-                      length=length or 60)
+        return Packet(src, dst, TCP, sport=sport or 40000, dport=dport or 80, tcp_flags=SYN,
+                      seq=1000, length=length or 60)
     if protocol in (UDP, SCTP):
         return Packet(src, dst, protocol, sport=sport or 40000, dport=dport or 53,
                       length=length or 60)
     if protocol == ICMP:
-        return Packet(src, dst, ICMP, icmp_type=8, icmp_code=0, length=length or 84)
+        return Packet(src, dst, ICMP, icmp_type=8, icmp_code=0, icmp_id=7, length=length or 84)
     return Packet(src, dst, protocol, length=length or 60)

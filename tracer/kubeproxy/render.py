@@ -18,9 +18,9 @@ from ipaddress import IPv4Address, IPv4Network, collapse_addresses
 
 from tracer.dataplane.iptables_save import normalise_rule
 from tracer.dataplane.ir import (
-    BUILTIN_CHAINS, PROTOCOL_NUMBERS, AddressMatch, AddrTypeMatch, Chain, Cidr, ConntrackMatch, Dnat, Jump,
-    MarkMatch, Masquerade, Match, PortMatch, ProtocolMatch, ProtocolModuleMatch, Provenance,
-    Reject, Rule, SetMark, StatisticMatch, Table, Target, Verdict,
+    BUILTIN_CHAINS, PROTOCOL_NUMBERS, AddressMatch, AddrTypeMatch, Chain, Cidr, ConntrackMatch,
+    Dnat, Jump, MarkMatch, Masquerade, Match, PortMatch, ProtocolMatch, ProtocolModuleMatch,
+    Provenance, Reject, Rule, SetMark, StatisticMatch, Table, Target, Verdict,
 )
 from tracer.errors import InputError
 from tracer.kubeproxy import names
@@ -39,6 +39,8 @@ PROXY_FIREWALL = "KUBE-PROXY-FIREWALL"
 CANARY = "KUBE-PROXY-CANARY"
 KUBELET_FIREWALL = "KUBE-FIREWALL"
 
+_NODEPORTS_LAST = ("kubernetes service nodeports; NOTE: this must be the last rule in this "
+                   "chain")
 _PROV = Provenance(role="kube-proxy", source="pkg/proxy/iptables/proxier.go")
 
 # iptablesJumpChains then iptablesKubeletJumpChains: (table, kernel chain, target, comment,
@@ -116,10 +118,8 @@ def render_kube_proxy(cluster: Cluster, node: str) -> dict[Table, dict[str, Chai
     cidr = cluster_cidr(cluster)
     for view in service_ports(cluster):
         _service(view, cidr, nat, filt)
-    # "kubernetes service nodeports; NOTE: this must be the last rule in this chain"
-    nat[SERVICES].append(_rule(_LOCAL_DST, target=Jump(NODEPORTS), comment="kubernetes "
-                               "service nodeports; NOTE: this must be the last rule in this "
-                               "chain"))
+    # Tail call to the NodePorts for every local address (nodePortAddresses unset).
+    nat[SERVICES].append(_rule(_LOCAL_DST, target=Jump(NODEPORTS), comment=_NODEPORTS_LAST))
     filt[FORWARD] += _forward_rules()
     tables: dict[Table, dict[str, Chain]] = {Table.MANGLE: {}, Table.NAT: {}, Table.FILTER: {}}
     for (table, kernel), rules in sorted(_hooks().items(), key=_kernel_order):

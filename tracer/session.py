@@ -1,0 +1,132 @@
+"""Stateful runs: a conntrack table per node and a clock, so packets form connections.
+
+A :class:`Session` sends packets one after another through the same dataplane; each node's
+connection tracker remembers them. It knows how real endpoints open, use and close a
+connection (TCP's three-way handshake and FIN exchange, a UDP request and its reply, an ICMP
+echo and its reply), so a trace of an "established" packet is the packet that really follows
+such an opening, not a forced state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from ipaddress import IPv4Address
+
+from tracer.conntrack.reference import ConntrackTable
+from tracer.dataplane.build import Dataplane
+from tracer.dataplane.packet import ACK, FIN, ICMP, PSH, SYN, TCP, Packet
+from tracer.dataplane.pipeline import Outcome, Probe
+from tracer.dataplane.trace import DeliverRecord
+
+CLIENT_ISN, SERVER_ISN = 1_000, 5_000
+PACKET_INTERVAL = 0.001               # seconds between packets of a scripted exchange
+
+
+@dataclass
+class Exchange:
+    """What happened to the packets of a scripted exchange, in order."""
+
+    steps: list[tuple[str, Packet, Outcome]] = field(default_factory=list)
+
+    @property
+    def completed(self) -> bool:
+        return all(outcome.drop is None for _, _, outcome in self.steps)
+
+    def summary(self) -> str:
+        parts = []
+        for label, _, outcome in self.steps:
+            fate = "delivered" if outcome.drop is None else (
+                f"dropped on {outcome.drop.node} [{outcome.drop.reason}]")
+            parts.append(f"{label} {fate}")
+        return ", ".join(parts)
+
+
+class Session:
+    def __init__(self, dataplane: Dataplane, *, tcp_loose: bool = True,
+                 capacity: int = 262144, now: float = 0.0):
+        self.dataplane = dataplane
+        self.now = now
+        for node in dataplane.nodes.values():
+            node.conntrack = ConntrackTable(capacity, tcp_loose=tcp_loose)
+
+    def send(self, probe: Probe) -> Outcome:
+        self.now += PACKET_INTERVAL
+        return self.dataplane.pipeline.run(probe, now=self.now)
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    # ------------------------------------------------------------------ scripted exchanges
+
+    def open(self, probe: Probe, *, locate) -> tuple[Exchange, Probe]:
+        """Open the connection ``probe`` belongs to, then return the probe for the packet that
+        follows the opening (``locate(packet) -> Probe`` finds where a packet enters)."""
+        first = probe.packet
+        exchange = Exchange()
+        if first.protocol == TCP:
+            syn = first.with_(tcp_flags=SYN, seq=CLIENT_ISN, ack_seq=0)
+            reply = self._step(exchange, "SYN", probe, syn)
+            if reply is None:
+                return exchange, self._next(probe, first, CLIENT_ISN + 1, SERVER_ISN + 1)
+            synack = _reverse(reply).with_(tcp_flags=SYN | ACK, seq=SERVER_ISN,
+                                           ack_seq=CLIENT_ISN + 1)
+            self._step(exchange, "SYN-ACK", locate(synack), synack)
+            ack = first.with_(tcp_flags=ACK, seq=CLIENT_ISN + 1, ack_seq=SERVER_ISN + 1)
+            self._step(exchange, "ACK", replace(probe, packet=ack), ack)
+            return exchange, self._next(probe, first, CLIENT_ISN + 1, SERVER_ISN + 1)
+        request = first.with_(icmp_id=7) if first.protocol == ICMP else first
+        delivered = self._step(exchange, "request", replace(probe, packet=request), request)
+        if delivered is not None:
+            answer = _reverse(delivered)
+            if first.protocol == ICMP:
+                answer = answer.with_(icmp_type=0, icmp_code=0)
+            self._step(exchange, "reply", locate(answer), answer)
+        return exchange, replace(probe, packet=request)
+
+    def close(self, probe: Probe, *, locate) -> Exchange:
+        """Both sides close: FIN from the client, ACK, FIN from the server, last ACK."""
+        first = probe.packet
+        exchange = Exchange()
+        c, s = CLIENT_ISN + 1 + first.payload_len, SERVER_ISN + 1
+        fin = first.with_(tcp_flags=FIN | ACK, seq=c, ack_seq=s, payload_len=0)
+        delivered = self._step(exchange, "FIN", replace(probe, packet=fin), fin)
+        if delivered is None:
+            return exchange
+        back = _reverse(delivered)
+        self._step(exchange, "ACK", locate(back), back.with_(tcp_flags=ACK, seq=s, ack_seq=c + 1))
+        server_fin = back.with_(tcp_flags=FIN | ACK, seq=s, ack_seq=c + 1)
+        self._step(exchange, "FIN", locate(server_fin), server_fin)
+        last = first.with_(tcp_flags=ACK, seq=c + 1, ack_seq=s + 1, payload_len=0)
+        self._step(exchange, "ACK", replace(probe, packet=last), last)
+        return exchange
+
+    def _step(self, exchange: Exchange, label: str, probe: Probe, packet: Packet):
+        outcome = self.send(replace(probe, packet=packet))
+        exchange.steps.append((label, packet, outcome))
+        if outcome.drop is not None:
+            return None
+        return _delivered_packet(outcome)
+
+    @staticmethod
+    def _next(probe: Probe, first: Packet, seq: int, ack: int) -> Probe:
+        payload = max(first.length - 40, 0)
+        data = first.with_(tcp_flags=PSH | ACK, seq=seq, ack_seq=ack, payload_len=payload)
+        return replace(probe, packet=data)
+
+
+def _delivered_packet(outcome: Outcome) -> Packet:
+    last = outcome.hops[-1].stages[-1]
+    assert isinstance(last, DeliverRecord)
+    return last.packet
+
+
+def _reverse(packet: Packet) -> Packet:
+    """The answer to ``packet`` as its receiver sends it: addresses and ports swapped."""
+    return Packet(src=packet.dst, dst=packet.src, protocol=packet.protocol,
+                  sport=packet.dport, dport=packet.sport, icmp_type=packet.icmp_type,
+                  icmp_code=packet.icmp_code, icmp_id=packet.icmp_id, tcp_flags=packet.tcp_flags,
+                  length=packet.length)
+
+
+def address(packet: Packet) -> IPv4Address:
+    return packet.src
