@@ -1,0 +1,64 @@
+"""``calico-trace conntrack``: open connections through the dataplane and print each node's
+connection-tracking table as ``conntrack -L`` would show it on that node."""
+
+from __future__ import annotations
+
+import click
+
+from tracer.commands.options import manifest_option
+from tracer.conntrack.format import format_conntrack_list
+from tracer.dataplane.build import build_dataplane
+from tracer.errors import InputError
+from tracer.model.loader import load_cluster
+from tracer.session import Session
+from tracer.tracing import TraceRequest, build_probe, locate
+from tracer.versions import resolve_version
+
+
+def parse_connection(spec: str) -> TraceRequest:
+    """``FROM,TO,PROTO[/PORT]``, e.g. ``myns/frontend,myns/backend,tcp/6379``."""
+    parts = spec.split(",")
+    if len(parts) != 3:
+        raise InputError(f"{spec!r}: expected FROM,TO,PROTOCOL[/PORT]", obj="--connect")
+    source, destination, proto = (p.strip() for p in parts)
+    protocol, _, port = proto.partition("/")
+    if port and not port.isdigit():
+        raise InputError(f"{spec!r}: port {port!r} is not a number", obj="--connect")
+    return TraceRequest(source, destination, protocol=protocol, port=int(port) if port else None)
+
+
+@click.command()
+@manifest_option
+@click.option("--connect", "connections", multiple=True, required=True,
+              metavar="FROM,TO,PROTO[/PORT]", help="A connection to open (repeatable).")
+@click.option("--close", is_flag=True, help="Close TCP connections again (FIN/ACK exchange).")
+@click.option("--node", "nodes", multiple=True, help="Only these nodes' tables.")
+@click.option("--wait", type=float, default=0.0, show_default=True,
+              help="Seconds to let pass before listing (entries age and expire).")
+@click.option("--tcp-loose/--no-tcp-loose", default=True, show_default=True,
+              help="net.netfilter.nf_conntrack_tcp_loose on the nodes.")
+@click.option("--calico-version", help="Calico release whose felix rules to render.")
+def conntrack(paths, connections, close, nodes, wait, tcp_loose, calico_version) -> None:
+    """Open connections (handshake, request/reply) and list every node's conntrack table."""
+    cluster = load_cluster(paths, calico_version=calico_version)
+    for warning in cluster.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    dataplane = build_dataplane(cluster, version=resolve_version(calico_version, cluster))
+    unknown = set(nodes) - set(dataplane.nodes)
+    if unknown:
+        raise InputError(f"no node {sorted(unknown)[0]!r} in the cluster", obj="--node")
+    session = Session(dataplane, tcp_loose=tcp_loose)
+    for spec in connections:
+        probe, _, _ = build_probe(dataplane, parse_connection(spec))
+        where = lambda packet: locate(cluster, packet)  # noqa: E731
+        exchange, data = session.open(probe, locate=where)
+        click.echo(f"# {spec}: {exchange.summary()}", err=True)
+        if close and exchange.completed and probe.packet.protocol == 6:
+            closing = session.close(data, locate=where)
+            click.echo(f"# {spec} closed: {closing.summary()}", err=True)
+    session.advance(wait)
+    for name in sorted(nodes or dataplane.nodes):
+        entries = dataplane.nodes[name].conntrack.entries(session.now)
+        click.echo(f"# node {name}: {len(entries)} flow entries")
+        text = format_conntrack_list(entries, session.now)
+        click.echo(text, nl=bool(text) and not text.endswith("\n"))
