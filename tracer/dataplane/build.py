@@ -12,7 +12,8 @@ from tracer.dataplane.node import NodeDataplane, NodeEnvironment
 from tracer.dataplane.pipeline import Pipeline
 from tracer.dataplane.routing import (IPIP_IFACE, UNDERLAY_IFACE, VXLAN_IFACE,
                                       node_routing_table, underlay_gateway)
-from tracer.dataplane.tunnels import OVERHEAD, ClusterTunnels
+from tracer.dataplane.tunnels import ClusterTunnels
+from tracer.encap.mtu import OVERHEADS as OVERHEAD
 from tracer.kubeproxy.merge import with_kube_proxy
 from tracer.model.cluster import Cluster
 from tracer.policy.felix import mark_bits, render_node

@@ -4,9 +4,12 @@ How a capture works, per node namespace (:class:`TraceMonitor`):
 
 1. ``xtables-monitor --trace --event -4`` starts in the namespace, writing to a pty (it
    block-buffers stdout on a pipe, and SIGTERM would lose the buffer).
-2. Each TRACE rule is inserted at the top of its raw chain, tagged with a unique comment.
-   ``--event`` makes the monitor echo that insertion; trace and ruleset events travel on
-   the same netlink socket, so seeing our own insertion proves the monitor is attached.
+2. ``--event`` makes the monitor echo ruleset changes, and trace and ruleset messages
+   travel in order on the same netlink socket. A *barrier* (create, then delete, an empty
+   chain ``<tag>-s<n>`` in raw) is therefore echoed only once the monitor listens and has
+   printed everything queued before it. We repeat the barrier until it is echoed (a
+   monitor that has not subscribed yet misses it), then insert each TRACE rule at the top
+   of its raw chain, tagged with the unique comment ``<tag>``.
 3. After the probe, a barrier: we create an empty chain ``<tag>-sync`` and wait for the
    monitor to echo it. Netlink delivers a socket's messages in order, so every trace message
    the probe produced has been printed by then. Only then are the TRACE rules and the
@@ -193,6 +196,7 @@ class TraceMonitor:
         self._reader: threading.Thread | None = None
         self._changed = threading.Condition()
         self._inserted: list[TracePoint] = []
+        self._syncs = 0
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -208,10 +212,10 @@ class TraceMonitor:
         self._reader = threading.Thread(target=self._read, name=f"xtmon:{self.node}",
                                         daemon=True)
         self._reader.start()
+        self._attach(timeout)
         for point in self.points:
             self._iptables("-I", point, "1")
             self._inserted.append(point)
-        self._wait_for(lambda: self._echoed("-A", "-I") >= len(self.points), timeout, "attach")
 
     def stop(self, timeout: float = 10.0) -> list[str]:
         """Wait until the monitor has printed every trace so far, remove the TRACE rules, stop.
@@ -222,12 +226,9 @@ class TraceMonitor:
         """
         try:
             if self._inserted and self._proc is not None and self._proc.poll() is None:
-                barrier = f"{self.tag}-sync"
-                nsexec.run(self.netns, ["iptables", "-w", "-t", "raw", "-N", barrier])
-                try:
-                    self._wait_for(lambda: self._echoed_line(f"-N {barrier}"), timeout, "drain")
-                finally:
-                    nsexec.run(self.netns, ["iptables", "-w", "-t", "raw", "-X", barrier])
+                if not self._sync(timeout):
+                    raise MonitorError(f"xtables-monitor on {self.node}: no drain within "
+                                       f"{timeout}s ({self._tail()})")
         finally:
             inserted, self._inserted = self._inserted, []
             try:
@@ -255,14 +256,34 @@ class TraceMonitor:
                 "-m", "comment", "--comment", self.tag, "-j", "TRACE"]
         nsexec.run(self.netns, argv)
 
-    def _echoed(self, *ops: str) -> int:
-        """How many ruleset events for our tag and operation the monitor has printed
-        (an insertion is echoed as ``-A``, a deletion as ``-D``)."""
-        needle = f"--comment {self.tag} -j TRACE"
+    def _attach(self, timeout: float) -> None:
+        """Wait until the monitor listens: it cannot see events sent before it subscribed,
+        so repeat the barrier until one is echoed."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._sync(0.25):
+                return
+            if self._proc is not None and self._proc.poll() is not None:
+                break
+        raise MonitorError(f"xtables-monitor on {self.node}: not attached within {timeout}s "
+                           f"({self._tail()})")
+
+    def _sync(self, timeout: float) -> bool:
+        """Create and delete an empty chain; True once the monitor has echoed the creation,
+        which means it has printed every trace message queued before it."""
+        self._syncs += 1
+        barrier = f"{self.tag}-s{self._syncs}"
+        nsexec.run(self.netns, ["iptables", "-w", "-t", "raw", "-N", barrier])
+        nsexec.run(self.netns, ["iptables", "-w", "-t", "raw", "-X", barrier])
+        try:
+            self._wait_for(lambda: self._echoed_line(f"-N {barrier}"), timeout, "barrier")
+        except MonitorError:
+            return False
+        return True
+
+    def _tail(self) -> str:
         with self._changed:
-            return sum(1 for line in self.lines
-                       if "EVENT:" in line and needle in line
-                       and any(f" {op} " in line for op in ops))
+            return " | ".join(self.lines[-3:]) or "no output"
 
     def _echoed_line(self, text: str) -> bool:
         with self._changed:

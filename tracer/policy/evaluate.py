@@ -28,7 +28,7 @@ ignored here.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Literal
@@ -297,6 +297,11 @@ class PolicyIndex:
         self._by_ip: dict[IPv4Address, list[WorkloadEndpoint]] = {}
         for ep in self.workloads.values():
             self._by_ip.setdefault(ep.pod.ip, []).append(ep)
+        # Per direction: the policies governing it, with their compiled selector.
+        self._candidates = {
+            direction: tuple((p, parse_selector(p.selector).matcher)
+                             for p in self.ordered_policies if direction in policy_types(p))
+            for direction in ("ingress", "egress")}
         self._applicable: dict[tuple[str, str], tuple[TierPolicies, ...]] = {}
         self._label_sets: dict[IPv4Address, tuple[Labels, ...]] = {}
         self._entity_plans: dict[EntityRule, _EntityPlan] = {}
@@ -370,10 +375,9 @@ class PolicyIndex:
 
     def _compute_applicable(self, ep: WorkloadEndpoint, direction: str) -> tuple[TierPolicies, ...]:
         grouped: dict[str, list[Policy]] = {}
-        for policy in self.ordered_policies:
-            if direction not in policy_types(policy):
-                continue
-            if parse_selector(policy.selector).matches(ep.labels):
+        labels = ep.labels
+        for policy, matches in self._candidates[direction]:
+            if matches(labels):
                 grouped.setdefault(policy.tier, []).append(policy)
         return tuple(TierPolicies(self.tiers[name], tuple(pols)) for name, pols in grouped.items())
 
@@ -399,16 +403,21 @@ class PolicyIndex:
     def side_matches(self, entity: EntityRule, ip: IPv4Address, port: int | None,
                      protocol: int, named_proto: int | None) -> bool:
         """Match one side (source or destination) of a rule against an address and port."""
-        plan = self.entity_plan(entity)
+        return self.plan_matches(self.entity_plan(entity), ip, port, protocol, named_proto)
+
+    def plan_matches(self, plan: _EntityPlan, ip: IPv4Address, port: int | None,
+                     protocol: int, named_proto: int | None) -> bool:
+        """side_matches with the rule side already reduced (hot loop of the matrix)."""
         if plan.is_empty:
             return True
+        entity = plan.entity
         if entity.nets and not any(ip in net for net in entity.nets):
             return False
         if any(ip in net for net in entity.not_nets):
             return False
-        if plan.positive is not None and not self.selector_matches_ip(plan.positive, ip):
+        if plan.positive is not None and not self._any_labels(plan.positive_matcher, ip):
             return False
-        if plan.negative is not None and self.selector_matches_ip(plan.negative, ip):
+        if plan.negative is not None and self._any_labels(plan.negative_matcher, ip):
             return False
         if plan.numeric_ports or plan.named_ports:
             if not self._port_list_matches(plan, plan.numeric_ports, plan.named_ports,
@@ -423,8 +432,10 @@ class PolicyIndex:
         return True
 
     def selector_matches_ip(self, selector_text: str, ip: IPv4Address) -> bool:
-        selector = parse_selector(selector_text)
-        return any(selector.matches(labels) for labels in self.label_sets(ip))
+        return self._any_labels(parse_selector(selector_text).matcher, ip)
+
+    def _any_labels(self, matcher, ip: IPv4Address) -> bool:
+        return any(matcher(labels) for labels in self.label_sets(ip))
 
     def _port_list_matches(self, plan: _EntityPlan, numeric: tuple[PortSpec, ...],
                            named: tuple[str, ...], ip: IPv4Address, port: int | None,
@@ -507,6 +518,7 @@ def _icmp_matches(fields: IcmpFields, flow: Flow) -> bool:
 class _EntityPlan:
     """One side of a rule as felix's rule scanner reduces it."""
 
+    entity: EntityRule
     positive: str | None          # selector text, NotSelector folded in when possible
     negative: str | None          # only when there is no positive selector
     numeric_ports: tuple[PortSpec, ...]
@@ -514,11 +526,14 @@ class _EntityPlan:
     not_numeric_ports: tuple[PortSpec, ...]
     not_named_ports: tuple[str, ...]
     is_empty: bool
+    positive_matcher: Callable[[Labels], bool] | None = None
+    negative_matcher: Callable[[Labels], bool] | None = None
 
     @classmethod
     def build(cls, entity: EntityRule) -> _EntityPlan:
         positive, negative = combine_selectors(entity.selector, entity.not_selector)
         return cls(
+            entity=entity,
             positive=positive,
             negative=negative,
             numeric_ports=tuple(p for p in entity.ports if not p.is_named),
@@ -527,6 +542,8 @@ class _EntityPlan:
             not_named_ports=tuple(p.name for p in entity.not_ports if p.is_named),
             is_empty=not (entity.nets or entity.not_nets or positive or negative
                           or entity.ports or entity.not_ports),
+            positive_matcher=parse_selector(positive).matcher if positive else None,
+            negative_matcher=parse_selector(negative).matcher if negative else None,
         )
 
 

@@ -132,6 +132,7 @@ class _ClassWalker:
         reps = classes.representatives
         self.template = probe.flow(reps[0], reps[0]) if reps else None
         self.universe = (1 << classes.count) - 1
+        self._rep_ips = tuple(rep.pod.ip for rep in reps)
         self._side_bits: dict[tuple[EntityRule, str, int | None], int] = {}
 
     def allowed_table(self, direction: str) -> np.ndarray:
@@ -206,12 +207,14 @@ class _ClassWalker:
         return bits
 
     def _compute_entity_bits(self, entity: EntityRule, side: str, named_proto: int | None) -> int:
-        if self.index.entity_plan(entity).is_empty:
+        plan = self.index.entity_plan(entity)
+        if plan.is_empty:
             return self.universe
         flow = self.template
         port = flow.src_port if side == "src" else flow.dst_port
+        matches = self.index.plan_matches
         bits = 0
-        for position, rep in enumerate(self.classes.representatives):
-            if self.index.side_matches(entity, rep.pod.ip, port, flow.protocol, named_proto):
+        for position, ip in enumerate(self._rep_ips):
+            if matches(plan, ip, port, flow.protocol, named_proto):
                 bits |= 1 << position
         return bits
