@@ -259,3 +259,13 @@ def test_rule_on_missing_ipset_parses_and_jump_targets_resolve():
                        "-A INPUT -m set --match-set nosuchset src -j x\nCOMMIT\n")
     assert rs.chain(Table.FILTER, "INPUT").rules[0].target == Jump("x")
     assert rs.ipsets == {}
+
+
+def test_options_after_a_bare_protocol_module_extend_that_module():
+    # kube-proxy writes "-m tcp -p tcp ... --dport 80"; iptables attaches --dport to the
+    # tcp match already loaded instead of loading a second one.
+    from tracer.dataplane.iptables_save import format_rule, parse_rule
+    chain, rule = parse_rule('-A KUBE-SERVICES -m tcp -p tcp -d 10.96.0.1/32 --dport 80 '
+                             '-j KUBE-SVC-X')
+    assert format_rule(chain, rule) == ("-A KUBE-SERVICES -d 10.96.0.1/32 -p tcp -m tcp "
+                                        "--dport 80 -j KUBE-SVC-X")

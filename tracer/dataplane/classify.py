@@ -24,6 +24,8 @@ ROLE_REASONS = {
     "tunnel-peer-drop": "unknown-tunnel-peer",
     "cidr-block": "no-route",
 }
+# kube-proxy's rules carry no felix provenance; the REJECT for a Service without endpoints is
+# recognised by the comment kube-proxy writes on it.
 
 # Felix comment text (any release we render) -> reason.
 COMMENT_REASONS = (
@@ -35,6 +37,7 @@ COMMENT_REASONS = (
     ("from non-allowed hosts", "unknown-tunnel-peer"),
     ("Configured DefaultEndpointToHostAction", "endpoint-to-host"),
     ("Endpoint admin disabled", "unknown-interface"),
+    ("has no endpoints", "no-endpoints"),
 )
 
 

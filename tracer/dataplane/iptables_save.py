@@ -256,8 +256,17 @@ def _parse_body(cur: _Cursor) -> Rule:
         if kind is None and word.startswith("--") and draft.protocol in (1, 6, 17, 132, 136):
             # iptables loads the protocol's own module for an unknown option (-p tcp --dport).
             cur.pos -= 2 if negated else 1
-            _parse_module(cur, "icmp" if draft.protocol == 1 else _PORT_MODULES[draft.protocol],
-                          draft)
+            module = "icmp" if draft.protocol == 1 else _PORT_MODULES[draft.protocol]
+            loaded = ProtocolModuleMatch(module)
+            at = draft.body.index(loaded) if loaded in draft.body else None
+            start = len(draft.body)
+            _parse_module(cur, module, draft)
+            if at is not None:
+                # "-m tcp -p tcp --dport 80": the options extend the module already loaded.
+                added = draft.body[start:]
+                del draft.body[start:]
+                draft.body[at:at + 1] = added
+                draft.proto_modules.pop()
             continue
         if kind is None:
             raise _RuleError(f"unsupported option {word!r}")

@@ -31,6 +31,7 @@ DROP_REASONS: dict[str, str] = {
     "ttl-exceeded": "the TTL reached zero",
     "conntrack-full": "the conntrack table is full",
     "endpoint-to-host": "DefaultEndpointToHostAction drops pod-to-host traffic",
+    "no-endpoints": "the Service has no ready endpoints: kube-proxy rejects the connection",
     "netfilter-drop": "dropped by an iptables rule that is not Calico policy",
 }
 

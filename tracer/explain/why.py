@@ -115,7 +115,8 @@ def _default_deny_sentence(cluster, v: DirectionDecision, trace, src, dst) -> st
                      f"{policy.kind} {policy.key} (tier {policy.tier}), which allows {allows}")
     peer_labels = _peer_labels(cluster, peer)
     return (f"{v.endpoint} is selected for {v.direction} by " + "; ".join(lines) +
-            f". {trace.packet.describe()} from {peer.label}{peer_labels} matches none of them.")
+            f". {_policy_view(trace).describe()} from {peer.label}{peer_labels} matches none "
+            "of them.")
 
 
 def _peer_labels(cluster, place) -> str:
