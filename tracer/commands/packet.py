@@ -16,6 +16,7 @@ from tracer.kubeproxy.fork import render_forks, trace_forks
 from tracer.kubeproxy.probe import is_service_ref
 from tracer.model.loader import load_cluster
 from tracer.render.trace_json import render_json
+from tracer.render.trace_pcap import write_trace_pcap
 from tracer.render.trace_text import VERBOSITIES, render_text
 from tracer.tracing import TraceRequest, build_probe, trace_packet
 from tracer.versions import resolve_version
@@ -33,7 +34,9 @@ from tracer.versions import resolve_version
 @click.option("--port", type=click.IntRange(1, 65535), help="Destination port.")
 @click.option("--sport", type=click.IntRange(1, 65535), help="Source port (default 40000).")
 @click.option("--state", type=click.Choice(["new", "established"]), default="new",
-              show_default=True, help="Conntrack state to assume for the packet.")
+              show_default=True, help="new: the connection's first packet; established: open "
+              "the connection first (through every node's conntrack), then trace the next "
+              "packet.")
 @click.option("--size", type=click.IntRange(28, 65535), help="IP packet length in bytes.")
 @click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--verbosity", type=click.Choice(VERBOSITIES), default="detailed",
@@ -44,8 +47,11 @@ from tracer.versions import resolve_version
                    "(default node: where the packet first enters).")
 @click.option("--ipsets", "ipset_dumps", multiple=True, metavar="[NODE=]FILE",
               help="The ipset save/list output that goes with --iptables-save.")
+@click.option("--write-pcap", "pcap_path", type=click.Path(dir_okay=False, writable=True),
+              help="Write the packet at each point of its path (source, underlay with its "
+                   "framing, destination) to this pcap file.")
 def packet(paths, source, destination, endpoint, protocol, port, sport, state, size, output,
-           verbosity, calico_version, dumps, ipset_dumps) -> None:
+           verbosity, calico_version, dumps, ipset_dumps, pcap_path) -> None:
     """Trace one packet from --from to --to through every node's Calico dataplane."""
     cluster = load_cluster(paths, calico_version=calico_version)
     for warning in cluster.warnings:
@@ -60,12 +66,17 @@ def packet(paths, source, destination, endpoint, protocol, port, sport, state, s
                               nodes=set(cluster.nodes))
     dataplane = build_dataplane(cluster, version=version, rulesets=rulesets)
     if is_service_ref(destination):             # kube-proxy's random pick forks the trace
-        text = render_forks(trace_forks(dataplane, request, endpoint), output, verbosity)
+        forks = trace_forks(dataplane, request, endpoint)
+        text = render_forks(forks, output, verbosity)
+        if pcap_path:
+            write_trace_pcap(pcap_path, forks[0].trace)
     elif endpoint is not None:
         raise InputError("--endpoint needs --to svc/NAMESPACE/NAME", obj="--endpoint")
     else:
         trace = trace_packet(dataplane, request)
         text = render_json(trace) if output == "json" else render_text(trace, verbosity)
+        if pcap_path:
+            write_trace_pcap(pcap_path, trace)
     click.echo(text, nl=False)
     sys.stdout.flush()
 

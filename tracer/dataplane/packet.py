@@ -69,7 +69,7 @@ def make_packet(src: IPv4Address, dst: IPv4Address, protocol: int, *, dport: int
     request."""
     if protocol == TCP:
         return Packet(src, dst, TCP, sport=sport or 40000, dport=dport or 80, tcp_flags=SYN,
-                      seq=1000, length=length or 60)
+                      seq=1000, length=length or 40)
     if protocol in (UDP, SCTP):
         return Packet(src, dst, protocol, sport=sport or 40000, dport=dport or 53,
                       length=length or 60)

@@ -88,6 +88,8 @@ class EncapRecord:
     overhead: int
     detail: str = ""
     wire: bytes = b""                  # the outer packet's bytes, when framed
+    preamble: tuple[tuple[str, bytes], ...] = ()   # sent first: WireGuard handshake messages
+    keylog: str = ""                   # WireGuard keys in Wireshark's wg keylog format
 
 
 @dataclass(frozen=True)

@@ -54,11 +54,17 @@ class ClusterTunnels:
             missing = f"no WireGuard peer has {packet.dst} in its allowed IPs"
         if peer is None:
             return missing
-        wire = self.framers[mode].encapsulate(to_bytes(packet), self._endpoint(local),
-                                              self._endpoint(peer))
+        framer = self.framers[mode]
+        src, dst = self._endpoint(local), self._endpoint(peer)
+        sent_before = len(getattr(framer, "control_packets", ()))
+        wire = framer.encapsulate(to_bytes(packet), src, dst)
         outer = _outer_packet(wire, packet)
+        preamble, keylog = (), ""
+        if mode == "wireguard":
+            preamble = tuple(framer.control_packets[sent_before:])
+            keylog = framer.keylog_lines(src, dst)
         return EncapRecord(node, mode, packet, outer, outer.length - packet.length,
-                           self._detail(mode, peer), wire)
+                           self._detail(mode, peer), wire, preamble, keylog)
 
     def _endpoint(self, node: Node) -> TunnelEndpoint:
         return TunnelEndpoint(node.name, node.address.ip, vtep_ip=node.vxlan_tunnel_address,

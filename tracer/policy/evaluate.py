@@ -214,7 +214,7 @@ def _ipset_port_protocol(value: str | int) -> int:
     return number if number in (17, 132) else 6
 
 
-def _named_port_protocol(rule_protocol: str | int | None) -> int | None:
+def named_port_protocol(rule_protocol: str | int | None) -> int | None:
     """The protocol a rule's named-port IP set is filtered by; None means any."""
     return None if rule_protocol is None else _ipset_port_protocol(rule_protocol)
 
@@ -394,7 +394,7 @@ class PolicyIndex:
         """Does ``rule`` match the flow's first packet (CalculateRuleMatch semantics)?"""
         if not rule_matches_packet_fields(rule, flow):
             return False
-        named_proto = _named_port_protocol(rule.protocol)
+        named_proto = named_port_protocol(rule.protocol)
         return (self.side_matches(rule.source, flow.src_ip, flow.src_port, flow.protocol,
                                   named_proto)
                 and self.side_matches(rule.destination, flow.dst_ip, flow.dst_port,
@@ -563,10 +563,27 @@ _INDEX_CACHE: dict[int, tuple[object, tuple, PolicyIndex]] = {}
 
 
 def _fingerprint(cluster: Cluster) -> tuple:
-    """Identity of everything the index reads: cheap, and changes when objects are replaced."""
-    return (tuple(map(id, cluster.policies)), tuple(map(id, cluster.endpoints.values())),
-            tuple(map(id, cluster.network_sets)), tuple(map(id, cluster.host_endpoints)),
-            tuple(map(id, cluster.tiers.values())), tuple(map(id, cluster.profiles.values())))
+    """A constant-time stamp of what the index reads: each collection's identity, length and
+    first and last members, and the felix config. It notices appends, removals, replaced
+    collections and replaced end members; after replacing a member in the middle of a
+    collection, build a new :class:`PolicyIndex` (or a new Cluster)."""
+    stamp: list = [id(cluster.felix)]
+    for collection in (cluster.policies, cluster.network_sets, cluster.host_endpoints,
+                       cluster.tiers, cluster.profiles, cluster.endpoints):
+        stamp.extend(_ends(collection))
+    return tuple(stamp)
+
+
+def _ends(collection) -> tuple:
+    if isinstance(collection, dict):
+        if not collection:
+            return (id(collection), 0)
+        first = next(iter(collection.values()))
+        last = collection[next(reversed(collection))]
+        return (id(collection), len(collection), id(first), id(last))
+    if not collection:
+        return (id(collection), 0)
+    return (id(collection), len(collection), id(collection[0]), id(collection[-1]))
 
 
 def index_for(cluster: Cluster) -> PolicyIndex:

@@ -22,7 +22,7 @@ from tracer.policy.evaluate import (
     PORT_PROTOCOLS,
     Flow,
     PolicyIndex,
-    _named_port_protocol,
+    named_port_protocol,
     encap_drop,
     evaluate_connection,
     index_for,
@@ -192,7 +192,7 @@ class _ClassWalker:
         """Peer classes the rule matches when the subject class owns the chain."""
         if not rule_matches_packet_fields(rule, self.template):
             return 0
-        named_proto = _named_port_protocol(rule.protocol)
+        named_proto = named_port_protocol(rule.protocol)
         src_bits = self._entity_bits(rule.source, "src", named_proto)
         dst_bits = self._entity_bits(rule.destination, "dst", named_proto)
         own, peers = (dst_bits, src_bits) if direction == "ingress" else (src_bits, dst_bits)
