@@ -84,18 +84,21 @@ def _why_dropped(cluster, trace: PacketTrace, drop: DropRecord,
     where = f"Dropped on {drop.node}"
     if decisions:
         d = decisions[0]
-        where += f" in {d.table}/{d.chain} rule {d.rule_number}"
-    reason_text = DROP_REASONS.get(drop.reason, drop.reason)
-    sentences = [f"{where}: {reason_text}."]
+        where += f" by {d.table}/{d.chain} rule {d.rule_number}"
     deciding = next((v for v in verdicts if not v.allowed), None)
     if drop.reason == "default-deny" and deciding is not None:
-        sentences.append(_default_deny_sentence(cluster, deciding, trace, src, dst))
+        what = (f"no profile of {deciding.endpoint} accepted it"
+                if deciding.reason == "no-profile" else
+                f"end of tier {deciding.tier}, no policy allowed it")
+        sentences = [f"{where} ({what}).",
+                     _default_deny_sentence(cluster, deciding, trace, src, dst)]
     elif drop.reason == "denied-by-rule" and deciding is not None and deciding.deciding:
         rule = _rule_of(cluster, deciding)
         text = describe_rule(rule, deciding.direction) if rule else ""
-        sentences.append(f"{deciding.deciding.describe()} matched: {text}.")
+        sentences = [f"{where}: {deciding.deciding.describe()} matched ({text})."]
     else:
-        sentences.append(drop.detail + ".")
+        sentences = [f"{where}: {DROP_REASONS.get(drop.reason, drop.reason)}.",
+                     drop.detail + "."]
     if deciding is not None and deciding.staged:
         sentences.append("Staged: " + "; ".join(s.describe() for s in deciding.staged) + ".")
     return " ".join(sentences)
@@ -107,6 +110,8 @@ def _default_deny_sentence(cluster, v: DirectionDecision, trace, src, dst) -> st
         return f"No policy selects {v.endpoint} for {v.direction} and no profile allows it."
     lines = []
     for policy in applied_policies(cluster, v):
+        if policy.tier != v.tier:
+            continue                   # earlier tiers passed it on; they did not decide
         rules = [describe_rule(r, v.direction) for r in policy.rules(v.direction)
                  if r.action == "Allow"]
         allows = "; ".join(rules) if rules else "nothing (no rules: a default deny)"
@@ -114,7 +119,8 @@ def _default_deny_sentence(cluster, v: DirectionDecision, trace, src, dst) -> st
                      f"{v.direction} only {allows}" if rules else
                      f"{policy.kind} {policy.key} (tier {policy.tier}), which allows {allows}")
     peer_labels = _peer_labels(cluster, peer)
-    return (f"{v.endpoint} is selected for {v.direction} by " + "; ".join(lines) +
+    passed = "".join(f" {ref.describe()} passed it to the next tier." for ref in v.passes)
+    return (f"{passed.strip()} " if passed else "") + (f"{v.endpoint} is selected for {v.direction} by " + "; ".join(lines) +
             f". {_policy_view(trace).describe()} from {peer.label}{peer_labels} matches none "
             "of them.")
 
