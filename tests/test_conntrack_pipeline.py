@@ -138,3 +138,29 @@ def test_syn_retransmission_after_drop_is_new_again():
     first = session.send(probe)
     second = session.send(replace(probe, packet=probe.packet.with_(tcp_flags=SYN)))
     assert ct_states(first) == ["NEW"] and ct_states(second) == ["NEW"]
+
+
+def test_clusterip_round_trip_dnat_then_reply_de_nat():
+    from tracer.kubeproxy.pinning import pinned
+    from tracer.kubeproxy.probe import resolve_service
+
+    cluster, dataplane, session = setup("service-clusterip")
+    target = resolve_service(cluster, "svc/demo/web", port=80)
+    probe, src, _ = build_probe(dataplane, TraceRequest("demo/client", "svc/demo/web", port=80))
+    with pinned(dataplane, target, 1):                     # the second backend, on node-2
+        exchange, data = session.open(probe, locate=lambda p: locate(cluster, p))
+    assert exchange.completed, exchange.summary()
+    syn, synack = exchange.steps[0][2], exchange.steps[1][2]
+    backend = target.endpoints[1]
+    assert delivered(syn).dst == backend.ip
+    # The backend's answer is rewritten back to the Service address on the client's node.
+    reply = delivered(synack)
+    assert (str(reply.src), reply.sport) == ("10.96.0.50", 80)
+    assert any(isinstance(s, NatRecord) and s.kind == "de-NAT"
+               for hop in synack.hops for s in hop.stages)
+    # Later packets are DNATed by the conntrack binding: the nat table does not run again.
+    outcome = session.send(data)
+    assert delivered(outcome).dst == backend.ip
+    nat_tables = [s for hop in outcome.hops for s in hop.stages
+                  if type(s).__name__ == "HookRecord" and s.table == "nat"]
+    assert nat_tables == []

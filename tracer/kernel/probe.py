@@ -288,7 +288,7 @@ def _is_tcp_syn(ip: bytes, dport: int) -> bool:
     if tcp is None or len(tcp) < 14:
         return False
     flags = tcp[13]
-    return struct.unpack("!H", tcp[2:4])[0] == dport and flags & 0x02 and not flags & 0x10
+    return struct.unpack("!H", tcp[2:4])[0] == dport and bool(flags & 0x02) and not flags & 0x10
 
 
 def _is_udp_payload(ip: bytes, dport: int, marker: bytes) -> bool:

@@ -40,10 +40,6 @@ def trace_forks(dataplane, request, endpoint: str | None = None) -> list[Fork]:
     (``--endpoint N|POD``)."""
     from tracer.tracing import trace_packet
 
-    if request.state != "new":
-        raise InputError("a Service trace needs the connection's first packet (--state new): "
-                         "kube-proxy's DNAT is chosen then and replayed by conntrack",
-                         obj="--state")
     target = resolve_service(dataplane.cluster, request.destination, port=request.port,
                              protocol=request.protocol)
     if not target.endpoints:
