@@ -45,7 +45,7 @@ NAMED_PORTS = (ContainerPort(8080, "TCP", "http"), ContainerPort(9090, "TCP", "m
                ContainerPort(50051, "TCP", "grpc"), ContainerPort(5353, "UDP", "dns"))
 
 
-def generate(pods: int, policies: int, seed: int) -> Cluster:
+def generate(pods: int, policies: int, seed: int, replicas: int = 4) -> Cluster:
     rng = random.Random(seed)
     cluster = Cluster()
     namespaces = [f"ns-{i:02d}" for i in range(max(2, pods // 50))]
@@ -59,7 +59,7 @@ def generate(pods: int, policies: int, seed: int) -> Cluster:
         for sa in ("default", "app", "monitoring"):
             cluster.profiles[f"ksa.{ns}.{sa}"] = Profile(f"ksa.{ns}.{sa}",
                                                          {"pcsa.projectcalico.org/name": sa})
-    deployments = _deployments(rng, namespaces, pods)
+    deployments = _deployments(rng, namespaces, pods, replicas)
     for number in range(pods):
         ns, labels, sa, ports = deployments[number % len(deployments)]
         _add_pod(cluster, ns, f"pod-{number:04d}", IPv4Address(int(IPv4Address("10.244.0.10")) + number),
@@ -82,11 +82,11 @@ def generate(pods: int, policies: int, seed: int) -> Cluster:
     return cluster
 
 
-def _deployments(rng: random.Random, namespaces: list[str], pods: int) -> list:
+def _deployments(rng: random.Random, namespaces: list[str], pods: int, replicas: int) -> list:
     result = []
-    for number in range(max(1, pods // 4)):            # about four replicas each
+    for number in range(max(1, pods // replicas)):
         ns = rng.choice(namespaces)
-        labels = {"app": f"app-{number % 60:02d}", "tier": rng.choice(TIERS_),
+        labels = {"app": f"app-{number % max(60, pods // replicas):02d}", "tier": rng.choice(TIERS_),
                   "role": rng.choice(ROLES), "version": rng.choice(["v1", "v2"]),
                   "pod-template-hash": f"{rng.getrandbits(32):08x}"}
         ports = tuple(rng.sample(NAMED_PORTS, rng.randint(0, 2)))
@@ -217,18 +217,20 @@ def main() -> None:
     parser.add_argument("--naive-runs", type=int, default=3)
     parser.add_argument("--sample", type=int, default=20000, help="pairs timed for naive")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--replicas", type=int, default=4, help="pods per deployment")
     parser.add_argument("--protocol", default="tcp")
     parser.add_argument("--port", type=int, default=8080)
     args = parser.parse_args()
 
-    cluster = generate(args.pods, args.policies, args.seed)
+    cluster = generate(args.pods, args.policies, args.seed, args.replicas)
     probe = Probe.make(args.protocol, args.port)
     set_time, result = time_set_based(cluster, probe, args.runs)
     naive_time, timed, total, verdicts = time_naive(cluster, probe, args.sample,
                                                     args.naive_runs, args.seed)
     mismatches = sum(result.is_allowed(s, d) != ok for (s, d), ok in verdicts.items())
     allowed = int(result.allowed.sum())
-    print(f"cluster: {args.pods} pods, {args.policies} policies, seed {args.seed}; "
+    print(f"cluster: {args.pods} pods ({args.replicas} per deployment), {args.policies} "
+          f"policies, seed {args.seed}; "
           f"probe {args.protocol}/{args.port}")
     print(f"classes: {result.classes}; allowed pairs: {allowed} of {total}")
     print(f"set-based compute_matrix: median {set_time:.3f} s over {args.runs} runs")

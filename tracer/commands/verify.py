@@ -1,0 +1,68 @@
+"""``calico-trace verify``: prove the simulator's traces against the real kernel."""
+
+from __future__ import annotations
+
+import shutil
+
+import click
+
+from tracer.commands.options import manifest_option
+from tracer.dataplane.build import build_dataplane
+from tracer.errors import InputError
+from tracer.judge.verify import Case, run_cases
+from tracer.model.loader import load_cluster
+from tracer.versions import resolve_version
+
+
+@click.command()
+@manifest_option
+@click.option("--from", "sources", multiple=True, help="Source NAMESPACE/POD (repeatable, "
+              "paired with --to in order).")
+@click.option("--to", "destinations", multiple=True, help="Destination NAMESPACE/POD.")
+@click.option("--all-pairs", is_flag=True, help="Every ordered pair of pods.")
+@click.option("--protocol", "protocols", multiple=True,
+              type=click.Choice(["tcp", "udp", "icmp"]), help="Default: tcp and udp.")
+@click.option("--port", "ports", multiple=True, type=click.IntRange(1, 65535),
+              help="Destination port (repeatable; default 80).")
+@click.option("--calico-version", help="Calico release whose felix rules to render.")
+@click.option("--show", type=click.Choice(["differences", "all"]), default="differences",
+              show_default=True, help="Which side-by-side traces to print.")
+def verify(paths, sources, destinations, all_pairs, protocols, ports, calico_version,
+           show) -> None:
+    """Realise the cluster in network namespaces and check every trace against netfilter.
+
+    Exit status 1 when any packet's trace or outcome differs.
+    """
+    if len(sources) != len(destinations):
+        raise InputError("give --from and --to in pairs", obj="verify")
+    if not sources and not all_pairs:
+        raise InputError("name packets with --from/--to, or use --all-pairs", obj="verify")
+    cluster = load_cluster(paths, calico_version=calico_version)
+    dataplane = build_dataplane(cluster, version=resolve_version(calico_version, cluster))
+    pairs = list(zip(sources, destinations))
+    if all_pairs:
+        keys = sorted(cluster.endpoints)
+        pairs += [(a, b) for a in keys for b in keys if a != b]
+    cases = [Case(src, dst, protocol, None if protocol == "icmp" else port)
+             for src, dst in pairs
+             for protocol in (protocols or ("tcp", "udp"))
+             for port in ((ports or (80,)) if protocol != "icmp" else (None,))]
+    width = shutil.get_terminal_size((160, 20)).columns
+
+    def report(result) -> None:
+        if result.skipped:
+            click.echo(f"  skip  {result.case.describe()}: {result.skipped}")
+            return
+        mark = "agree" if result.agree else "DIFF "
+        outcome = result.simulated.verdict
+        click.echo(f"  {mark} {result.case.describe()}: {outcome}")
+        if show == "all" or not result.agree:
+            click.echo(result.comparison.render(width))
+
+    results = run_cases(dataplane, cases, progress=report)
+    checked = [r for r in results if not r.skipped]
+    differing = [r for r in checked if not r.agree]
+    click.echo(f"\npackets checked: {len(checked)}, agreed: {len(checked) - len(differing)}, "
+               f"differing: {len(differing)}, skipped: {len(results) - len(checked)}")
+    if differing:
+        raise click.exceptions.Exit(1)

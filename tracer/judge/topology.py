@@ -1,0 +1,74 @@
+"""A cluster's dataplane as a kernel-lab topology: the same rulesets, ipsets and routes the
+simulator uses, so the two can only differ in how they execute them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Interface
+
+from tracer.dataplane.build import Dataplane
+from tracer.dataplane.ipsets import format_ipsets
+from tracer.dataplane.iptables_save import format_ruleset
+from tracer.dataplane.routing import IPIP_IFACE, MAIN_TABLE, VXLAN_IFACE, underlay_gateway
+from tracer.encap.vxlan import vtep_mac
+from tracer.kernel.topology import NodeSpec, PodSpec, RouteSpec, TopologySpec, VxlanSpec
+
+BUILDABLE_DEVICES = ("eth0", VXLAN_IFACE)
+
+
+@dataclass(frozen=True)
+class LabPlan:
+    spec: TopologySpec
+    unbuildable: tuple[str, ...]       # "node-1: 10.244.0.64/26 dev tunl0", routes left out
+
+    def crosses_missing_device(self, src_node: str, dst_node: str) -> bool:
+        """Whether a packet between the two nodes would need a route we could not build."""
+        return src_node != dst_node and bool(self.unbuildable)
+
+
+def lab_plan(dataplane: Dataplane) -> LabPlan:
+    cluster = dataplane.cluster
+    gateway = underlay_gateway(cluster)
+    vxlan_nodes = {n.name for n in cluster.nodes.values() if n.vxlan_tunnel_address}
+    uses_vxlan = any(p.vxlan_mode != "Never" for p in cluster.ippools.values())
+    nodes, unbuildable = [], []
+    for name, node_dp in sorted(dataplane.nodes.items()):
+        node = cluster.nodes[name]
+        pods = tuple(PodSpec(ep.key, ep.pod.ip, ep.interface)
+                     for ep in sorted(cluster.endpoints.values(), key=lambda e: e.key)
+                     if ep.pod.node == name)
+        routes = []
+        for route in node_dp.routing.routes:
+            if route.dev is not None and not (route.dev in BUILDABLE_DEVICES
+                                                or route.dev.startswith("cali")):
+                unbuildable.append(f"{name}: {route} (the kernel here has no "
+                                   f"{'ipip' if route.dev == IPIP_IFACE else 'wireguard'} "
+                                   f"module)")
+                continue
+            if route.scope == "link" and route.dev == "eth0" and route.via is None:
+                continue                       # the connected route comes with the address
+            if route.dev is not None and route.dev.startswith("cali"):
+                continue                       # the lab adds each pod's /32 itself
+            routes.append(RouteSpec(route.dst, route.dev, via=route.via, onlink=route.onlink,
+                                    kind=route.kind if route.kind != "local" else "unicast",
+                                    table=route.table if route.table != MAIN_TABLE
+                                    else MAIN_TABLE, scope=route.scope
+                                    if route.scope in ("link", "universe") else "universe"))
+        vxlan = None
+        if uses_vxlan and name in vxlan_nodes:
+            peers = tuple((other.vxlan_tunnel_address, _mac(other), other.address.ip)
+                          for other in sorted(cluster.nodes.values(), key=lambda n: n.name)
+                          if other.name != name and other.vxlan_tunnel_address)
+            vxlan = VxlanSpec(cluster.felix.vxlan_vni, cluster.felix.vxlan_port,
+                              node.vxlan_tunnel_address, _mac(node), peers)
+        nodes.append(NodeSpec(name=name, underlay=node.address, pods=pods,
+                              routes=tuple(routes),
+                              iptables=format_ruleset(node_dp.ruleset),
+                              ipsets=format_ipsets(node_dp.ruleset.ipsets), vxlan=vxlan))
+    first = min(cluster.nodes.values(), key=lambda n: n.name)
+    gw = IPv4Interface(f"{gateway}/{first.address.network.prefixlen}") if gateway else None
+    return LabPlan(TopologySpec(nodes=tuple(nodes), underlay_gateway=gw), tuple(unbuildable))
+
+
+def _mac(node) -> str:
+    return node.vxlan_tunnel_mac or vtep_mac(node.name)
