@@ -62,8 +62,8 @@ def generate(pods: int, policies: int, seed: int, replicas: int = 4) -> Cluster:
     deployments = _deployments(rng, namespaces, pods, replicas)
     for number in range(pods):
         ns, labels, sa, ports = deployments[number % len(deployments)]
-        _add_pod(cluster, ns, f"pod-{number:04d}", IPv4Address(int(IPv4Address("10.244.0.10")) + number),
-                 labels, sa, ports, ns_labels[ns])
+        address = IPv4Address(int(IPv4Address("10.244.0.10")) + number)
+        _add_pod(cluster, ns, f"pod-{number:04d}", address, labels, sa, ports, ns_labels[ns])
     cluster.tiers["security"] = Tier("security", 100.0, "Deny")
     cluster.network_sets.extend([
         NetworkSet("cluster-pods", None, (IPv4Network("10.244.0.0/16"),), {"scope": "internal"}),
@@ -86,7 +86,7 @@ def _deployments(rng: random.Random, namespaces: list[str], pods: int, replicas:
     result = []
     for number in range(max(1, pods // replicas)):
         ns = rng.choice(namespaces)
-        labels = {"app": f"app-{number % max(60, pods // replicas):02d}", "tier": rng.choice(TIERS_),
+        labels = {"app": f"app-{number:03d}", "tier": rng.choice(TIERS_),
                   "role": rng.choice(ROLES), "version": rng.choice(["v1", "v2"]),
                   "pod-template-hash": f"{rng.getrandbits(32):08x}"}
         ports = tuple(rng.sample(NAMED_PORTS, rng.randint(0, 2)))

@@ -192,7 +192,8 @@ def add_tier(cluster: Cluster, name: str, order: float | None, default: str = "D
 def test_pass_moves_to_next_tier(cluster):
     add_tier(cluster, "security", 100.0)
     cluster.policies.append(gnp("pass-client", "app == 'web'", tier="security", order=1,
-                                ingress=[Rule("Pass", source=EntityRule(selector="app == 'client'")),
+                                ingress=[Rule("Pass",
+                                              source=EntityRule(selector="app == 'client'")),
                                          Rule("Deny")]))
     cluster.policies.append(knp("web-deny", "default", "app == 'web'"))
     passed = evaluate_direction(cluster, "default/web", "ingress", tcp("10.0.0.2", "10.0.0.1"))
@@ -241,7 +242,8 @@ def test_policy_order_then_name_namespace_kind_tie_break(cluster):
     allow = gnp("a-allow", "app == 'web'", order=10, ingress=[Rule("Allow")])
     cluster.policies.extend([deny, allow])
     flow = tcp("10.0.0.2", "10.0.0.1")
-    assert evaluate_direction(cluster, "default/web", "ingress", flow).deciding.policy_key == "a-allow"
+    decision = evaluate_direction(cluster, "default/web", "ingress", flow)
+    assert decision.deciding.policy_key == "a-allow"
     # A lower order wins over the name.
     cluster.policies[0] = replace(deny, order=5)
     assert not evaluate_direction(cluster, "default/web", "ingress", flow).allowed
@@ -433,9 +435,11 @@ def test_namespaced_network_set_only_matches_same_namespace_selectors(cluster):
     cluster.network_sets.append(NetworkSet("partners", "default",
                                            (IPv4Network("198.51.100.0/24"),), {"role": "partner"}))
     cluster.policies.append(knp("web", "default", "app == 'web'",
-                                ingress=[allow_from(f"({NS_LABEL} == 'default') && (role == 'partner')")]))
+                                ingress=[allow_from(f"({NS_LABEL} == 'default') && "
+                                                    "(role == 'partner')")]))
     cluster.policies.append(knp("db", "prod", "app == 'db'",
-                                ingress=[allow_from(f"({NS_LABEL} == 'prod') && (role == 'partner')")]))
+                                ingress=[allow_from(f"({NS_LABEL} == 'prod') && "
+                                                    "(role == 'partner')")]))
     assert evaluate_connection(cluster, tcp("198.51.100.4", "10.0.0.1")).allowed
     assert not evaluate_connection(cluster, tcp("198.51.100.4", "10.0.1.1")).allowed
 
@@ -444,7 +448,8 @@ def test_pod_inside_network_set_cidr_matches_its_labels(cluster):
     # Selector IP sets are hash:net: a pod address inside a matching set's CIDR is a member.
     cluster.network_sets.append(NetworkSet("pods", None, (IPv4Network("10.0.1.0/24"),),
                                            {"zone": "prod"}))
-    cluster.policies.append(gnp("from-zone", "app == 'web'", ingress=[allow_from("zone == 'prod'")]))
+    cluster.policies.append(gnp("from-zone", "app == 'web'",
+                                ingress=[allow_from("zone == 'prod'")]))
     assert evaluate_connection(cluster, tcp("10.0.1.1", "10.0.0.1")).allowed
     assert not evaluate_connection(cluster, tcp("10.0.0.2", "10.0.0.1")).allowed
 
@@ -452,7 +457,8 @@ def test_pod_inside_network_set_cidr_matches_its_labels(cluster):
 def test_host_endpoint_peer(cluster):
     cluster.host_endpoints.append(HostEndpoint("node-1-eth0", "node-1", "eth0",
                                                (ip("10.10.0.1"),), {"role": "node"}))
-    cluster.policies.append(gnp("from-nodes", "app == 'web'", ingress=[allow_from("role == 'node'")]))
+    cluster.policies.append(gnp("from-nodes", "app == 'web'",
+                                ingress=[allow_from("role == 'node'")]))
     assert evaluate_connection(cluster, tcp("10.10.0.1", "10.0.0.1")).allowed
     assert not evaluate_connection(cluster, tcp("10.10.0.2", "10.0.0.1")).allowed
 

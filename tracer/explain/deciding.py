@@ -75,6 +75,37 @@ def endpoint_chains(dataplane, trace: PacketTrace) -> tuple[EndpointChain, ...]:
     return tuple(seen)
 
 
+def policies_seen_in_dumps(dataplane, trace: PacketTrace) -> dict[str, tuple[str, ...]]:
+    """For nodes whose rules came from a dump: the policies each endpoint chain jumped to,
+    named by felix's chain comments ("ingress default/web" -> policy names)."""
+    by_iface = {ep.interface: ep.key for ep in dataplane.cluster.endpoints.values()}
+    seen: dict[str, list[str]] = {}
+    for node, event in trace.netfilter_events():
+        if dataplane.nodes[node].rendered or event.effect != "JUMP" or not event.target_chain:
+            continue
+        for prefix, direction in (("cali-tw-", "ingress"), ("cali-fw-", "egress")):
+            if event.chain.startswith(prefix) and event.target_chain.startswith(
+                    ("cali-pi-", "cali-po-")):
+                key = f"{direction} {by_iface.get(event.chain[len(prefix):], event.chain)}"
+                name = _chain_comment_name(dataplane, node, event) or event.target_chain
+                seen.setdefault(key, [])
+                if name not in seen[key]:
+                    seen[key].append(name)
+    return {key: tuple(names) for key, names in seen.items()}
+
+
+def _chain_comment_name(dataplane, node: str, event: NetfilterEvent) -> str | None:
+    chain = dataplane.nodes[node].ruleset.tables.get(_table(event.table), {}).get(
+        event.target_chain)
+    if chain is None or not chain.rules:
+        return None
+    for comment in chain.rules[0].comments:
+        match = _POLICY_COMMENT.match(comment)
+        if match:
+            return comment.rsplit(" ", 1)[0]
+    return None
+
+
 def _final_drop(trace: PacketTrace) -> DropRecord | None:
     if not trace.hops:
         return None

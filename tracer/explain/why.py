@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from tracer.dataplane.packet import ICMP, Packet
 from tracer.dataplane.trace import DROP_REASONS, Decision, DropRecord, PacketTrace
-from tracer.explain.deciding import EndpointChain
+from tracer.explain.deciding import EndpointChain, policies_seen_in_dumps
 from tracer.explain.hint import applied_policies, fix_hint
 from tracer.explain.rules import describe_rule
 from tracer.policy.evaluate import DirectionDecision, Flow, evaluate_direction
@@ -31,13 +31,24 @@ def compose(dataplane, trace: PacketTrace, decisions: tuple[Decision, ...],
             verdicts.append(evaluate_direction(cluster, chain.endpoint, chain.direction, flow))
     staged = tuple(outcome.describe() for v in verdicts for outcome in v.staged)
     selected_by = {f"{v.direction} {v.endpoint}": v.applied_policies for v in verdicts}
+    from_dumps = policies_seen_in_dumps(dataplane, trace)
+    selected_by.update(from_dumps)
     drop = _final_drop(trace)
     if drop is None:
         why = _why_allowed(trace, verdicts)
         return why, "", staged, selected_by
     why = _why_dropped(cluster, trace, drop, decisions, verdicts, src, dst)
+    deciding_chain = decisions[0].chain if decisions else ""
+    for key, names in sorted(from_dumps.items()):
+        if drop.reason == "default-deny" and key in _chain_keys(chains, deciding_chain):
+            why += (f" From the node's dump: {key} went through {', '.join(names)}; none of "
+                    "them set the accept mark.")
     hint = fix_hint(cluster, trace, drop, verdicts, flow, src, dst)
     return why, hint, staged, selected_by
+
+
+def _chain_keys(chains: tuple[EndpointChain, ...], chain: str) -> set[str]:
+    return {f"{c.direction} {c.endpoint}" for c in chains if c.chain == chain}
 
 
 def _policy_view(trace: PacketTrace) -> Packet:
@@ -97,8 +108,9 @@ def _why_dropped(cluster, trace: PacketTrace, drop: DropRecord,
         text = describe_rule(rule, deciding.direction) if rule else ""
         sentences = [f"{where}: {deciding.deciding.describe()} matched ({text})."]
     else:
-        sentences = [f"{where}: {DROP_REASONS.get(drop.reason, drop.reason)}.",
-                     drop.detail + "."]
+        sentences = [f"{where}: {DROP_REASONS.get(drop.reason, drop.reason)}."]
+        if drop.event is None:
+            sentences.append(drop.detail + ".")
     if deciding is not None and deciding.staged:
         sentences.append("Staged: " + "; ".join(s.describe() for s in deciding.staged) + ".")
     return " ".join(sentences)

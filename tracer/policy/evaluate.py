@@ -39,6 +39,7 @@ from tracer.model.cluster import (
     ContainerPort,
     EntityRule,
     IcmpFields,
+    NetworkSet,
     Policy,
     PortSpec,
     Rule,
@@ -95,7 +96,8 @@ class Flow:
     def describe(self) -> str:
         proto = protocol_name(self.protocol)
         if self.protocol == ICMP:
-            return f"{self.src_ip} -> {self.dst_ip} {proto} type {self.icmp_type} code {self.icmp_code}"
+            return (f"{self.src_ip} -> {self.dst_ip} {proto} "
+                    f"type {self.icmp_type} code {self.icmp_code}")
         src = f"{self.src_ip}:{self.src_port}" if self.src_port is not None else str(self.src_ip)
         dst = f"{self.dst_ip}:{self.dst_port}" if self.dst_port is not None else str(self.dst_ip)
         return f"{src} -> {dst} {proto}"
@@ -478,7 +480,7 @@ def _named_port_member(cp: ContainerPort, name: str, named_proto: int | None,
     return member_proto == protocol and (named_proto is None or named_proto == member_proto)
 
 
-def network_set_labels(cluster: Cluster, netset) -> Labels:
+def network_set_labels(cluster: Cluster, netset: NetworkSet) -> Labels:
     """A NetworkSet's selector labels: its own, its namespace label, and the namespace
     profile's inherited ``pcns.*`` labels (networksetprocessor.go); global sets: their own."""
     if netset.namespace is None:

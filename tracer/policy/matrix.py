@@ -159,7 +159,9 @@ class _ClassWalker:
                     continue
                 for rule in policy.rules(direction):
                     action = normalise_action(rule.action)
-                    hit = pending & self._rule_bits(rule, subject, direction) if action != "Log" else 0
+                    if action == "Log":
+                        continue
+                    hit = pending & self._rule_bits(rule, subject, direction)
                     if hit:
                         pending &= ~hit
                         if action == "Allow":
@@ -179,7 +181,9 @@ class _ClassWalker:
             unmatched = pending
             for rule in profile.rules(direction):
                 action = normalise_action(rule.action)
-                hit = unmatched & self._rule_bits(rule, subject, direction) if action != "Log" else 0
+                if action == "Log":
+                    continue
+                hit = unmatched & self._rule_bits(rule, subject, direction)
                 if hit:
                     unmatched &= ~hit
                     if action == "Allow":
