@@ -265,3 +265,43 @@ def test_minimal_trace_is_stable_golden():
         "node-2: delivered to pod shop/backend-5f8c2 via cali229626cbf41",
         "VERDICT  allowed: delivered to pod shop/backend-5f8c2",
     ]
+
+
+def test_scenario_can_pin_the_calico_release(tmp_path):
+    import shutil
+    target = tmp_path / "pinned"
+    shutil.copytree(SCENARIOS / "backend-from-frontend", target)
+    meta = target / "scenario.yaml"
+    meta.write_text(meta.read_text() + "calicoVersion: v3.29.3\n")
+    res = run_cli("packet", "-f", str(target), "--from", "myns/other", "--to", "myns/backend",
+                  "--port", "6379", "--output", "json")
+    data = json.loads(res.output)
+    assert "Calico v3.29" in data["assumptions"][0]
+    assert data["hops"][0]["mark_after"] == "0x0"            # clear rule, before the set
+    assert any(h.get("mark_after") == "0x40000" for h in data["hops"])   # scratch0 in 3.29
+
+
+def _send(scenario: str, packet):
+    from tracer.session import Session
+    from tracer.tracing import locate
+    cluster = load_cluster([SCENARIOS / scenario])
+    dataplane = build_dataplane(cluster, version="3.32")
+    return Session(dataplane).send(locate(cluster, packet))
+
+
+def test_ipip_from_a_host_that_is_not_a_calico_node_is_dropped():
+    from ipaddress import IPv4Address as A
+    from tracer.dataplane.packet import IPIP, Packet, make_packet
+    inner = make_packet(A("1.2.3.4"), A("10.244.0.65"), 6, dport=6379)
+    outer = Packet(A("1.2.3.4"), A("10.0.0.2"), IPIP, length=inner.length + 20, inner=inner)
+    outcome = _send("multinode-ipip", outer)
+    assert outcome.drop.reason == "unknown-tunnel-peer"
+    assert "Drop IPIP packets from non-Calico hosts" in " ".join(outcome.drop.event.rule.comments)
+
+
+def test_workloads_may_not_send_vxlan():
+    from ipaddress import IPv4Address as A
+    from tracer.dataplane.packet import UDP, Packet
+    packet = Packet(A("10.244.0.1"), A("10.0.0.2"), UDP, sport=4000, dport=4789)
+    outcome = _send("multinode-vxlan", packet)
+    assert outcome.drop.reason == "encap-from-workload"

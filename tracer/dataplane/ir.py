@@ -348,16 +348,19 @@ TERMINAL_TARGETS = (Verdict, Reject, Goto, Masquerade, Snat, Dnat)   # NOTRACK c
 # ---------------------------------------------------------------------------------------------
 
 
+# Why felix rendered a rule: the fixed vocabulary of Provenance.role.
+PROVENANCE_ROLES = frozenset({
+    "policy-rule", "policy-chain-comment", "tier-start", "tier-policy-jump", "tier-return",
+    "tier-end-drop", "profile-jump", "profile-return", "profile-rule", "no-profile-drop",
+    "conntrack-accept", "conntrack-invalid", "encap-drop", "tunnel-peer-drop", "dispatch",
+    "unknown-interface", "rpf", "failsafe", "host-endpoint", "endpoint-to-host", "static",
+    "nat-outgoing", "kube-proxy",
+})
+
+
 @dataclass(frozen=True)
 class Provenance:
-    """Why felix rendered this rule.
-
-    ``role`` is one of a small fixed vocabulary: "policy-rule", "policy-chain-comment",
-    "tier-start", "tier-policy-jump", "tier-return", "tier-end-drop", "profile-jump",
-    "profile-return", "profile-rule", "no-profile-drop", "conntrack-accept",
-    "conntrack-invalid", "encap-drop", "dispatch", "unknown-interface", "rpf", "failsafe",
-    "static", "nat-outgoing", "kube-proxy". Unknown roles are a bug.
-    """
+    """Why felix rendered this rule; ``role`` is one of :data:`PROVENANCE_ROLES`."""
 
     role: str
     policy: str | None = None          # "ns/name" or "name" for global objects
@@ -368,6 +371,10 @@ class Provenance:
     profile: str | None = None
     endpoint: str | None = None        # "ns/pod" of the workload the chain belongs to
     source: str | None = None          # felix function that renders it, e.g. "rules/endpoints.go"
+
+    def __post_init__(self) -> None:
+        if self.role not in PROVENANCE_ROLES:
+            raise ValueError(f"unknown provenance role {self.role!r}")
 
 
 @dataclass(frozen=True)

@@ -100,7 +100,14 @@ class RawObject:
 
 def load_cluster(paths: Sequence[str | os.PathLike], *,
                  calico_version: str | None = None) -> Cluster:
-    """Read every manifest under ``paths`` and convert it to Calico's backend form."""
+    """Read every manifest under ``paths`` and convert it to Calico's backend form.
+
+    The Calico release comes from ``calico_version``, else a scenario's ``calicoVersion``
+    (the release the cluster runs), else the newest release modelled."""
+    if calico_version is None:
+        metas = (load_scenario_meta(path) for path in paths)
+        calico_version = next((str(m["calicoVersion"]) for m in metas
+                               if m.get("calicoVersion")), None)
     version = parse_version(calico_version or DEFAULT_CALICO_VERSION)
     cluster = Cluster()
     objects: list[RawObject] = []

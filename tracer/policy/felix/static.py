@@ -87,7 +87,7 @@ def input_chain(ctx: Ctx) -> FChain:
             _r(M().protocol(PROTO_IPIP).ipset(ctx.set_name("all-hosts-net"), "src")
                .dst_addr_type(), ctx.filter_allow, "Allow IPIP packets from Calico hosts"),
             _r(M().protocol(PROTO_IPIP), ctx.deny,
-               f"{ctx.deny_word} IPIP packets from non-Calico hosts", role="encap-drop"),
+               f"{ctx.deny_word} IPIP packets from non-Calico hosts", role="tunnel-peer-drop"),
         ]
     if ctx.vxlan_enabled:
         port = ctx.felix.vxlan_port
@@ -97,7 +97,7 @@ def input_chain(ctx: Ctx) -> FChain:
                ctx.filter_allow, "Allow IPv4 VXLAN packets from allowed hosts"),
             # static.go uses r.Drop() here, not the configurable deny action.
             _r(M().protocol(PROTO_UDP).ports("dst", ((port, port),)).dst_addr_type(),
-               b.DROP, "Drop IPv4 VXLAN packets from non-allowed hosts", role="encap-drop"),
+               b.DROP, "Drop IPv4 VXLAN packets from non-allowed hosts", role="tunnel-peer-drop"),
         ]
     if ctx.wireguard:
         port = ctx.felix.wireguard_listening_port
