@@ -34,7 +34,6 @@ NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 # (name, number, protocol) a container may expose; "http" differs between pods on purpose.
 NAMED_PORTS = (("http", 80, "TCP"), ("http", 8080, "TCP"), ("https", 443, "TCP"),
                ("redis", 6379, "TCP"), ("dns", 53, "UDP"))
-PORT_NAMES = ("http", "https", "redis", "dns")
 PROBE_PORTS = (80, 443, 6379, 8080, 53)
 PORT_RANGES = ((79, 81), (440, 450), (8000, 8100), (1, 1024), (6000, 7000))
 PROBE_PROTOCOLS = ("tcp", "udp", "icmp")
@@ -130,6 +129,11 @@ def calico_term(draw, vocabulary: dict[str, tuple[str, ...]]) -> str:
     return f"{key} {form} '{draw(st.sampled_from(vocabulary[key]))}'"
 
 
+def equality_term(vocabulary: dict[str, tuple[str, ...]]):
+    return st.sampled_from([f"{key} == '{value}'" for key in sorted(vocabulary)
+                            for value in vocabulary[key]])
+
+
 @st.composite
 def calico_selector(draw, vocabulary: dict[str, tuple[str, ...]], depth: int = 2) -> str:
     """Felix selector syntax: terms joined by && and ||, parenthesised, or all()."""
@@ -193,19 +197,27 @@ def pod_doc(draw, name: str, namespaces: list[str], nodes: int) -> dict:
 # ---------------------------------------------------------------------------- k8s policy
 
 
+def policy_pod_selector():
+    """Mostly one label, so a policy isolates some pods and leaves others open."""
+    one_label = label_maps(POD_LABELS, min_size=1).map(
+        lambda labels: {"matchLabels": dict(list(labels.items())[:1])})
+    return st.one_of(one_label, one_label, k8s_label_selector(POD_LABELS))
+
+
 @st.composite
-def k8s_port(draw) -> dict:
+def k8s_port(draw, names: tuple[str, ...]) -> dict:
     port: dict[str, Any] = {}
     if draw(st.booleans()):
         port["protocol"] = draw(st.sampled_from(("TCP", "UDP")))
-    shape = draw(st.sampled_from(("number", "number", "range", "named", "none")))
+    shapes = ("number", "number", "range", "none") + (("named",) if names else ())
+    shape = draw(st.sampled_from(shapes))
     if shape == "number":
         port["port"] = draw(st.sampled_from(PROBE_PORTS))
     elif shape == "range":
         first, last = draw(st.sampled_from(PORT_RANGES))
         port["port"], port["endPort"] = first, last
     elif shape == "named":
-        port["port"] = draw(st.sampled_from(PORT_NAMES))
+        port["port"] = draw(st.sampled_from(names))
     return port
 
 
@@ -230,25 +242,27 @@ def k8s_peer(draw, prefix: str) -> dict:
 
 
 @st.composite
-def k8s_rule(draw, direction: str, prefix: str) -> dict:
+def k8s_rule(draw, direction: str, prefix: str, names: tuple[str, ...]) -> dict:
     rule: dict[str, Any] = {}
     peers = draw(st.lists(k8s_peer(prefix), max_size=2))
     if peers:
         rule["from" if direction == "ingress" else "to"] = peers
-    ports = draw(st.lists(k8s_port(), max_size=2))
+    ports = draw(st.lists(k8s_port(names), max_size=2))
     if ports:
         rule["ports"] = ports
     return rule
 
 
 @st.composite
-def k8s_policy(draw, name: str, namespaces: list[str], prefix: str) -> dict:
-    types = draw(st.sampled_from((("Ingress",), ("Egress",), ("Ingress", "Egress"), ())))
-    spec: dict[str, Any] = {"podSelector": draw(k8s_label_selector(POD_LABELS))}
+def k8s_policy(draw, name: str, namespaces: list[str], prefix: str,
+               names: tuple[str, ...]) -> dict:
+    types = draw(st.sampled_from((("Ingress",), ("Ingress",), ("Egress",), ("Ingress", "Egress"),
+                                  ())))
+    spec: dict[str, Any] = {"podSelector": draw(policy_pod_selector())}
     directions = [t.lower() for t in types] or \
         draw(st.sampled_from((["ingress"], ["egress"], ["ingress", "egress"])))
     for direction in directions:
-        rules = draw(st.lists(k8s_rule(direction, prefix), max_size=2))
+        rules = draw(st.lists(k8s_rule(direction, prefix, names), max_size=2))
         if rules or types:
             spec[direction] = rules
     if types:
@@ -279,22 +293,23 @@ def calico_entity(draw, prefix: str, namespaces: list[str]) -> dict:
 
 
 @st.composite
-def calico_ports(draw) -> list:
+def calico_ports(draw, names: tuple[str, ...]) -> list:
     ports: list[Any] = []
     for _ in range(draw(st.integers(1, 2))):
-        shape = draw(st.sampled_from(("number", "range", "named")))
+        shape = draw(st.sampled_from(("number", "range") + (("named",) if names else ())))
         if shape == "number":
             ports.append(draw(st.sampled_from(PROBE_PORTS)))
         elif shape == "range":
             first, last = draw(st.sampled_from(PORT_RANGES))
             ports.append(f"{first}:{last}")
         else:
-            ports.append(draw(st.sampled_from(PORT_NAMES)))
+            ports.append(draw(st.sampled_from(names)))
     return ports
 
 
 @st.composite
-def calico_rule(draw, prefix: str, namespaces: list[str], actions: tuple[str, ...]) -> dict:
+def calico_rule(draw, prefix: str, namespaces: list[str], actions: tuple[str, ...],
+                names: tuple[str, ...]) -> dict:
     rule: dict[str, Any] = {"action": draw(st.sampled_from(actions))}
     protocol = draw(st.sampled_from((None, "TCP", "UDP", "ICMP")))
     if protocol:
@@ -305,7 +320,7 @@ def calico_rule(draw, prefix: str, namespaces: list[str], actions: tuple[str, ..
     destination = draw(calico_entity(prefix, namespaces))
     if protocol in ("TCP", "UDP") and draw(st.booleans()):
         key = draw(st.sampled_from(("ports", "ports", "notPorts")))
-        destination[key] = draw(calico_ports())
+        destination[key] = draw(calico_ports(names))
     if source:
         rule["source"] = source
     if destination:
@@ -314,10 +329,10 @@ def calico_rule(draw, prefix: str, namespaces: list[str], actions: tuple[str, ..
 
 
 @st.composite
-def calico_policy(draw, name: str, namespaces: list[str], prefix: str, *, tier: str | None,
-                  must_pass: bool = False) -> dict:
+def calico_policy(draw, name: str, namespaces: list[str], prefix: str, names: tuple[str, ...],
+                  *, tier: str | None, must_pass: bool = False) -> dict:
     is_global = draw(st.booleans())
-    actions = ("Allow", "Deny", "Pass", "Log") if not must_pass else ("Pass",)
+    actions = ("Allow", "Allow", "Deny", "Pass", "Log") if not must_pass else ("Pass",)
     spec: dict[str, Any] = {}
     if tier:
         spec["tier"] = tier
@@ -325,14 +340,15 @@ def calico_policy(draw, name: str, namespaces: list[str], prefix: str, *, tier: 
     if order is not None:
         spec["order"] = order
     if draw(st.integers(0, 3)):
-        spec["selector"] = draw(calico_selector(POD_LABELS))
+        spec["selector"] = draw(st.one_of(equality_term(POD_LABELS), equality_term(POD_LABELS),
+                                          calico_selector(POD_LABELS)))
     if is_global and sometimes(draw, 4):
         spec["namespaceSelector"] = draw(
             calico_selector(calico_namespace_vocabulary(namespaces), depth=1))
     types = draw(st.sampled_from((None, ["Ingress"], ["Egress"], ["Ingress", "Egress"])))
     for direction in ("ingress", "egress"):
         if types is None or direction.capitalize() in types:
-            rules = draw(st.lists(calico_rule(prefix, namespaces, actions),
+            rules = draw(st.lists(calico_rule(prefix, namespaces, actions, names),
                                   min_size=1 if must_pass else 0, max_size=3))
             if rules:
                 spec[direction] = rules
@@ -383,15 +399,18 @@ def generated_clusters(draw) -> GeneratedCluster:
     pods = [draw(pod_doc(f"pod-{i}", namespaces, nodes))
             for i in range(draw(st.integers(3, 6)))]
     docs += pods
-    for index in range(draw(st.integers(1, 4))):
+    # The loader rejects a policy naming a port no pod declares (a likely typo).
+    names = tuple(sorted({p["name"] for pod in pods for c in pod["spec"]["containers"]
+                          for p in c.get("ports", ())}))
+    for index in range(draw(st.sampled_from((1, 1, 2, 2, 3, 4)))):
         name = f"policy-{index}"
         if draw(st.booleans()):
-            docs.append(draw(k8s_policy(name, namespaces, prefix)))
+            docs.append(draw(k8s_policy(name, namespaces, prefix, names)))
         else:
-            docs.append(draw(calico_policy(name, namespaces, prefix, tier=None)))
+            docs.append(draw(calico_policy(name, namespaces, prefix, names, tier=None)))
     if sometimes(draw, 3):
         docs.append(tier_doc("security", draw(st.sampled_from(("Deny", "Pass")))))
-        docs.append(draw(calico_policy("pass", namespaces, prefix, tier="security",
+        docs.append(draw(calico_policy("pass", namespaces, prefix, names, tier="security",
                                        must_pass=True)))
     keys = [f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in pods]
     return GeneratedCluster(tuple(docs), draw(probe_cases(keys)))

@@ -3,14 +3,12 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
-import uuid
 from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
+from felix_fixtures import DENY_INGRESS, cluster
 
 from tracer.dataplane.ipsets import format_ipsets
 from tracer.dataplane.iptables_save import format_ruleset
@@ -18,32 +16,12 @@ from tracer.model.cluster import HostEndpoint
 from tracer.model.loader import load_cluster
 from tracer.policy.felix import SUPPORTED_VERSIONS, render_node
 
-from felix_fixtures import DENY_INGRESS, cluster
-
 SCENARIOS = sorted(p for p in (Path(__file__).parent.parent / "scenarios").iterdir()
                    if p.is_dir())
 
 
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root for network namespaces"
-    for tool in ("ip", "ipset", "iptables-restore"):
-        if shutil.which(tool) is None:
-            return f"{tool} not installed"
-    return None
 
 
-@pytest.fixture
-def netns():
-    reason = _skip_reason()
-    if reason:
-        pytest.skip(reason)
-    name = f"ctrender-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 def _restore(ns: str, argv: list[str], text: str) -> None:

@@ -5,16 +5,18 @@ with ``ipset restore`` + ``iptables-restore``, read it back with ``iptables-save
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import in_netns
 
 from tracer.dataplane.ipsets import format_ipsets, parse_ipsets
 from tracer.dataplane.iptables_save import (
-    format_rule, format_ruleset, parse_rule, parse_ruleset,
+    format_rule,
+    format_ruleset,
+    parse_rule,
+    parse_ruleset,
 )
 
 DATA = Path(__file__).parent / "data"
@@ -28,27 +30,14 @@ pytestmark = [
 ]
 
 
-def _in_ns(ns: str, *argv: str, stdin: str | None = None) -> str:
-    done = subprocess.run(["ip", "netns", "exec", ns, *argv], input=stdin, text=True,
-                          capture_output=True, timeout=60)
-    assert done.returncode == 0, f"{' '.join(argv)} failed: {done.stderr}"
-    return done.stdout
 
 
-@pytest.fixture
-def netns():
-    name = f"ctest-{secrets.token_hex(4)}"
-    subprocess.run(["ip", "netns", "add", name], check=True, timeout=30)
-    try:
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], timeout=30)
 
 
 def _load_and_save(ns: str, sets_text: str, rules_text: str) -> tuple[str, str]:
-    _in_ns(ns, "ipset", "restore", stdin=sets_text)
-    _in_ns(ns, "iptables-restore", stdin=rules_text)
-    return _in_ns(ns, "iptables-save"), _in_ns(ns, "ipset", "save")
+    in_netns(ns, "ipset", "restore", stdin=sets_text)
+    in_netns(ns, "iptables-restore", stdin=rules_text)
+    return in_netns(ns, "iptables-save"), in_netns(ns, "ipset", "save")
 
 
 def test_kernel_reads_back_the_fixture_as_we_parse_it(netns):

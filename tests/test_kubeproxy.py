@@ -6,16 +6,13 @@ Known answers come from kubernetes' own ``pkg/proxy/iptables/proxier_test.go``
 from __future__ import annotations
 
 import json
-import os
 import random
-import secrets
-import shutil
-import subprocess
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import in_netns
 
 from tracer.cli import cli as cli_main
 from tracer.dataplane.build import build_dataplane
@@ -32,8 +29,7 @@ from tracer.kubeproxy.pinning import PinnedEnvironment, statistic_decisions
 from tracer.kubeproxy.probe import pick_endpoint, resolve_service
 from tracer.kubeproxy.render import render_kube_proxy
 from tracer.kubeproxy.services import service_ports
-from tracer.model.cluster import (Cluster, EndpointSlice, IPPool, Node, Service,
-                                  ServicePort)
+from tracer.model.cluster import Cluster, EndpointSlice, IPPool, Node, Service, ServicePort
 from tracer.model.loader import load_cluster
 from tracer.policy.felix import render_node
 from tracer.tracing import TraceRequest, trace_packet
@@ -362,33 +358,10 @@ def test_cli_prints_one_trace_per_backend_and_json_list():
 # ----------------------------------------------------------------------------- kernel
 
 
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root for network namespaces"
-    for tool in ("ip", "ipset", "iptables-restore", "iptables-save"):
-        if shutil.which(tool) is None:
-            return f"{tool} not installed"
-    return None
 
 
-@pytest.fixture
-def netns():
-    reason = _skip_reason()
-    if reason:
-        pytest.skip(reason)
-    name = f"ctkp-{secrets.token_hex(4)}"
-    subprocess.run(["ip", "netns", "add", name], check=True, timeout=30)
-    try:
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False, timeout=30)
 
 
-def _in_ns(ns: str, *argv: str, stdin: str | None = None) -> str:
-    done = subprocess.run(["ip", "netns", "exec", ns, *argv], input=stdin, text=True,
-                          capture_output=True, timeout=60)
-    assert done.returncode == 0, f"{' '.join(argv)} failed: {done.stderr}\n{stdin}"
-    return done.stdout
 
 
 def _kube_lines(text: str) -> list[str]:
@@ -401,9 +374,9 @@ def test_felix_plus_kube_proxy_loads_on_every_scenario_node(netns, scenario):
     for node in sorted(scenario.nodes):
         ruleset = with_kube_proxy(scenario, node, render_node(scenario, node, version=VERSION),
                                   version=VERSION)
-        _in_ns(netns, "ipset", "restore", stdin=format_ipsets(ruleset.ipsets))
-        _in_ns(netns, "iptables-restore", stdin=format_ruleset(ruleset))
-        saved = _in_ns(netns, "iptables-save")
+        in_netns(netns, "ipset", "restore", stdin=format_ipsets(ruleset.ipsets))
+        in_netns(netns, "iptables-restore", stdin=format_ruleset(ruleset))
+        saved = in_netns(netns, "iptables-save")
         # The kernel prints kube-proxy's rules exactly as we do.
         assert _kube_lines(saved) == _kube_lines(format_ruleset(ruleset))
         for table in (Table.NAT, Table.FILTER):
@@ -412,9 +385,9 @@ def test_felix_plus_kube_proxy_loads_on_every_scenario_node(netns, scenario):
                 if chain in ruleset.tables[table]:
                     assert kernel[chain].rules == ruleset.tables[table][chain].rules, chain
         for table in ("raw", "mangle", "nat", "filter"):
-            _in_ns(netns, "iptables", "-t", table, "-F")
-            _in_ns(netns, "iptables", "-t", table, "-X")
-        _in_ns(netns, "ipset", "destroy")
+            in_netns(netns, "iptables", "-t", table, "-F")
+            in_netns(netns, "iptables", "-t", table, "-X")
+        in_netns(netns, "ipset", "destroy")
 
 
 # kube-proxy's own iptables-restore input for known_cluster() (proxier_test.go spelling:
@@ -460,8 +433,8 @@ COMMIT
 def test_kernel_stores_kube_proxys_own_input_as_we_render_it(netns):
     """Feed kube-proxy's literal restore text to the kernel and read it back: the KUBE-* nat
     rules equal our rendering of the same Services, line for line."""
-    _in_ns(netns, "iptables-restore", "--noflush", stdin=KUBE_PROXY_RESTORE)
-    saved = _in_ns(netns, "iptables-save", "-t", "nat")
+    in_netns(netns, "iptables-restore", "--noflush", stdin=KUBE_PROXY_RESTORE)
+    saved = in_netns(netns, "iptables-save", "-t", "nat")
     ours = format_ruleset(Ruleset(tables={Table.NAT: render_kube_proxy(known_cluster(),
                                                                        "node1")[Table.NAT]}))
     theirs = [line for line in _kube_lines(saved) if line.startswith("-A KUBE-")]

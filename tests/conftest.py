@@ -1,0 +1,42 @@
+"""Fixtures shared by the kernel-facing tests."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+
+import pytest
+
+NETNS_BINARIES = ("ip", "ipset", "iptables-restore", "iptables-save")
+
+
+def netns_skip_reason() -> str | None:
+    """Why a throwaway network namespace with iptables cannot be had here, or None."""
+    if os.geteuid() != 0:
+        return "needs root for network namespaces"
+    missing = [tool for tool in NETNS_BINARIES if shutil.which(tool) is None]
+    return f"{', '.join(missing)} not installed" if missing else None
+
+
+@pytest.fixture
+def netns():
+    """A fresh network namespace (never the host's tables), deleted afterwards."""
+    reason = netns_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    name = f"cttest-{secrets.token_hex(4)}"
+    subprocess.run(["ip", "netns", "add", name], check=True, timeout=30)
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False, timeout=30)
+
+
+def in_netns(ns: str, *argv: str, stdin: str | None = None) -> str:
+    """Run a command inside ``ns``; fail the test with its stderr if it fails."""
+    done = subprocess.run(["ip", "netns", "exec", ns, *argv], input=stdin, text=True,
+                          capture_output=True, timeout=60)
+    assert done.returncode == 0, f"{' '.join(argv)} failed: {done.stderr}"
+    return done.stdout
