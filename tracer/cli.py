@@ -42,7 +42,8 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup)
 @click.version_option(__version__, message=f"calico-trace %(version)s "
-                      f"(renders Calico felix v{DEFAULT_CALICO_VERSION} iptables dataplane by default)")
+                      f"(renders Calico felix v{DEFAULT_CALICO_VERSION} iptables dataplane "
+                      "by default)")
 def cli() -> None:
     """Rebuild a Calico node's iptables dataplane in userspace and trace packets through it."""
 

@@ -29,7 +29,7 @@ class Packet:
     tcp_flags: int | None = None
     ttl: int = 64
     length: int = 60                   # IP total length in bytes
-    df: bool = True                    # Linux sockets default to PMTU discovery (IP_PMTUDISC_WANT): DF set
+    df: bool = True                    # sockets default to IP_PMTUDISC_WANT: DF set
     seq: int = 0                       # TCP sequence / acknowledgement numbers and window,
     ack_seq: int = 0                   # which conntrack's window tracking reads
     window: int = 64240

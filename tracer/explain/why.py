@@ -131,10 +131,11 @@ def _default_deny_sentence(cluster, v: DirectionDecision, trace, src, dst) -> st
                      f"{v.direction} only {allows}" if rules else
                      f"{policy.kind} {policy.key} (tier {policy.tier}), which allows {allows}")
     peer_labels = _peer_labels(cluster, peer)
-    passed = "".join(f" {ref.describe()} passed it to the next tier." for ref in v.passes)
-    return (f"{passed.strip()} " if passed else "") + (f"{v.endpoint} is selected for {v.direction} by " + "; ".join(lines) +
-            f". {_policy_view(trace).describe()} from {peer.label}{peer_labels} matches none "
-            "of them.")
+    passed = " ".join(f"{ref.describe()} passed it to the next tier." for ref in v.passes)
+    selected = f"{v.endpoint} is selected for {v.direction} by " + "; ".join(lines) + "."
+    unmatched = (f"{_policy_view(trace).describe()} from {peer.label}{peer_labels} matches "
+                 "none of them.")
+    return " ".join(part for part in (passed, selected, unmatched) if part)
 
 
 def _peer_labels(cluster, place) -> str:

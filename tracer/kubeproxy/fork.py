@@ -11,7 +11,6 @@ import json
 from dataclasses import dataclass, replace
 
 from tracer.dataplane.trace import PacketTrace
-from tracer.errors import InputError
 from tracer.kubeproxy.pinning import pinned
 from tracer.kubeproxy.probe import ServiceTarget, pick_endpoint, resolve_service
 from tracer.kubeproxy.services import Backend
