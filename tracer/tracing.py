@@ -91,18 +91,17 @@ def build_probe(dataplane: Dataplane, request: TraceRequest) -> tuple[Probe, Pla
     return probe_for(cluster, packet, src, dst), src, dst
 
 
-def probe_for(cluster: Cluster, packet: Packet, src: Place, dst: Place,
-              ctstate: str | None = None) -> Probe:
+def probe_for(cluster: Cluster, packet: Packet, src: Place, dst: Place) -> Probe:
     """Where ``packet`` from ``src`` first meets a Calico dataplane."""
     if src.kind == "pod":
-        return Probe(packet, src.node, src.endpoint.interface, src.label, dst.label, ctstate)
+        return Probe(packet, src.node, src.endpoint.interface, src.label, dst.label)
     if src.kind == "host":
-        return Probe(packet, src.node, None, src.label, dst.label, ctstate)
+        return Probe(packet, src.node, None, src.label, dst.label)
     entry = dst.node or _node_owning(cluster, packet.dst)
     if entry is None:
         raise InputError(f"both ends are outside the cluster ({src.ip} -> {dst.ip})",
                          obj="--from/--to")
-    return Probe(packet, entry, "eth0", src.label, dst.label, ctstate)
+    return Probe(packet, entry, "eth0", src.label, dst.label)
 
 
 def place_of(cluster: Cluster, addr: IPv4Address) -> Place:

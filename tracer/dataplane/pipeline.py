@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import Callable, Protocol
 
+from tracer.conntrack.tuples import PacketKey
 from tracer.dataplane.events import NetfilterEvent
 from tracer.dataplane.hooks import CONNTRACK_AFTER, HOOK_TABLES, nat_applies
 from tracer.dataplane.interpreter import PacketView, run_hook
 from tracer.dataplane.ir import Dnat, Masquerade, Snat, Table
 from tracer.dataplane.node import NodeDataplane
-from tracer.conntrack.tuples import PacketKey
 from tracer.dataplane.packet import ICMP, IPIP, TCP, UDP, Packet
 from tracer.dataplane.routing import IPIP_IFACE, UNDERLAY_IFACE, VXLAN_IFACE
 from tracer.dataplane.trace import (ConntrackRecord, DecapRecord, DeliverRecord, DropRecord,
@@ -45,7 +45,6 @@ class Probe:
     iif: str | None                    # arrival interface there; None: sent by the node itself
     source: str                        # "ns/pod", "host <node>", "external <ip>"
     destination: str
-    ctstate: str | None = None         # forced conntrack state (single-packet traces)
 
 
 @dataclass(frozen=True)
@@ -63,8 +62,7 @@ class _Walk:
     iif: str | None
     packet: Packet
     mark: int = 0
-    ctstate: str = "NEW"
-    forced_ctstate: bool = False       # the state is an assumption, not conntrack's answer
+    ctstate: str = "NEW"               # conntrack's answer; NEW on a node without a tracker
     ct_status: frozenset[str] = frozenset()
     ct_entry: int | None = None
     ct_direction: str = "original"
@@ -76,8 +74,9 @@ class _Walk:
 class Pipeline:
     """Runs probes through a set of node dataplanes.
 
-    ``tunnel_peer`` maps an outer destination address to the node owning it, so a packet
-    leaving one node's underlay enters the next node's pipeline.
+    A packet leaving a node's underlay enters the pipeline of the node owning its next hop;
+    ``deliver_local`` names the pod behind a local ``cali`` interface, and ``tunnels`` frames
+    packets routed into a tunnel device.
     """
 
     def __init__(self, nodes: dict[str, NodeDataplane], *,
@@ -99,8 +98,7 @@ class Pipeline:
         node_name, iif, packet = probe.node, probe.iif, probe.packet
         mark = 0
         for _ in range(self.max_hops):
-            walk = _Walk(node=self.nodes[node_name], iif=iif, packet=packet, mark=mark,
-                         ctstate=probe.ctstate or "NEW", forced_ctstate=bool(probe.ctstate))
+            walk = _Walk(node=self.nodes[node_name], iif=iif, packet=packet, mark=mark)
             step = self._through_node(walk)
             if step.kind == "drop" and walk.ct_entry is not None:
                 self._discard(walk)
@@ -225,9 +223,9 @@ class Pipeline:
                                                note="NOTRACK in raw: conntrack skips it"))
             return None
         table = walk.node.conntrack
-        if table is None or walk.forced_ctstate:
+        if table is None:
             walk.stages.append(ConntrackRecord(walk.node.name, walk.ctstate,
-                                               note="assumed" if walk.forced_ctstate else ""))
+                                               note="no connection tracker: assumed"))
             return None
         verdict = table.process(conntrack_key(walk.packet), self.now)
         if verdict.dropped:
