@@ -78,12 +78,19 @@ def build_dataplane(cluster: Cluster, *, version: str,
         for ep in cluster.endpoints.values():
             if ep.pod.node == name:
                 interfaces[ep.interface] = sizes.pod
+        addresses = {UNDERLAY_IFACE: node.address.ip}
+        for iface, addr in ((IPIP_IFACE, node.ipip_tunnel_address),
+                            (VXLAN_IFACE, node.vxlan_tunnel_address),
+                            (cluster.felix.wireguard_interface_name,
+                             node.wireguard_interface_address)):
+            if addr is not None:
+                addresses[iface] = addr
         env = NodeEnvironment(routing=routing, ipsets=IpSetIndex(ruleset.ipsets))
         nodes[name] = NodeDataplane(
             name=name, ruleset=ruleset, routing=routing, underlay_ip=node.address.ip,
             interfaces=interfaces, environment=env, rendered=supplied is None,
             source=supplied[1] if supplied else f"rendered (Calico v{version})",
-            workload_prefixes=prefixes or ("cali",))
+            workload_prefixes=prefixes or ("cali",), addresses=addresses)
 
     def deliver_local(node: str, dst: IPv4Address) -> str | None:
         ep = cluster.endpoint_by_ip(dst)

@@ -21,6 +21,11 @@ class NodeDataplane:
     conntrack: object | None = None    # tracer.conntrack table (stateful runs)
     rendered: bool = True              # False when the ruleset came from a user's dump
     workload_prefixes: tuple[str, ...] = ("cali",)
+    addresses: dict[str, IPv4Address] = field(default_factory=dict)   # interface -> address
+
+    def source_address_for(self, oif: str | None) -> IPv4Address:
+        """The address MASQUERADE takes: the outgoing interface's own (inet_select_addr)."""
+        return self.addresses.get(oif or "", self.underlay_ip)
     source: str = ""
 
 

@@ -163,9 +163,16 @@ class Pipeline:
         if isinstance(route_step, _Step):
             return route_step
         route, oif = route_step
+        destination = walk.packet.dst
         drop = self._hook(walk, "OUTPUT", oif=oif)
         if drop:
             return drop
+        if walk.packet.dst != destination:
+            # nat OUTPUT changed the destination: ip_route_me_harder routes it again.
+            route_step = self._route(walk)
+            if isinstance(route_step, _Step):
+                return route_step
+            route, oif = route_step
         if route.kind == "local":
             walk.iif = "lo"
             return self._input(walk)
@@ -290,7 +297,7 @@ class Pipeline:
                 addr = IPv4Address(target.to_source.partition(":")[0])
                 kind = "SNAT"
             else:
-                addr = walk.node.underlay_ip
+                addr = walk.node.source_address_for(oif)
                 kind = "MASQUERADE"
             walk.ct_status = walk.ct_status | {"SNAT"}
             if table is not None:
