@@ -305,3 +305,30 @@ def test_workloads_may_not_send_vxlan():
     packet = Packet(A("10.244.0.1"), A("10.0.0.2"), UDP, sport=4000, dport=4789)
     outcome = _send("multinode-vxlan", packet)
     assert outcome.drop.reason == "encap-from-workload"
+
+
+# --------------------------------------------------------------------------- host endpoints
+
+
+def test_host_endpoint_policy_drops_traffic_to_the_host():
+    result = trace("host-endpoint", "1.2.3.4", "10.0.0.1", port=80)
+    assert result.verdict == "dropped" and result.reason == "host-endpoint"
+    assert result.deciding[0].chain == "cali-fh-eth0"
+    assert "GlobalNetworkPolicy host-allow-https" in result.why
+
+
+def test_host_endpoint_allows_what_its_policy_allows():
+    result = trace("host-endpoint", "1.2.3.4", "10.0.0.1", port=443)
+    assert result.verdict == "allowed" and result.delivered_to == "host node-1"
+
+
+def test_failsafe_ports_stay_open_through_a_host_endpoint():
+    result = trace("host-endpoint", "1.2.3.4", "10.0.0.1", port=22)
+    assert result.verdict == "allowed"
+    assert "cali-failsafe-in" in chains_entered(result)
+
+
+def test_forwarded_traffic_to_pods_skips_host_endpoint_policy():
+    result = trace("host-endpoint", "1.2.3.4", "web/nginx", port=80)
+    assert result.verdict == "allowed"
+    assert "cali-fh-eth0" not in chains_entered(result)

@@ -41,8 +41,20 @@ COMMENT_REASONS = (
 )
 
 
+# Host endpoint chains (felix/rules/endpoints.go): policy drops there are host-endpoint drops.
+HOST_ENDPOINT_CHAINS = ("cali-fh-", "cali-th-", "cali-fhfw-", "cali-thfw-")
+
+
 def classify_drop(event: NetfilterEvent | None, table: str) -> tuple[str, str]:
     """(reason code, one-line detail) for the event that dropped the packet."""
+    reason, detail = _classify(event, table)
+    if event is not None and event.chain.startswith(HOST_ENDPOINT_CHAINS) and reason in (
+            "default-deny", "denied-by-rule"):
+        return "host-endpoint", detail
+    return reason, detail
+
+
+def _classify(event: NetfilterEvent | None, table: str) -> tuple[str, str]:
     if event is None:
         return "netfilter-drop", f"dropped in the {table} table"
     where = f"{event.table}/{event.chain}"

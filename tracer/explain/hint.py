@@ -38,6 +38,8 @@ STATIC_HINTS = {
     "endpoint-to-host": "FelixConfiguration defaultEndpointToHostAction drops pod-to-host "
                         "traffic; set it to Accept or allow it with a host endpoint policy.",
     "unknown-tunnel-peer": "The tunnel packet's sender is not a Calico node; add it as a Node.",
+    "host-endpoint": "Add an Allow rule for this traffic to a policy selecting the host "
+                     "endpoint (or a preDNAT/applyOnForward policy for forwarded traffic).",
     "no-endpoints": "Check the Service's selector and that its pods are ready: kubectl get "
                     "endpointslices -l kubernetes.io/service-name=<service>.",
 }

@@ -12,6 +12,7 @@ from tracer.explain.deciding import EndpointChain, policies_seen_in_dumps
 from tracer.explain.hint import applied_policies, fix_hint
 from tracer.explain.rules import describe_rule
 from tracer.policy.evaluate import DirectionDecision, Flow, evaluate_direction
+from tracer.policy.selector import parse_selector
 
 
 def flow_of(packet: Packet) -> Flow:
@@ -103,6 +104,9 @@ def _why_dropped(cluster, trace: PacketTrace, drop: DropRecord,
                 f"end of tier {deciding.tier}, no policy allowed it")
         sentences = [f"{where} ({what}).",
                      _default_deny_sentence(cluster, deciding, trace, src, dst)]
+    elif drop.reason == "host-endpoint" and decisions and decisions[0].provenance:
+        sentences = [f"{where}: {DROP_REASONS['host-endpoint']}.",
+                     _host_endpoint_sentence(cluster, decisions[0])]
     elif drop.reason == "denied-by-rule" and deciding is not None and deciding.deciding:
         rule = _rule_of(cluster, deciding)
         text = describe_rule(rule, deciding.direction) if rule else ""
@@ -136,6 +140,28 @@ def _default_deny_sentence(cluster, v: DirectionDecision, trace, src, dst) -> st
     unmatched = (f"{_policy_view(trace).describe()} from {peer.label}{peer_labels} matches "
                  "none of them.")
     return " ".join(part for part in (passed, selected, unmatched) if part)
+
+
+def _host_endpoint_sentence(cluster, decision: Decision) -> str:
+    """Which policies select the host endpoint whose chain dropped the packet."""
+    prov = decision.provenance
+    name = (prov.endpoint or "").removeprefix("hostendpoint/")
+    hep = next((h for h in cluster.host_endpoints if h.name == name), None)
+    if hep is None:
+        return ""
+    direction = "egress" if decision.chain.startswith(("cali-th-", "cali-thfw-")) else "ingress"
+    selecting = [p for p in cluster.policies if not p.staged and direction in p.types
+                 and parse_selector(p.selector).matches(hep.labels)]
+    if not selecting:
+        return (f"Host endpoint {hep.name} ({hep.interface_name} on {hep.node}) has no "
+                f"{direction} policy and no profile allows it.")
+    described = "; ".join(
+        f"{p.kind} {p.key}, which allows {direction} only " +
+        (", ".join(describe_rule(r, direction) for r in p.rules(direction)
+                   if r.action == "Allow") or "nothing")
+        for p in selecting)
+    return (f"Host endpoint {hep.name} ({hep.interface_name} on {hep.node}) is selected for "
+            f"{direction} by {described}. Felix's failsafe ports stay open regardless.")
 
 
 def _peer_labels(cluster, place) -> str:
