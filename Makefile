@@ -33,8 +33,12 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed system-deps
 	$(VENV)/bin/pytest -q -ra
 
+# The commands that produced benchmarks/RESULTS.md (each rewrites its own section).
 bench: $(VENV)/.installed
-	$(PY) -m benchmarks.run
+	$(PY) benchmarks/bench_pipeline.py --packets 2000 --repeat 5 --write
+	$(PY) benchmarks/bench_conntrack.py --packets 1000000 --repeat 3 --write
+	$(PY) benchmarks/bench_matrix.py --pods 1000 --policies 1000
+	$(PY) benchmarks/bench_encap.py 3000
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
