@@ -719,6 +719,14 @@ def _is_header(match: Match) -> bool:
     return isinstance(match, (ProtocolMatch, AddressMatch, InterfaceMatch))
 
 
+def _is_stored_as_nothing(match: Match) -> bool:
+    """``-s 0.0.0.0/0`` and ``-p all`` match everything: iptables keeps no match for them, so
+    they never come back (felix does write ``--source 0.0.0.0/0`` for ``nets: [0.0.0.0/0]``)."""
+    if isinstance(match, AddressMatch):
+        return match.cidr.prefix_len == 0 and not match.negated
+    return isinstance(match, ProtocolMatch) and match.protocol == 0 and not match.negated
+
+
 def _l4_rank(match: Match) -> int | None:
     """Position inside one ``-m tcp`` block as iptables prints it, or None if not such an
     option. iptables-nft merges adjacent tcp/udp options into one block, in this order."""
@@ -747,7 +755,8 @@ def normalise_rule(rule: Rule) -> Rule:
     """The rule as ``iptables-save`` would hand it back: header matches first in kernel order,
     tcp/udp options in print order, comments after the header. ``parse_rule(format_rule(r))``
     equals ``normalise_rule(r)``."""
-    header = sorted((m for m in rule.matches if _is_header(m)), key=_header_rank)
+    header = sorted((m for m in rule.matches if _is_header(m) and not _is_stored_as_nothing(m)),
+                    key=_header_rank)
     body = _sort_l4_runs([m for m in rule.matches if not _is_header(m)])
     before = sum(1 for m in rule.matches[:rule.comment_at] if not _is_header(m))
     return replace(rule, matches=tuple(header + body), comment_at=len(header) + before)
