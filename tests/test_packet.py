@@ -332,3 +332,12 @@ def test_forwarded_traffic_to_pods_skips_host_endpoint_policy():
     result = trace("host-endpoint", "1.2.3.4", "web/nginx", port=80)
     assert result.verdict == "allowed"
     assert "cali-fh-eth0" not in chains_entered(result)
+
+
+def test_egress_default_deny_hint_adds_one_rule_when_the_closest_needs_several_changes():
+    result = trace("recipe-11-deny-egress-from-app", "default/foo", "default/web", port=80)
+    assert result.reason == "default-deny"
+    assert result.deciding[0].provenance.direction == "egress"
+    assert "to default/web (app=web) matches none" in result.why
+    assert result.hint.startswith("Add an egress rule to KubernetesNetworkPolicy "
+                                  "default/foo-deny-egress allowing TCP 80 to pods with app=web")

@@ -91,6 +91,12 @@ def _default_deny_hint(cluster, v: DirectionDecision, flow: Flow, peer) -> str:
         return (f"{target.kind} {target.key} has no {v.direction} Allow rule: add one "
                 f"allowing {port} {side} {who}.")
     gaps, policy, index = best
+    if len(gaps) > 1:
+        # Changing the closest rule takes several edits: one new rule is the smaller change.
+        side = "from" if v.direction == "ingress" else "to"
+        return (f"Add an {v.direction} rule to {policy.kind} {policy.key} allowing {port} "
+                f"{side} {_peer_selector_suggestion(peer)} (its closest rule, {v.direction} "
+                f"rule {index}, differs in {', '.join(g.aspect for g in gaps)}).")
     fixes = "; ".join(gap.fix for gap in gaps) or "(the rule matches: check the other side)"
     return f"Closest rule: {policy.kind} {policy.key} {v.direction} rule {index}. {fixes}."
 
@@ -166,6 +172,9 @@ def _label_gap(label: str, value: str | None, pod) -> Gap:
     if label == NAMESPACE_LABEL:
         return Gap("namespace", f"the rule only admits pods of namespace {value}, and "
                    f"{pod.key} is in {pod.namespace}; add a namespaceSelector to the rule")
+    if label == "pcns.kubernetes.io/metadata.name":
+        return Gap("namespace", f"the rule admits only namespace {value}, and {pod.key} is "
+                   f"in {pod.namespace}")
     if label.startswith("pcns."):
         return Gap("namespace", f"label namespace {pod.namespace} with {shown} "
                    f"(kubectl label namespace {pod.namespace} {shown.replace('<any>', 'x')})")

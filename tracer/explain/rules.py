@@ -27,8 +27,7 @@ def describe_entity(entity: EntityRule) -> str:
     parts = []
     if entity.selector:
         parts.append(readable_selector(entity.selector))
-    if entity.namespace_selector:
-        parts.append(f"namespaces {readable_selector(entity.namespace_selector)}")
+    # entity.namespace_selector is already folded into entity.selector by the converter.
     if entity.not_selector:
         parts.append(f"not {readable_selector(entity.not_selector)}")
     if entity.nets:

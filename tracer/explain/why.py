@@ -137,7 +137,8 @@ def _default_deny_sentence(cluster, v: DirectionDecision, trace, src, dst) -> st
     peer_labels = _peer_labels(cluster, peer)
     passed = " ".join(f"{ref.describe()} passed it to the next tier." for ref in v.passes)
     selected = f"{v.endpoint} is selected for {v.direction} by " + "; ".join(lines) + "."
-    unmatched = (f"{_policy_view(trace).describe()} from {peer.label}{peer_labels} matches "
+    side = "from" if v.direction == "ingress" else "to"
+    unmatched = (f"{_policy_view(trace).describe()} {side} {peer.label}{peer_labels} matches "
                  "none of them.")
     return " ".join(part for part in (passed, selected, unmatched) if part)
 
