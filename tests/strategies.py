@@ -14,6 +14,7 @@ port is chosen by the kernel, not by the simulator.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -190,7 +191,7 @@ def pod_doc(draw, name: str, namespaces: list[str], nodes: int) -> dict:
     if labels:
         metadata["labels"] = labels
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata,
-            "spec": {"nodeName": f"node-{draw(st.integers(1, nodes))}",
+            "spec": {"nodeName": draw(st.sampled_from([f"node-{n}" for n in range(1, nodes + 1)])),
                      "containers": [container]}}
 
 
@@ -209,7 +210,7 @@ def k8s_port(draw, names: tuple[str, ...]) -> dict:
     port: dict[str, Any] = {}
     if draw(st.booleans()):
         port["protocol"] = draw(st.sampled_from(("TCP", "UDP")))
-    shapes = ("number", "number", "range", "none") + (("named",) if names else ())
+    shapes = ("range", "number", "number", "none") + (("named",) if names else ())
     shape = draw(st.sampled_from(shapes))
     if shape == "number":
         port["port"] = draw(st.sampled_from(PROBE_PORTS))
@@ -223,12 +224,12 @@ def k8s_port(draw, names: tuple[str, ...]) -> dict:
 
 @st.composite
 def k8s_peer(draw, prefix: str) -> dict:
-    shape = draw(st.sampled_from(("pod", "namespace", "both", "ipBlock")))
+    shape = draw(st.sampled_from(("ipBlock", "pod", "namespace", "both")))
     if shape == "ipBlock":
         cidr = draw(st.sampled_from(pool_nets(prefix)))
         block: dict[str, Any] = {"cidr": cidr}
         holes = except_candidates(cidr, prefix)
-        if holes and draw(st.booleans()):
+        if holes and not sometimes(draw, 3):
             block["except"] = draw(st.lists(st.sampled_from(holes), min_size=1, max_size=2,
                                             unique=True))
         return {"ipBlock": block}
@@ -244,7 +245,7 @@ def k8s_peer(draw, prefix: str) -> dict:
 @st.composite
 def k8s_rule(draw, direction: str, prefix: str, names: tuple[str, ...]) -> dict:
     rule: dict[str, Any] = {}
-    peers = draw(st.lists(k8s_peer(prefix), max_size=2))
+    peers = draw(st.lists(k8s_peer(prefix), max_size=3))
     if peers:
         rule["from" if direction == "ingress" else "to"] = peers
     ports = draw(st.lists(k8s_port(names), max_size=2))
@@ -371,7 +372,7 @@ def tier_doc(name: str, default_action: str) -> dict:
 
 
 @st.composite
-def probe_cases(draw, pods: list[str], min_size: int = 8, max_size: int = 16) -> tuple:
+def probe_cases(draw, pods: list[str], min_size: int = 12, max_size: int = 18) -> tuple:
     pairs = [(a, b) for a in pods for b in pods if a != b]
 
     def case(pair_protocol_port) -> Case:
@@ -388,8 +389,8 @@ def probe_cases(draw, pods: list[str], min_size: int = 8, max_size: int = 16) ->
 
 @st.composite
 def generated_clusters(draw) -> GeneratedCluster:
-    """A random cluster's manifests and 8-16 probes between its pods."""
-    nodes = draw(st.integers(1, 2))
+    """A random cluster's manifests and 12-18 probes between its pods."""
+    nodes = draw(st.sampled_from((2, 1)))
     prefix = VXLAN_POOL if nodes == 2 else DEFAULT_POOL
     namespaces = list(NAMESPACE_NAMES[:draw(st.integers(1, 2))])
     docs: list[dict] = [node_doc(i) for i in range(nodes)]
@@ -408,9 +409,34 @@ def generated_clusters(draw) -> GeneratedCluster:
             docs.append(draw(k8s_policy(name, namespaces, prefix, names)))
         else:
             docs.append(draw(calico_policy(name, namespaces, prefix, names, tier=None)))
-    if sometimes(draw, 3):
+    if sometimes(draw, 2):
         docs.append(tier_doc("security", draw(st.sampled_from(("Deny", "Pass")))))
         docs.append(draw(calico_policy("pass", namespaces, prefix, names, tier="security",
                                        must_pass=True)))
     keys = [f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in pods]
     return GeneratedCluster(tuple(docs), draw(probe_cases(keys)))
+
+
+# ---------------------------------------------------------------------------- coverage
+
+FEATURE_MARKERS = {"ipBlock": '"ipBlock"', "except": '"except"', "endPort": '"endPort"',
+                   "matchExpressions": '"matchExpressions"', "Allow": '"Allow"',
+                   "Deny": '"Deny"', "Pass": '"Pass"', "Log": '"Log"', "nets": '"nets"',
+                   "notNets": '"notNets"', "notPorts": '"notPorts"', "||": " || ",
+                   "ICMP rule": '"ICMP"'}
+
+
+def corpus_features(generated: GeneratedCluster) -> dict[str, int]:
+    """What one generated cluster exercises: object kinds, and clusters using each feature."""
+    counts: dict[str, int] = {}
+    for doc in generated.documents:
+        group = "calico " if doc["apiVersion"].startswith("projectcalico") else ""
+        key = f"{group}{doc['kind']}"
+        if key in ("NetworkPolicy", "calico NetworkPolicy", "calico GlobalNetworkPolicy",
+                   "calico Tier"):
+            counts[key] = counts.get(key, 0) + 1
+    text = json.dumps(generated.documents)
+    for feature, marker in FEATURE_MARKERS.items():
+        if marker in text:
+            counts[f"with {feature}"] = 1
+    return counts

@@ -15,6 +15,7 @@ example ``pytest -m root tests/test_verify_kernel.py``.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,10 +26,11 @@ from hypothesis import HealthCheck, Phase, given, settings
 from tracer.dataplane.build import build_dataplane
 from tracer.judge.verify import Case, CaseResult, run_cases
 from tracer.kernel.realise import missing_requirements
+from tracer.model.cluster import Cluster
 from tracer.model.loader import load_cluster, load_scenario_meta
 from tracer.versions import resolve_version
 
-from strategies import GeneratedCluster, generated_clusters
+from strategies import GeneratedCluster, corpus_features, generated_clusters
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(missing_requirements() is not None,
@@ -55,6 +57,7 @@ class Tally:
     skipped: int = 0
     clusters: int = 0
     skip_reasons: dict[str, int] = field(default_factory=dict)
+    features: dict[str, int] = field(default_factory=dict)     # what the packets exercised
 
     @property
     def differing(self) -> int:
@@ -69,6 +72,22 @@ class Tally:
                 continue
             self.checked += 1
             self.agreed += result.agree
+
+    def count(self, features: dict[str, int]) -> None:
+        for name, number in features.items():
+            self.features[name] = self.features.get(name, 0) + number
+
+    def feature_lines(self) -> list[str]:
+        groups = {"objects": {}, "clusters with": {}, "packets": {}}
+        for name, number in sorted(self.features.items()):
+            if name.startswith("with "):
+                groups["clusters with"][name[5:]] = number
+            elif name.endswith(" packets"):
+                groups["packets"][name[:-8]] = number
+            else:
+                groups["objects"][name] = number
+        return [f"{group}: " + ", ".join(f"{name} {n}" for name, n in items.items())
+                for group, items in groups.items() if items]
 
     def line(self, part: str) -> str:
         return (f"{part:<22} clusters: {self.clusters:>3}  packets checked: {self.checked:>4}, "
@@ -88,22 +107,41 @@ def kernel_judge_summary(request):
     for part, tally in TALLIES.items():
         for reason, count in sorted(tally.skip_reasons.items()):
             lines.append(f"  {part}: skipped {count}: {reason}")
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    for line in lines:
-        if reporter is not None:
-            reporter.write_line(line)
-        else:
-            print(line)
+        lines += [f"  {part} {line}" for line in tally.feature_lines()]
+    # Written past output capture (as pytest's own logging does), so it shows without -s.
+    plugins = request.config.pluginmanager
+    reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        for line in lines:
+            if reporter is not None:
+                reporter.write_line(line)
+            else:
+                print(line)
 
 
 # ---------------------------------------------------------------------------- helpers
 
 
-def judge(paths: list[Path], cases_for) -> list[CaseResult]:
+def judge(paths: list[Path], cases_for) -> tuple[Cluster, list[CaseResult]]:
     """Load, render and realise the manifests, then judge ``cases_for(cluster)``."""
     cluster = load_cluster([str(p) for p in paths])
     dataplane = build_dataplane(cluster, version=resolve_version(None, cluster))
-    return run_cases(dataplane, cases_for(cluster))
+    return cluster, run_cases(dataplane, cases_for(cluster))
+
+
+def packet_features(cluster: Cluster, results: list[CaseResult]) -> dict[str, int]:
+    """Packets by protocol, by verdict and whether they crossed nodes."""
+    counts: dict[str, int] = {}
+    for result in results:
+        if result.skipped:
+            continue
+        src = cluster.endpoints[result.case.source].pod.node
+        dst = cluster.endpoints[result.case.destination].pod.node
+        for key in (f"{result.case.protocol} packets", f"{result.simulated.verdict} packets",
+                    "cross-node packets" if src != dst else None):
+            if key:
+                counts[key] = counts.get(key, 0) + 1
+    return counts
 
 
 def differences_report(results: list[CaseResult]) -> str:
@@ -112,7 +150,7 @@ def differences_report(results: list[CaseResult]) -> str:
                        f"{r.comparison.render(RENDER_WIDTH)}" for r in differing)
 
 
-def all_pairs(cluster, protocols: tuple[str, ...], ports: list[int]) -> list[Case]:
+def all_pairs(cluster: Cluster, protocols: tuple[str, ...], ports: list[int]) -> list[Case]:
     keys = sorted(cluster.endpoints)
     return [Case(src, dst, protocol, None if protocol == "icmp" else port)
             for src in keys for dst in keys if src != dst
@@ -132,13 +170,11 @@ def scenario_ports(directory: Path) -> list[int]:
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[p.name for p in SCENARIOS])
 def test_bundled_scenario_agrees_with_kernel(scenario: Path) -> None:
     ports = scenario_ports(scenario)
-    results = judge([scenario], lambda cluster: all_pairs(cluster, ("tcp", "udp"), ports))
+    _, results = judge([scenario], lambda cluster: all_pairs(cluster, ("tcp", "udp"), ports))
     TALLIES["bundled scenarios"].add(results)
     checked = [r for r in results if not r.skipped]
     assert checked, f"{scenario.name}: every packet was skipped"
     report = differences_report(results)
-    if report:
-        print(report)
     assert not report, f"{scenario.name}: simulator and kernel differ\n{report}"
 
 
@@ -152,13 +188,15 @@ def test_bundled_scenario_agrees_with_kernel(scenario: Path) -> None:
 def test_random_cluster_agrees_with_kernel(generated: GeneratedCluster) -> None:
     with tempfile.TemporaryDirectory(prefix="ctk-verify-") as tmp:
         manifest = generated.write(Path(tmp))
-        results = judge([manifest], lambda cluster: list(generated.cases))
-    TALLIES["random corpus"].add(results)
+        cluster, results = judge([manifest], lambda cluster: list(generated.cases))
+    tally = TALLIES["random corpus"]
+    tally.add(results)
+    tally.count(corpus_features(generated))
+    tally.count(packet_features(cluster, results))
     report = differences_report(results)
     if report:
         kept = Path(tempfile.mkdtemp(prefix="ctk-verify-diff-"))
         generated.write(kept)
-        print(report)
         pytest.fail(f"simulator and kernel differ; manifests kept in {kept} (replay with "
                     f"`calico-trace verify -f {kept} --all-pairs --protocol tcp --protocol udp "
                     f"--protocol icmp --port <port>`)\n{report}")
@@ -181,8 +219,8 @@ def _regression_params():
 @pytest.mark.parametrize("regression", _regression_params())
 def test_saved_regression_agrees_with_kernel(regression: Path) -> None:
     ports = scenario_ports(regression)
-    results = judge([regression],
-                    lambda cluster: all_pairs(cluster, ("tcp", "udp", "icmp"), ports))
+    _, results = judge([regression],
+                       lambda cluster: all_pairs(cluster, ("tcp", "udp", "icmp"), ports))
     TALLIES["regressions"].add(results)
     report = differences_report(results)
     assert not report, f"{regression.name}: simulator and kernel differ\n{report}"
