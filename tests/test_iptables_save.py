@@ -269,3 +269,17 @@ def test_options_after_a_bare_protocol_module_extend_that_module():
                              '-j KUBE-SVC-X')
     assert format_rule(chain, rule) == ("-A KUBE-SERVICES -d 10.96.0.1/32 -p tcp -m tcp "
                                         "--dport 80 -j KUBE-SVC-X")
+
+
+def test_catch_all_address_and_protocol_matches_are_not_kept():
+    # iptables stores no match for "-s 0.0.0.0/0" or "-p all" (felix writes the former for
+    # nets: [0.0.0.0/0]); the kernel prints such a rule back without them.
+    from tracer.dataplane.ir import AddressMatch, Cidr, ProtocolMatch, Rule, Verdict
+    from tracer.dataplane.iptables_save import format_rule, normalise_rule, parse_rule
+    rule = Rule(matches=(AddressMatch("src", Cidr.parse("0.0.0.0/0")), ProtocolMatch(0)),
+                target=Verdict("ACCEPT"))
+    assert normalise_rule(rule).matches == ()
+    assert parse_rule(format_rule("X", rule))[1] == normalise_rule(rule)
+    negated = Rule(matches=(AddressMatch("src", Cidr.parse("0.0.0.0/0"), negated=True),),
+                   target=Verdict("ACCEPT"))
+    assert normalise_rule(negated).matches == negated.matches

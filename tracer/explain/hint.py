@@ -60,8 +60,7 @@ def fix_hint(cluster, trace: PacketTrace, drop: DropRecord,
                 f"packet. If it should pass, add an Allow rule for it before rule "
                 f"{ref.rule_index}, or in a policy with a lower order in tier {ref.tier}.")
     if drop.reason == "default-deny" and deciding is not None:
-        peer = src if deciding.direction == "ingress" else dst
-        return _default_deny_hint(cluster, deciding, flow, peer)
+        return _default_deny_hint(cluster, deciding, flow, src, dst)
     return STATIC_HINTS.get(drop.reason, "")
 
 
@@ -69,14 +68,16 @@ def applied_policies(cluster, v: DirectionDecision) -> list[Policy]:
     return _applied(cluster, v)
 
 
-def _default_deny_hint(cluster, v: DirectionDecision, flow: Flow, peer) -> str:
+def _default_deny_hint(cluster, v: DirectionDecision, flow: Flow, src, dst) -> str:
+    peer = src if v.direction == "ingress" else dst
     policies = _applied(cluster, v)
     best: tuple[list[Gap], Policy, int] | None = None
     for policy in policies:
         for index, rule in enumerate(policy.rules(v.direction)):
             if rule.action != "Allow":
                 continue
-            gaps = rule_gaps(rule, v.direction, flow, peer)
+            gaps = rule_gaps(rule, flow, src, dst) or [
+                Gap("other", "ICMP type/code, named ports or the IP version")]
             if best is None or len(gaps) < len(best[0]):
                 best = (gaps, policy, index)
     port = f"{_proto_name(flow.protocol)} {flow.dst_port}" if flow.dst_port else \
@@ -97,7 +98,7 @@ def _default_deny_hint(cluster, v: DirectionDecision, flow: Flow, peer) -> str:
         return (f"Add an {v.direction} rule to {policy.kind} {policy.key} allowing {port} "
                 f"{side} {_peer_selector_suggestion(peer)} (its closest rule, {v.direction} "
                 f"rule {index}, differs in {', '.join(g.aspect for g in gaps)}).")
-    fixes = "; ".join(gap.fix for gap in gaps) or "(the rule matches: check the other side)"
+    fixes = "; ".join(gap.fix for gap in gaps)
     return f"Closest rule: {policy.kind} {policy.key} {v.direction} rule {index}. {fixes}."
 
 
@@ -108,27 +109,46 @@ def _applied(cluster, v: DirectionDecision) -> list[Policy]:
     return [p for p in found if p is not None and not p.staged]
 
 
-def rule_gaps(rule: Rule, direction: str, flow: Flow, peer) -> list[Gap]:
-    """What the packet lacks to match ``rule``, one gap per aspect."""
+def rule_gaps(rule: Rule, flow: Flow, src, dst) -> list[Gap]:
+    """What the packet lacks to match ``rule``, one gap per aspect, on both sides of it."""
     gaps: list[Gap] = []
     if rule.protocol is not None and protocol_number(rule.protocol) != flow.protocol:
         gaps.append(Gap("protocol", f"the rule allows {rule.protocol} only; add "
                     f"{_proto_name(flow.protocol)} to it"))
-    ports = rule.destination.ports
-    if ports and flow.protocol in PORTED_PROTOCOLS and flow.dst_port is not None:
-        numeric = [p for p in ports if not p.is_named]
-        if not any(p.first <= flow.dst_port <= p.last for p in numeric) and \
-                not any(p.is_named for p in ports):
-            listed = ",".join(str(p) for p in ports)
-            gaps.append(Gap("port", f"the rule allows ports {listed}; add port "
-                            f"{flow.dst_port}"))
-    entity = rule.source if direction == "ingress" else rule.destination
-    if entity.nets:
-        if not any(peer.ip in net for net in entity.nets):
-            gaps.append(Gap("nets", f"{peer.ip} is outside the rule's nets "
-                            f"({', '.join(map(str, entity.nets))}); add {peer.ip}/32"))
-    if entity.selector:
-        gaps.extend(_selector_gaps(entity.selector, peer))
+    if rule.not_protocol is not None and protocol_number(rule.not_protocol) == flow.protocol:
+        gaps.append(Gap("protocol", f"the rule excludes {rule.not_protocol}"))
+    gaps += _port_gaps(rule.destination, flow.dst_port, flow, "destination")
+    gaps += _port_gaps(rule.source, flow.src_port, flow, "source")
+    for entity, place, side in ((rule.source, src, "source"), (rule.destination, dst,
+                                                                "destination")):
+        if entity.nets and not any(place.ip in net for net in entity.nets):
+            gaps.append(Gap("nets", f"{place.ip} is outside the rule's {side} nets "
+                            f"({', '.join(map(str, entity.nets))}); add {place.ip}/32"))
+        excluded = [net for net in entity.not_nets if place.ip in net]
+        if excluded:
+            gaps.append(Gap("nets", f"{place.ip} is excluded by the rule's {side} notNets "
+                            f"({', '.join(map(str, excluded))})"))
+        if entity.selector:
+            gaps.extend(_selector_gaps(entity.selector, place))
+        if entity.not_selector and place.endpoint is not None and \
+                parse_selector(entity.not_selector).matches(place.endpoint.labels):
+            gaps.append(Gap("labels", f"{place.label} is excluded by the rule's {side} "
+                            f"notSelector {entity.not_selector}"))
+    return gaps
+
+
+def _port_gaps(entity, port: int | None, flow: Flow, side: str) -> list[Gap]:
+    if flow.protocol not in PORTED_PROTOCOLS or port is None:
+        return [Gap("protocol", "the rule names ports; only TCP, UDP and SCTP have them")] \
+            if entity.ports and flow.protocol not in PORTED_PROTOCOLS else []
+    gaps = []
+    numeric = [p for p in entity.ports if not p.is_named]
+    if entity.ports and not any(p.is_named for p in entity.ports) and \
+            not any(p.first <= port <= p.last for p in numeric):
+        listed = ",".join(str(p) for p in entity.ports)
+        gaps.append(Gap("port", f"the rule allows {side} ports {listed}; add port {port}"))
+    if any(not p.is_named and p.first <= port <= p.last for p in entity.not_ports):
+        gaps.append(Gap("port", f"the rule excludes {side} port {port} (notPorts)"))
     return gaps
 
 
