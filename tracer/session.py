@@ -10,7 +10,6 @@ such an opening, not a forced state.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from ipaddress import IPv4Address
 
 from tracer.conntrack.reference import ConntrackTable
 from tracer.dataplane.build import Dataplane
@@ -126,7 +125,3 @@ def _reverse(packet: Packet) -> Packet:
                   sport=packet.dport, dport=packet.sport, icmp_type=packet.icmp_type,
                   icmp_code=packet.icmp_code, icmp_id=packet.icmp_id, tcp_flags=packet.tcp_flags,
                   length=packet.length)
-
-
-def address(packet: Packet) -> IPv4Address:
-    return packet.src

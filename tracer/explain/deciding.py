@@ -11,9 +11,9 @@ import re
 from dataclasses import dataclass
 
 from tracer.dataplane.events import NetfilterEvent
-from tracer.dataplane.ir import Provenance, SetMark
+from tracer.dataplane.ir import Provenance, SetMark, Table
 from tracer.dataplane.iptables_save import format_rule
-from tracer.dataplane.trace import Decision, DropRecord, HookRecord, PacketTrace
+from tracer.dataplane.trace import Decision, DropRecord, PacketTrace
 from tracer.policy.felix import mark_bits
 
 # Felix's chain-level comments, in every release we render (felix/rules/policy.go).
@@ -95,7 +95,7 @@ def policies_seen_in_dumps(dataplane, trace: PacketTrace) -> dict[str, tuple[str
 
 
 def _chain_comment_name(dataplane, node: str, event: NetfilterEvent) -> str | None:
-    chain = dataplane.nodes[node].ruleset.tables.get(_table(event.table), {}).get(
+    chain = dataplane.nodes[node].ruleset.tables.get(Table(event.table), {}).get(
         event.target_chain)
     if chain is None or not chain.rules:
         return None
@@ -115,7 +115,7 @@ def _final_drop(trace: PacketTrace) -> DropRecord | None:
 
 def _provenance_from_comments(dataplane, node: str, event: NetfilterEvent) -> Provenance | None:
     """For a user-supplied dump: the policy chain's first rule carries felix's chain comment."""
-    chain = dataplane.nodes[node].ruleset.tables.get(_table(event.table), {}).get(event.chain)
+    chain = dataplane.nodes[node].ruleset.tables.get(Table(event.table), {}).get(event.chain)
     if chain is None or not chain.rules:
         return None
     for comment in chain.rules[0].comments:
@@ -130,10 +130,3 @@ def _provenance_from_comments(dataplane, node: str, event: NetfilterEvent) -> Pr
     return None
 
 
-def _table(name: str):
-    from tracer.dataplane.ir import Table
-    return Table(name)
-
-
-def hook_records(trace: PacketTrace) -> list[HookRecord]:
-    return [stage for hop in trace.hops for stage in hop.stages if isinstance(stage, HookRecord)]

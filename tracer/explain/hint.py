@@ -64,13 +64,9 @@ def fix_hint(cluster, trace: PacketTrace, drop: DropRecord,
     return STATIC_HINTS.get(drop.reason, "")
 
 
-def applied_policies(cluster, v: DirectionDecision) -> list[Policy]:
-    return _applied(cluster, v)
-
-
 def _default_deny_hint(cluster, v: DirectionDecision, flow: Flow, src, dst) -> str:
     peer = src if v.direction == "ingress" else dst
-    policies = _applied(cluster, v)
+    policies = applied_policies(cluster, v)
     best: tuple[list[Gap], Policy, int] | None = None
     for policy in policies:
         for index, rule in enumerate(policy.rules(v.direction)):
@@ -102,7 +98,7 @@ def _default_deny_hint(cluster, v: DirectionDecision, flow: Flow, src, dst) -> s
     return f"Closest rule: {policy.kind} {policy.key} {v.direction} rule {index}. {fixes}."
 
 
-def _applied(cluster, v: DirectionDecision) -> list[Policy]:
+def applied_policies(cluster, v: DirectionDecision) -> list[Policy]:
     """The enforced policies behind ``applied_policies`` labels, in evaluation order."""
     by_label = {policy_label(p): p for p in cluster.policies}
     found = (by_label.get(label) for label in v.applied_policies)
