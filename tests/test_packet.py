@@ -341,3 +341,17 @@ def test_egress_default_deny_hint_adds_one_rule_when_the_closest_needs_several_c
     assert "to default/web (app=web) matches none" in result.why
     assert result.hint.startswith("Add an egress rule to KubernetesNetworkPolicy "
                                   "default/foo-deny-egress allowing TCP 80 to pods with app=web")
+
+
+def test_cross_node_without_encapsulation_is_routed_over_the_underlay():
+    result = trace("multinode-routed", "shop/frontend-7d4b9", "shop/backend-5f8c2", port=6379)
+    assert result.verdict == "allowed"
+    assert stages(result, EncapRecord) == []
+    assert [(hop.node, hop.iif) for hop in result.hops][1] == ("node-2", "eth0")
+    route = next(s for s in result.hops[0].stages if type(s).__name__ == "RouteRecord")
+    assert route.route.dev == "eth0" and str(route.route.via) == "10.0.0.2"
+    # Policy is enforced on the destination's node, in its cali-tw chain.
+    assert result.deciding[-1].node == "node-2"
+    assert result.deciding[-1].provenance.policy == "shop/backend-allow-frontend"
+    denied = trace("multinode-routed", "shop/batch-2k9xq", "shop/backend-5f8c2", port=6379)
+    assert denied.reason == "default-deny"
