@@ -16,9 +16,9 @@ import statistics
 import time
 from pathlib import Path
 
-from tracer.dataplane.build import build_dataplane
+from tracer.trace.assemble import build_dataplane
 from tracer.model.loader import load_cluster
-from tracer.tracing import TraceRequest, trace_packet
+from tracer.trace.tracing import TraceRequest, trace_packet
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = (

@@ -1,5 +1,5 @@
 """Connections through the dataplane: conntrack states as felix's rules see them, NAT and
-its reversal, with real per-node tables (``tracer.session``)."""
+its reversal, with real per-node tables (``tracer.trace.session``)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from dataclasses import replace
 from ipaddress import IPv4Address
 from pathlib import Path
 
-from tracer.dataplane.build import build_dataplane
+from tracer.trace.assemble import build_dataplane
 from tracer.dataplane.packet import ACK, ICMP, RST, SYN, UDP, Packet
 from tracer.dataplane.trace import ConntrackRecord, NatRecord
 from tracer.model.loader import load_cluster
-from tracer.session import Session
-from tracer.tracing import TraceRequest, build_probe, locate
+from tracer.trace.session import Session
+from tracer.trace.tracing import TraceRequest, build_probe, locate
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 
@@ -141,7 +141,7 @@ def test_syn_retransmission_after_drop_is_new_again():
 
 
 def test_clusterip_round_trip_dnat_then_reply_de_nat():
-    from tracer.kubeproxy.pinning import pinned
+    from tracer.trace.pinning import pinned
     from tracer.kubeproxy.probe import resolve_service
 
     cluster, dataplane, session = setup("service-clusterip")

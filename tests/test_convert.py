@@ -10,7 +10,7 @@ import pytest
 from tracer.errors import InputError
 from tracer.model.cluster import PortSpec
 from tracer.model.loader import load_cluster
-from tracer.policy.convert_k8s import simplify_ports
+from tracer.model.convert_k8s import simplify_ports
 
 BASE = """
 apiVersion: v1

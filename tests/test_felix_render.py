@@ -22,7 +22,7 @@ from tracer.policy.felix.names import render_for_hash
 from tracer.policy.felix.parsed import ParsedRule
 from tracer.policy.felix.policy_chains import proto_rule_to_rules
 from tracer.policy.felix.versions import MarkBits
-from tracer.policy.selector import parse_selector
+from tracer.selector.selector import parse_selector
 
 from felix_fixtures import DENY_INGRESS, cluster, pod_ep
 

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from conftest import in_netns
 
 from tracer.cli import cli as cli_main
-from tracer.dataplane.build import build_dataplane
+from tracer.trace.assemble import build_dataplane
 from tracer.dataplane.interpreter import PacketView, SimpleEnvironment, run_hook
 from tracer.dataplane.ipsets import format_ipsets
 from tracer.dataplane.iptables_save import format_rule, format_ruleset, parse_ruleset
@@ -23,16 +23,16 @@ from tracer.dataplane.ir import Ruleset, Table
 from tracer.dataplane.trace import DropRecord, NatRecord
 from tracer.errors import InputError
 from tracer.kubeproxy import names
-from tracer.kubeproxy.fork import trace_forks
+from tracer.trace.forks import trace_forks
 from tracer.kubeproxy.merge import merge_kube_proxy, with_kube_proxy
-from tracer.kubeproxy.pinning import PinnedEnvironment, statistic_decisions
+from tracer.trace.pinning import PinnedEnvironment, statistic_decisions
 from tracer.kubeproxy.probe import pick_endpoint, resolve_service
 from tracer.kubeproxy.render import render_kube_proxy
 from tracer.kubeproxy.services import service_ports
 from tracer.model.cluster import Cluster, EndpointSlice, IPPool, Node, Service, ServicePort
 from tracer.model.loader import load_cluster
 from tracer.policy.felix import render_node
-from tracer.tracing import TraceRequest, trace_packet
+from tracer.trace.tracing import TraceRequest, trace_packet
 
 SCENARIO = Path(__file__).parent.parent / "scenarios" / "service-clusterip"
 VERSION = "3.32.1"

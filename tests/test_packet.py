@@ -9,10 +9,10 @@ import pytest
 from click.testing import CliRunner
 
 from tracer.cli import cli
-from tracer.dataplane.build import build_dataplane
+from tracer.trace.assemble import build_dataplane
 from tracer.dataplane.trace import DecapRecord, EncapRecord, HookRecord, NatRecord
 from tracer.model.loader import load_cluster
-from tracer.tracing import TraceRequest, trace_packet
+from tracer.trace.tracing import TraceRequest, trace_packet
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 
@@ -282,8 +282,8 @@ def test_scenario_can_pin_the_calico_release(tmp_path):
 
 
 def _send(scenario: str, packet):
-    from tracer.session import Session
-    from tracer.tracing import locate
+    from tracer.trace.session import Session
+    from tracer.trace.tracing import locate
     cluster = load_cluster([SCENARIOS / scenario])
     dataplane = build_dataplane(cluster, version="3.32")
     return Session(dataplane).send(locate(cluster, packet))

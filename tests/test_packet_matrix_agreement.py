@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tracer.dataplane.build import build_dataplane
+from tracer.trace.assemble import build_dataplane
 from tracer.model.loader import load_cluster
 from tracer.policy.matrix import Probe, compute_matrix
-from tracer.tracing import TraceRequest, trace_packet
+from tracer.trace.tracing import TraceRequest, trace_packet
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tracer.errors import InputError
-from tracer.policy.selector import (
+from tracer.selector.selector import (
     ALL,
     Selector,
     SelectorError,
@@ -26,9 +26,9 @@ from tracer.policy.selector import (
     make_unique_id,
     parse_selector,
 )
-from tracer.policy.selector_ast import And, Compare, Has, Not, Or, evaluate
-from tracer.policy.selector_compile import compile_matcher
-from tracer.policy.selector_lexer import Tok, tokenize
+from tracer.selector.syntax import And, Compare, Has, Not, Or, evaluate
+from tracer.selector.matcher import compile_matcher
+from tracer.selector.lexer import Tok, tokenize
 
 NS_HAS = "has(projectcalico.org/namespace)"
 NS_NOT_HAS = "!has(projectcalico.org/namespace)"

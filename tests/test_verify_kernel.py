@@ -23,12 +23,12 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 
-from tracer.dataplane.build import build_dataplane
+from tracer.trace.assemble import build_dataplane
 from tracer.judge.verify import Case, CaseResult, run_cases
 from tracer.kernel.realise import missing_requirements
 from tracer.model.cluster import Cluster
 from tracer.model.loader import load_cluster, load_scenario_meta
-from tracer.versions import resolve_version
+from tracer.policy.felix.versions import resolve_version
 
 from strategies import GeneratedCluster, corpus_features, generated_clusters
 
@@ -125,7 +125,7 @@ def kernel_judge_summary(request):
 def judge(paths: list[Path], cases_for) -> tuple[Cluster, list[CaseResult]]:
     """Load, render and realise the manifests, then judge ``cases_for(cluster)``."""
     cluster = load_cluster([str(p) for p in paths])
-    dataplane = build_dataplane(cluster, version=resolve_version(None, cluster))
+    dataplane = build_dataplane(cluster, version=resolve_version(cluster, None))
     return cluster, run_cases(dataplane, cases_for(cluster))
 
 

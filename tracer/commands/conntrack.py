@@ -7,12 +7,12 @@ import click
 
 from tracer.commands.options import manifest_option
 from tracer.conntrack.format import format_conntrack_list
-from tracer.dataplane.build import build_dataplane
+from tracer.trace.assemble import build_dataplane
 from tracer.errors import InputError
 from tracer.model.loader import load_cluster
-from tracer.session import Session
-from tracer.tracing import TraceRequest, build_probe, locate
-from tracer.versions import resolve_version
+from tracer.trace.session import Session
+from tracer.trace.tracing import TraceRequest, build_probe, locate
+from tracer.policy.felix.versions import resolve_version
 
 
 def parse_connection(spec: str) -> TraceRequest:
@@ -43,7 +43,7 @@ def conntrack(paths, connections, close, nodes, wait, tcp_loose, calico_version)
     cluster = load_cluster(paths, calico_version=calico_version)
     for warning in cluster.warnings:
         click.echo(f"warning: {warning}", err=True)
-    dataplane = build_dataplane(cluster, version=resolve_version(calico_version, cluster))
+    dataplane = build_dataplane(cluster, version=resolve_version(cluster, calico_version))
     unknown = set(nodes) - set(dataplane.nodes)
     if unknown:
         raise InputError(f"no node {sorted(unknown)[0]!r} in the cluster", obj="--node")

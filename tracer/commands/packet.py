@@ -8,18 +8,18 @@ from pathlib import Path
 import click
 
 from tracer.commands.options import manifest_option
-from tracer.dataplane.build import build_dataplane
+from tracer.trace.assemble import build_dataplane
 from tracer.dataplane.ipsets import parse_ipsets
 from tracer.dataplane.iptables_save import parse_ruleset
 from tracer.errors import InputError
-from tracer.kubeproxy.fork import render_forks, trace_forks
+from tracer.trace.forks import render_forks, trace_forks
 from tracer.kubeproxy.probe import is_service_ref
 from tracer.model.loader import load_cluster
 from tracer.render.trace_json import render_json
 from tracer.render.trace_pcap import write_trace_pcap
 from tracer.render.trace_text import VERBOSITIES, render_text
-from tracer.tracing import TraceRequest, build_probe, trace_packet
-from tracer.versions import resolve_version
+from tracer.trace.tracing import TraceRequest, build_probe, trace_packet
+from tracer.policy.felix.versions import resolve_version
 
 
 @click.command()
@@ -56,7 +56,7 @@ def packet(paths, source, destination, endpoint, protocol, port, sport, state, s
     cluster = load_cluster(paths, calico_version=calico_version)
     for warning in cluster.warnings:
         click.echo(f"warning: {warning}", err=True)
-    version = resolve_version(calico_version, cluster)
+    version = resolve_version(cluster, calico_version)
     request = TraceRequest(source=source, destination=destination, protocol=protocol,
                            port=port, sport=sport, state=state, size=size)
     rulesets = {}

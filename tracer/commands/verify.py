@@ -7,11 +7,11 @@ import shutil
 import click
 
 from tracer.commands.options import manifest_option
-from tracer.dataplane.build import build_dataplane
+from tracer.trace.assemble import build_dataplane
 from tracer.errors import InputError
 from tracer.judge.verify import Case, run_cases
 from tracer.model.loader import load_cluster
-from tracer.versions import resolve_version
+from tracer.policy.felix.versions import resolve_version
 
 
 @click.command()
@@ -38,7 +38,7 @@ def verify(paths, sources, destinations, all_pairs, protocols, ports, calico_ver
     if not sources and not all_pairs:
         raise InputError("name packets with --from/--to, or use --all-pairs", obj="verify")
     cluster = load_cluster(paths, calico_version=calico_version)
-    dataplane = build_dataplane(cluster, version=resolve_version(calico_version, cluster))
+    dataplane = build_dataplane(cluster, version=resolve_version(cluster, calico_version))
     pairs = list(zip(sources, destinations))
     if all_pairs:
         keys = sorted(cluster.endpoints)

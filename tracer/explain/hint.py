@@ -14,8 +14,8 @@ from tracer.dataplane.packet import PORTED_PROTOCOLS
 from tracer.dataplane.trace import DropRecord, PacketTrace
 from tracer.model.cluster import Policy, Rule
 from tracer.policy.evaluate import DirectionDecision, Flow, policy_label, protocol_number
-from tracer.policy.selector import parse_selector
-from tracer.policy.selector_ast import EQ, And, Compare, Has, InSet, canonical_text, evaluate
+from tracer.selector.selector import parse_selector
+from tracer.selector.syntax import EQ, And, Compare, Has, InSet, canonical_text, evaluate
 
 NAMESPACE_LABEL = "projectcalico.org/namespace"
 

@@ -12,7 +12,7 @@ from tracer.explain.deciding import EndpointChain, policies_seen_in_dumps
 from tracer.explain.hint import applied_policies, fix_hint
 from tracer.explain.rules import describe_rule
 from tracer.policy.evaluate import DirectionDecision, Flow, evaluate_direction
-from tracer.policy.selector import parse_selector
+from tracer.selector.selector import parse_selector
 
 
 def flow_of(packet: Packet) -> Flow:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from ipaddress import IPv4Interface
 
-from tracer.dataplane.build import Dataplane
+from tracer.trace.assemble import Dataplane
 from tracer.dataplane.ipsets import format_ipsets
 from tracer.dataplane.iptables_save import format_ruleset
 from tracer.dataplane.routing import IPIP_IFACE, MAIN_TABLE, VXLAN_IFACE, underlay_gateway

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
-from tracer.dataplane.build import Dataplane
+from tracer.trace.assemble import Dataplane
 from tracer.dataplane.events import NetfilterEvent
 from tracer.dataplane.trace import HookRecord, PacketTrace
 from tracer.errors import InputError
@@ -19,7 +19,7 @@ from tracer.judge.topology import LabPlan, lab_plan
 from tracer.kernel.compare import Comparison, compare
 from tracer.kernel.probe import Probe, run_probe
 from tracer.kernel.realise import KernelLab, missing_requirements
-from tracer.tracing import TraceRequest, trace_packet
+from tracer.trace.tracing import TraceRequest, trace_packet
 
 KERNEL_PROTOCOLS = ("tcp", "udp", "icmp")
 

@@ -57,7 +57,7 @@ class PortSpec:
 @dataclass(frozen=True)
 class EntityRule:
     """Calico's ``source`` / ``destination`` of a rule (selectors are kept as source text;
-    ``tracer.policy.selector`` parses them once and caches)."""
+    ``tracer.selector.selector`` parses them once and caches)."""
 
     nets: tuple[IPv4Network, ...] = ()
     not_nets: tuple[IPv4Network, ...] = ()

@@ -1,7 +1,7 @@
 """Read manifests (files, directories, multi-document YAML, ``kind: List``) into a :class:`Cluster`.
 
 The loader only reads, dispatches by kind and checks fields; conversion to Calico's backend form
-lives in ``tracer.policy.convert_k8s`` / ``convert_calico`` and address allocation in
+lives in ``tracer.model.convert_k8s`` / ``convert_calico`` and address allocation in
 ``tracer.model.ipam``. Defaults follow what a real cluster has: a referenced namespace exists
 (with the ``kubernetes.io/metadata.name`` label the API server adds), every namespace has a
 ``default`` ServiceAccount, the ``default`` tier exists, and without an IPPool calico-node's
@@ -26,8 +26,8 @@ from tracer.model import schema
 from tracer.model.cluster import (
     Cluster, FelixConfig, IPPool, Namespace, Node, Origin, Pod, Policy, ServiceAccount, Tier)
 from tracer.model.ipam import BlockAllocator, IPAMExhausted
-from tracer.policy import convert_calico, convert_k8s
-from tracer.policy.convert_calico import Ctx
+from tracer.model import convert_calico, convert_k8s
+from tracer.model.convert_calico import Ctx
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 SCENARIO_FILES = ("scenario.yaml", "scenario.yml")
@@ -497,7 +497,7 @@ class _Builder:
     def _pool_selects(self, pool: IPPool, node_name: str) -> bool:
         if pool.node_selector.strip() == "all()":
             return True
-        from tracer.policy.selector import parse_selector
+        from tracer.selector.selector import parse_selector
         return parse_selector(pool.node_selector).matches(self.cluster.nodes[node_name].labels)
 
     # ------------------------------------------------------------------ profiles, endpoints

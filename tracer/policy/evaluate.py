@@ -46,7 +46,7 @@ from tracer.model.cluster import (
     Tier,
     WorkloadEndpoint,
 )
-from tracer.policy.selector import parse_selector
+from tracer.selector.selector import parse_selector
 
 Direction = Literal["ingress", "egress"]
 Labels = Mapping[str, str]

@@ -23,7 +23,7 @@ from ipaddress import IPv4Address, IPv4Network
 
 from tracer.model.cluster import EntityRule, Rule, WorkloadEndpoint
 from tracer.policy.evaluate import PolicyIndex, combine_selectors
-from tracer.policy.selector import parse_selector
+from tracer.selector.selector import parse_selector
 
 
 @dataclass(frozen=True)

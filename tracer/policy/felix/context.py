@@ -9,7 +9,7 @@ from tracer.errors import InputError
 from tracer.model.cluster import Cluster, FelixConfig, Node
 from tracer.policy.felix import builder as b
 from tracer.policy.felix.versions import Knobs, MarkBits, knobs, mark_bits, resolve_version
-from tracer.policy.selector import ipset_name
+from tracer.selector.selector import ipset_name
 
 # environment/feature_detect.go: MASQUERADE --random-fully needs iptables >= 1.6.2 and
 # kernel >= 3.14, true on every host a supported Calico runs on.

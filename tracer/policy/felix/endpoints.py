@@ -19,7 +19,7 @@ from tracer.policy.felix.builder import M, FChain, FRule
 from tracer.policy.felix.context import Ctx
 from tracer.policy.felix.names import (base_name, endpoint_chain_name, legacy_policy_name,
                                        policy_chain_name, policy_group_id, profile_chain_name)
-from tracer.policy.selector import parse_selector
+from tracer.selector.selector import parse_selector
 
 SOURCE = "rules/endpoints.go"
 DEFAULT_TIER = Tier(name="default", order=1_000_000.0, default_action="Deny")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tracer.model.cluster import PortSpec, Rule
-from tracer.policy.selector import ALL, Selector, make_unique_id, parse_selector
+from tracer.selector.selector import ALL, Selector, make_unique_id, parse_selector
 
 Ranges = tuple[tuple[int, int], ...]
 

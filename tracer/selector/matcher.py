@@ -6,7 +6,7 @@ chaining one closure per node) we generate a single expression and compile it on
 
 Safety: label keys and values only reach the generated source through ``repr()`` (always a valid
 literal of the same string) and sets through named constants, so selector text cannot inject
-code; the function runs with no builtins. Semantics are those of ``selector_ast.evaluate`` (the
+code; the function runs with no builtins. Semantics are those of ``syntax.evaluate`` (the
 tests compare the two); Python's own nesting limits fall back to that reference evaluator.
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from functools import partial
 
-from tracer.policy.selector_ast import (
+from tracer.selector.syntax import (
     CONTAINS,
     ENDS_WITH,
     EQ,

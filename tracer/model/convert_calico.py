@@ -56,7 +56,7 @@ class Ctx:
 
 def check_selector(text: str, field_path: str, ctx: Ctx) -> str:
     """Parse ``text`` (raising a one-line error with the column on failure); returns it."""
-    from tracer.policy.selector import SelectorError, parse_selector
+    from tracer.selector.selector import SelectorError, parse_selector
     try:
         parse_selector(text)
     except SelectorError as err:
@@ -68,7 +68,7 @@ def check_selector(text: str, field_path: str, ctx: Ctx) -> str:
 
 def prefixed(text: str, prefix: str, field_path: str, ctx: Ctx) -> str:
     """``parseSelectorAttachPrefix``: parse, prefix every label key, print canonically."""
-    from tracer.policy.selector import SelectorError, parse_selector
+    from tracer.selector.selector import SelectorError, parse_selector
     try:
         return parse_selector(text).with_label_prefix(prefix).canonical
     except SelectorError as err:
@@ -110,7 +110,7 @@ def service_account_selector(names: tuple[str, ...], selector: str | None, field
 
 
 def _canonical(text: str, field_path: str, ctx: Ctx) -> str:
-    from tracer.policy.selector import SelectorError, parse_selector
+    from tracer.selector.selector import SelectorError, parse_selector
     try:
         return parse_selector(text).canonical
     except SelectorError as err:

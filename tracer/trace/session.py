@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from tracer.conntrack.reference import ConntrackTable
-from tracer.dataplane.build import Dataplane
+from tracer.trace.assemble import Dataplane
 from tracer.dataplane.packet import ACK, FIN, ICMP, PSH, SYN, TCP, Packet
 from tracer.dataplane.pipeline import Outcome, Probe
 from tracer.dataplane.trace import DeliverRecord

@@ -1,4 +1,4 @@
-"""Recursive-descent parser for Calico selectors, producing ``selector_ast`` trees.
+"""Recursive-descent parser for Calico selectors, producing ``syntax`` trees.
 
 Mirrors libcalico-go ``lib/selector/parser/parser.go`` (v3.32.1):
 
@@ -13,7 +13,7 @@ Mirrors libcalico-go ``lib/selector/parser/parser.go`` (v3.32.1):
 
 from __future__ import annotations
 
-from tracer.policy.selector_ast import (
+from tracer.selector.syntax import (
     CONTAINS,
     ENDS_WITH,
     EQ,
@@ -29,7 +29,7 @@ from tracer.policy.selector_ast import (
     Not,
     Or,
 )
-from tracer.policy.selector_lexer import SelectorError, Tok, Token, tokenize
+from tracer.selector.lexer import SelectorError, Tok, Token, tokenize
 
 _COMPARE_OPS = {
     Tok.EQ: EQ,

@@ -16,7 +16,7 @@ from tracer.model.cluster import (
     ContainerPort, EndpointSlice, EntityRule, Namespace, Node, Pod, Policy, PortSpec, Profile,
     Rule, Service, ServiceAccount, ServicePort, WorkloadEndpoint)
 from tracer.model.names import workload_interface_name
-from tracer.policy.convert_calico import (
+from tracer.model.convert_calico import (
     NAMESPACE_LABEL, NAMESPACE_PREFIX, SERVICE_ACCOUNT_LABEL, SERVICE_ACCOUNT_PREFIX, Ctx,
     backend_rule, check_selector, parse_net, parse_protocol)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, ip_address
 
-from tracer.dataplane.build import Dataplane, mtus
+from tracer.trace.assemble import Dataplane, mtus
 from tracer.dataplane.packet import PROTOCOLS_BY_NAME, Packet, make_packet
 from tracer.dataplane.pipeline import Probe
 from tracer.dataplane.trace import DeliverRecord, DropRecord, Hop, PacketTrace
@@ -14,7 +14,7 @@ from tracer.errors import InputError
 from tracer.explain import explain
 from tracer.kubeproxy.probe import is_service_ref, resolve_service
 from tracer.model.cluster import Cluster, WorkloadEndpoint
-from tracer.session import Session
+from tracer.trace.session import Session
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,10 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from tracer.policy.selector_ast import Node, canonical_text, label_keys, map_labels
-from tracer.policy.selector_compile import Matcher, compile_matcher
-from tracer.policy.selector_lexer import SelectorError
-from tracer.policy.selector_parser import parse_tree
+from tracer.selector.syntax import Node, canonical_text, label_keys, map_labels
+from tracer.selector.matcher import Matcher, compile_matcher
+from tracer.selector.lexer import SelectorError
+from tracer.selector.parser import parse_tree
 
 __all__ = [
     "ALL",

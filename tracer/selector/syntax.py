@@ -9,7 +9,7 @@ Mirrors libcalico-go ``lib/selector/parser/ast.go`` (v3.32.1). The canonical tex
 - values are double-quoted unless they contain ``"``, then single-quoted;
 - set members are sorted (byte order) and de-duplicated at parse time.
 
-``evaluate`` is the plain reference semantics; ``selector_compile`` builds the fast matcher and
+``evaluate`` is the plain reference semantics; ``matcher`` builds the fast matcher and
 the tests check the two agree.
 """
 
@@ -123,7 +123,7 @@ def _fragments(node: Node, out: list[str]) -> None:
 
 
 def evaluate(node: Node, labels: Mapping[str, str]) -> bool:
-    """Reference semantics of ast.go's Evaluate methods (slow; see selector_compile)."""
+    """Reference semantics of ast.go's Evaluate methods (slow; see matcher)."""
     match node:
         case Compare(label, op, value):
             return _compare(labels.get(label), op, value)

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, replace
 
 from tracer.dataplane.trace import PacketTrace
-from tracer.kubeproxy.pinning import pinned
+from tracer.trace.pinning import pinned
 from tracer.kubeproxy.probe import ServiceTarget, pick_endpoint, resolve_service
 from tracer.kubeproxy.services import Backend
 
@@ -37,7 +37,7 @@ class Fork:
 def trace_forks(dataplane, request, endpoint: str | None = None) -> list[Fork]:
     """Trace ``request`` (destination ``svc/...``) once per backend, or only for ``endpoint``
     (``--endpoint N|POD``)."""
-    from tracer.tracing import trace_packet
+    from tracer.trace.tracing import trace_packet
 
     target = resolve_service(dataplane.cluster, request.destination, port=request.port,
                              protocol=request.protocol)

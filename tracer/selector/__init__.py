@@ -1,0 +1,1 @@
+"""Calico's label selector language: lexer, parser, canonical text, ipset IDs, fast matchers."""
