@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tracer.trace.assemble import build_dataplane
 from tracer.model.loader import load_cluster
+from tracer.explain import explain
 from tracer.trace.tracing import TraceRequest, trace_packet
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,10 +34,10 @@ CASES = (
 def run_case(scenario: str, src: str, dst: str, port: int, packets: int) -> float:
     dataplane = build_dataplane(load_cluster([ROOT / "scenarios" / scenario]), version="3.32")
     request = TraceRequest(src, dst, port=port)
-    trace_packet(dataplane, request)                  # warm caches (selectors, ipset index)
+    explain(dataplane, trace_packet(dataplane, request))  # warm caches (selectors, ipset index)
     start = time.perf_counter()
     for _ in range(packets):
-        trace_packet(dataplane, request)
+        explain(dataplane, trace_packet(dataplane, request))
     return packets / (time.perf_counter() - start)
 
 

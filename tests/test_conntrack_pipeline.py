@@ -8,7 +8,8 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 from tracer.trace.assemble import build_dataplane
-from tracer.dataplane.packet import ACK, ICMP, RST, SYN, UDP, Packet
+from tracer.dataplane.packet import Packet
+from tracer.protocols import ACK, ICMP, RST, SYN, UDP
 from tracer.dataplane.trace import ConntrackRecord, NatRecord
 from tracer.model.loader import load_cluster
 from tracer.trace.session import Session
@@ -49,7 +50,7 @@ def test_handshake_reply_is_established_although_the_reverse_direction_is_denied
     assert session.send(data).drop is None
     closing = session.close(data, locate=lambda p: locate(cluster, p))
     assert closing.completed, closing.summary()
-    table = dataplane.nodes["node-1"].conntrack
+    table = session.state.conntrack("node-1")
     states = {e.tcp_state for e in table.entries(session.now)}
     assert states == {"TIME_WAIT"}
 
@@ -58,7 +59,7 @@ def test_denied_syn_leaves_no_conntrack_entry():
     cluster, dataplane, session = setup("backend-from-frontend")
     probe, _, _ = build_probe(dataplane, TraceRequest("myns/other", "myns/backend", port=6379))
     assert session.send(probe).drop.reason == "default-deny"
-    assert dataplane.nodes["node-1"].conntrack.entries(session.now) == []
+    assert session.state.conntrack("node-1").entries(session.now) == []
 
 
 def test_icmp_error_for_a_tracked_flow_is_related_and_passes_ingress_policy():
@@ -141,14 +142,14 @@ def test_syn_retransmission_after_drop_is_new_again():
 
 
 def test_clusterip_round_trip_dnat_then_reply_de_nat():
-    from tracer.trace.pinning import pinned
     from tracer.kubeproxy.probe import resolve_service
+    from tracer.trace.forks import backend_pins
 
     cluster, dataplane, session = setup("service-clusterip")
     target = resolve_service(cluster, "svc/demo/web", port=80)
     probe, src, _ = build_probe(dataplane, TraceRequest("demo/client", "svc/demo/web", port=80))
-    with pinned(dataplane, target, 1):                     # the second backend, on node-2
-        exchange, data = session.open(probe, locate=lambda p: locate(cluster, p))
+    session.pins = backend_pins(target, 1)                 # the second backend, on node-2
+    exchange, data = session.open(probe, locate=lambda p: locate(cluster, p))
     assert exchange.completed, exchange.summary()
     syn, synack = exchange.steps[0][2], exchange.steps[1][2]
     backend = target.endpoints[1]

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tracer.dataplane.interpreter import PacketView, SimpleEnvironment, run_hook
+from tracer.dataplane.interpreter import PacketView, run_hook
+from doubles import FakeEnvironment
 from tracer.dataplane.ipsets import IpSetIndex, parse_ipsets
 from tracer.dataplane.iptables_save import parse_ruleset
 from tracer.dataplane.ir import Chain, Dnat, Jump, Rule, Ruleset, Table
@@ -42,7 +43,7 @@ def trace(result) -> list[tuple[str, str, str]]:
 
 
 def run(ruleset, pkt=None, env=None, chain="FORWARD", table=Table.FILTER):
-    return run_hook(ruleset, table, chain, pkt or packet(), env or SimpleEnvironment())
+    return run_hook(ruleset, table, chain, pkt or packet(), env or FakeEnvironment())
 
 
 # ------------------------------------------------------------------ traversal semantics
@@ -151,7 +152,7 @@ def test_single_match_semantics(rule, fields, hit):
 def test_ipset_flags_pick_packet_fields():
     sets = parse_ipsets("create web hash:net family inet\nadd web 192.168.1.0/24\n"
                         "create np hash:ip,port family inet\nadd np 192.168.1.20,tcp:80\n")
-    env = SimpleEnvironment(ipsets=IpSetIndex(sets))
+    env = FakeEnvironment(ipsets=IpSetIndex(sets))
     text = ("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
             "-A FORWARD -m set --match-set web src -m set --match-set np dst,dst "
             "-m set ! --match-set np src,src -j DROP\nCOMMIT\n")
@@ -175,13 +176,13 @@ def test_addrtype_rpfilter_and_statistic_ask_the_environment():
                       "-A FORWARD -m rpfilter --invert -j REJECT\n"
                       "-A FORWARD -m statistic --mode random --probability 0.5 -j a\n"
                       "-A a -j ACCEPT\n", chains=("a",))
-    local = SimpleEnvironment(local_addresses=frozenset({ip("192.168.1.20")}))
+    local = FakeEnvironment(local_addresses=frozenset({ip("192.168.1.20")}))
     assert run(rs, env=local).verdict == "DROP"
-    bad_rpf = SimpleEnvironment(rpf=lambda p, m: p.iif == "eth0")
+    bad_rpf = FakeEnvironment(rpf=lambda p, m: p.iif == "eth0")
     assert run(rs, env=bad_rpf).verdict == "REJECT"
-    taken = run(rs, env=SimpleEnvironment())
+    taken = run(rs, env=FakeEnvironment())
     assert taken.verdict == "ACCEPT" and taken.deciding.chain == "a"
-    skipped = run(rs, env=SimpleEnvironment(choose=lambda m, p: False))
+    skipped = run(rs, env=FakeEnvironment(choose=lambda m, p: False))
     assert skipped.deciding.kind == "policy"
 
 
@@ -231,7 +232,7 @@ def test_jump_loop_in_a_hand_built_ruleset_is_an_input_error():
 def node():
     sets = parse_ipsets((DATA / "felix-node.ipset").read_text())
     rs = parse_ruleset((DATA / "felix-node.iptables-save").read_text(), ipsets=sets)
-    env = SimpleEnvironment(ipsets=IpSetIndex(sets),
+    env = FakeEnvironment(ipsets=IpSetIndex(sets),
                             local_addresses=frozenset({ip("10.0.0.10"), ip("192.168.1.0")}))
     return rs, env
 

@@ -16,7 +16,7 @@ from tracer.errors import InputError
 from tracer.kernel import nsexec
 from tracer.kernel.cleanup import lab_namespaces, reap_orphans
 from tracer.kernel.realise import KernelLab, missing_requirements
-from tracer.kernel.samples import one_node_topology
+from kernel_samples import one_node_topology
 from tracer.kernel.topology import NodeSpec, TopologySpec
 
 pytestmark = [pytest.mark.root,
@@ -27,7 +27,7 @@ CHILD = """
 import signal, sys, time
 signal.signal(signal.SIGINT, signal.default_int_handler)   # as an interactive CLI has it
 from tracer.kernel.realise import KernelLab
-from tracer.kernel.samples import one_node_topology
+from kernel_samples import one_node_topology
 try:
     with KernelLab(one_node_topology()) as lab:
         print("READY", *lab.ns.all(), flush=True)

@@ -16,7 +16,7 @@ from tracer.kernel.cleanup import lab_namespaces
 from tracer.kernel.compare import compare, normalise_kernel
 from tracer.kernel.probe import Probe, run_probe
 from tracer.kernel.realise import KernelLab, missing_requirements
-from tracer.kernel.samples import POD_A, POD_B, one_node_topology, two_node_topology
+from kernel_samples import POD_A, POD_B, one_node_topology, two_node_topology
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(missing_requirements() is not None,

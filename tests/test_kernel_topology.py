@@ -6,7 +6,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 import pytest
 
 from tracer.errors import InputError
-from tracer.kernel.samples import one_node_topology, two_node_topology
+from kernel_samples import one_node_topology, two_node_topology
 from tracer.kernel.topology import PodSpec, RouteSpec, validate
 
 

@@ -16,7 +16,8 @@ from conftest import in_netns
 
 from tracer.cli import cli as cli_main
 from tracer.trace.assemble import build_dataplane
-from tracer.dataplane.interpreter import PacketView, SimpleEnvironment, run_hook
+from tracer.dataplane.interpreter import PacketView, run_hook
+from doubles import FakeEnvironment
 from tracer.dataplane.ipsets import format_ipsets
 from tracer.dataplane.iptables_save import format_rule, format_ruleset, parse_ruleset
 from tracer.dataplane.ir import Ruleset, Table
@@ -25,13 +26,14 @@ from tracer.errors import InputError
 from tracer.kubeproxy import names
 from tracer.trace.forks import trace_forks
 from tracer.kubeproxy.merge import merge_kube_proxy, with_kube_proxy
-from tracer.trace.pinning import PinnedEnvironment, statistic_decisions
+from tracer.trace.forks import backend_pins
 from tracer.kubeproxy.probe import pick_endpoint, resolve_service
 from tracer.kubeproxy.render import render_kube_proxy
 from tracer.kubeproxy.services import service_ports
 from tracer.model.cluster import Cluster, EndpointSlice, IPPool, Node, Service, ServicePort
 from tracer.model.loader import load_cluster
 from tracer.policy.felix import render_node
+from tracer.explain import explain
 from tracer.trace.tracing import TraceRequest, trace_packet
 
 SCENARIO = Path(__file__).parent.parent / "scenarios" / "service-clusterip"
@@ -189,7 +191,7 @@ def test_kube_proxy_statistic_rules_split_new_connections_evenly(scenario):
     """Drawing at random as xt_statistic does, each backend gets about a third."""
     ruleset = Ruleset(tables=render_kube_proxy(scenario, "node-1"))
     rng = random.Random(7)
-    env = SimpleEnvironment(choose=lambda m, p: rng.random() < m.probability)
+    env = FakeEnvironment(choose=lambda m, p: rng.random() < m.probability)
     hits: dict[str, int] = {}
     for _ in range(6000):
         result = run_hook(ruleset, Table.NAT, "PREROUTING", _syn_to_service(), env)
@@ -206,12 +208,13 @@ def _syn_to_service() -> PacketView:
 
 @pytest.mark.parametrize("index", [0, 1, 2])
 def test_pinning_makes_exactly_the_chosen_rule_fire(scenario, index):
-    ruleset = Ruleset(tables=render_kube_proxy(scenario, "node-1"))
+    node = build_dataplane(scenario, version=VERSION).nodes["node-1"]
     target = resolve_service(scenario, "svc/demo/web")
-    env = PinnedEnvironment(SimpleEnvironment(), statistic_decisions(ruleset, target, index))
-    result = run_hook(ruleset, Table.NAT, "PREROUTING", _syn_to_service(), env)
+    env = node.environment(backend_pins(target, index))
+    result = run_hook(node.ruleset, Table.NAT, "PREROUTING", _syn_to_service(), env)
     assert result.nat.to_destination == target.endpoints[index].address
-    jumps = [e.target_chain for e in result.events if e.effect == "JUMP"]
+    jumps = [e.target_chain for e in result.events
+             if e.effect == "JUMP" and e.target_chain.startswith("KUBE-")]
     assert jumps == ["KUBE-SERVICES", target.svc_chain, target.sep_chain(index)]
 
 
@@ -264,7 +267,7 @@ def _dnat(trace) -> NatRecord:
 
 
 def test_forks_cover_every_endpoint_and_record_the_dnat(dataplane):
-    forks = trace_forks(dataplane, TraceRequest("demo/client", "svc/demo/web:80"))
+    forks = _explained_forks(dataplane, TraceRequest("demo/client", "svc/demo/web:80"))
     assert [f.backend.pod for f in forks] == ["demo/web-1", "demo/web-2", "demo/web-3"]
     for fork in forks:
         trace = fork.trace
@@ -281,13 +284,13 @@ def test_forks_cover_every_endpoint_and_record_the_dnat(dataplane):
 @pytest.mark.parametrize("choice,pod", [("2", "demo/web-2"), ("demo/web-3", "demo/web-3"),
                                         ("web-1", "demo/web-1"), ("10.244.0.74", "demo/web-2")])
 def test_endpoint_option_pins_one_backend(dataplane, choice, pod):
-    fork, = trace_forks(dataplane, TraceRequest("demo/client", "svc/demo/web"), choice)
+    fork, = _explained_forks(dataplane, TraceRequest("demo/client", "svc/demo/web"), choice)
     assert fork.trace.delivered_to == f"pod {pod}"
     assert str(_dnat(fork.trace).after.dst) == str(fork.backend.ip)
 
 
 def test_policy_on_the_backend_judges_the_dnated_packet(dataplane):
-    for fork in trace_forks(dataplane, TraceRequest("demo/batch", "svc/demo/web")):
+    for fork in _explained_forks(dataplane, TraceRequest("demo/batch", "svc/demo/web")):
         trace = fork.trace
         assert trace.verdict == "dropped" and trace.reason == "default-deny"
         drop = trace.hops[-1].stages[-1]
@@ -298,7 +301,7 @@ def test_policy_on_the_backend_judges_the_dnated_packet(dataplane):
 
 
 def test_service_without_endpoints_is_rejected_by_kube_proxy(dataplane):
-    fork, = trace_forks(dataplane, TraceRequest("demo/client", "svc/demo/idle"))
+    fork, = _explained_forks(dataplane, TraceRequest("demo/client", "svc/demo/idle"))
     assert fork.index is None and "no endpoints" in fork.header()
     trace = fork.trace
     assert trace.verdict == "dropped"
@@ -331,7 +334,7 @@ def test_bad_endpoint_choices_are_input_errors(scenario, dataplane):
         with pytest.raises(InputError):
             pick_endpoint(target, choice)
     # An established connection to a Service replays its opening, DNAT included.
-    (fork,) = trace_forks(dataplane, TraceRequest("demo/client", "svc/demo/web",
+    (fork,) = _explained_forks(dataplane, TraceRequest("demo/client", "svc/demo/web",
                                                   state="established"), endpoint="1")
     assert fork.trace.verdict == "allowed"
     assert "SYN delivered, SYN-ACK delivered, ACK delivered" in " ".join(fork.trace.assumptions)
@@ -439,3 +442,8 @@ def test_kernel_stores_kube_proxys_own_input_as_we_render_it(netns):
                                                                        "node1")[Table.NAT]}))
     theirs = [line for line in _kube_lines(saved) if line.startswith("-A KUBE-")]
     assert theirs == [line for line in _kube_lines(ours) if line.startswith("-A KUBE-")]
+
+
+def _explained_forks(dataplane, request, endpoint=None):
+    return [fork.with_trace(explain(dataplane, fork.trace))
+            for fork in trace_forks(dataplane, request, endpoint)]

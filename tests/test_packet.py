@@ -12,6 +12,7 @@ from tracer.cli import cli
 from tracer.trace.assemble import build_dataplane
 from tracer.dataplane.trace import DecapRecord, EncapRecord, HookRecord, NatRecord
 from tracer.model.loader import load_cluster
+from tracer.explain import explain
 from tracer.trace.tracing import TraceRequest, trace_packet
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
@@ -21,7 +22,8 @@ def trace(scenario: str, src: str, dst: str, *, protocol: str = "tcp", port: int
           version: str = "3.32", **kw):
     cluster = load_cluster([SCENARIOS / scenario])
     dataplane = build_dataplane(cluster, version=version)
-    return trace_packet(dataplane, TraceRequest(src, dst, protocol=protocol, port=port, **kw))
+    return explain(dataplane, trace_packet(dataplane, TraceRequest(src, dst, protocol=protocol,
+                                                                   port=port, **kw)))
 
 
 def chains_entered(result, node: str | None = None) -> list[str]:
@@ -301,7 +303,8 @@ def test_ipip_from_a_host_that_is_not_a_calico_node_is_dropped():
 
 def test_workloads_may_not_send_vxlan():
     from ipaddress import IPv4Address as A
-    from tracer.dataplane.packet import UDP, Packet
+    from tracer.dataplane.packet import Packet
+    from tracer.protocols import UDP
     packet = Packet(A("10.244.0.1"), A("10.0.0.2"), UDP, sport=4000, dport=4789)
     outcome = _send("multinode-vxlan", packet)
     assert outcome.drop.reason == "encap-from-workload"

@@ -31,7 +31,7 @@ PORTED = frozenset({TCP, UDP, SCTP, UDPLITE})
 
 # Display names in traces.
 DISPLAY_NAMES: dict[int, str] = {TCP: "TCP", UDP: "UDP", ICMP: "ICMP", SCTP: "SCTP",
-                                 IPIP: "IPIP", UDPLITE: "UDPLITE", ICMPV6: "ICMPv6"}
+                                 IPIP: "IPIP", UDPLITE: "UDPLite", ICMPV6: "ICMPv6"}
 
 # TCP header flag bits (libxt_tcp knows these six).
 FIN, SYN, RST, PSH, ACK, URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20

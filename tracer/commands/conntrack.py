@@ -58,7 +58,7 @@ def conntrack(paths, connections, close, nodes, wait, tcp_loose, calico_version)
             click.echo(f"# {spec} closed: {closing.summary()}", err=True)
     session.advance(wait)
     for name in sorted(nodes or dataplane.nodes):
-        entries = dataplane.nodes[name].conntrack.entries(session.now)
+        entries = session.state.conntrack(name).entries(session.now)
         click.echo(f"# node {name}: {len(entries)} flow entries")
         text = format_conntrack_list(entries, session.now)
         click.echo(text, nl=bool(text) and not text.endswith("\n"))

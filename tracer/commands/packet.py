@@ -8,18 +8,20 @@ from pathlib import Path
 import click
 
 from tracer.commands.options import manifest_option
-from tracer.trace.assemble import build_dataplane
 from tracer.dataplane.ipsets import parse_ipsets
 from tracer.dataplane.iptables_save import parse_ruleset
 from tracer.errors import InputError
-from tracer.trace.forks import render_forks, trace_forks
+from tracer.explain import explain
 from tracer.kubeproxy.probe import is_service_ref
 from tracer.model.loader import load_cluster
+from tracer.policy.felix.versions import resolve_version
+from tracer.render.forks import render_forks
 from tracer.render.trace_json import render_json
 from tracer.render.trace_pcap import write_trace_pcap
 from tracer.render.trace_text import VERBOSITIES, render_text
+from tracer.trace.assemble import build_dataplane
+from tracer.trace.forks import trace_forks
 from tracer.trace.tracing import TraceRequest, build_probe, trace_packet
-from tracer.policy.felix.versions import resolve_version
 
 
 @click.command()
@@ -66,14 +68,15 @@ def packet(paths, source, destination, endpoint, protocol, port, sport, state, s
                               nodes=set(cluster.nodes))
     dataplane = build_dataplane(cluster, version=version, rulesets=rulesets)
     if is_service_ref(destination):             # kube-proxy's random pick forks the trace
-        forks = trace_forks(dataplane, request, endpoint)
+        forks = [fork.with_trace(explain(dataplane, fork.trace))
+                 for fork in trace_forks(dataplane, request, endpoint)]
         text = render_forks(forks, output, verbosity)
         if pcap_path:
             write_trace_pcap(pcap_path, forks[0].trace)
     elif endpoint is not None:
         raise InputError("--endpoint needs --to svc/NAMESPACE/NAME", obj="--endpoint")
     else:
-        trace = trace_packet(dataplane, request)
+        trace = explain(dataplane, trace_packet(dataplane, request))
         text = render_json(trace) if output == "json" else render_text(trace, verbosity)
         if pcap_path:
             write_trace_pcap(pcap_path, trace)

@@ -9,35 +9,35 @@ from __future__ import annotations
 
 from tracer.dataplane.events import NetfilterEvent
 from tracer.dataplane.ir import ConntrackMatch, RpfilterMatch
+from tracer.dataplane.reasons import DropReason as R
 
 ROLE_REASONS = {
-    "policy-rule": "denied-by-rule",
-    "tier-end-drop": "default-deny",
-    "no-profile-drop": "default-deny",
-    "conntrack-invalid": "conntrack-invalid",
-    "rpf": "rpf-check",
-    "unknown-interface": "unknown-interface",
-    "encap-drop": "encap-from-workload",
-    "failsafe": "failsafe",
-    "host-endpoint": "host-endpoint",
-    "endpoint-to-host": "endpoint-to-host",
-    "tunnel-peer-drop": "unknown-tunnel-peer",
-    "cidr-block": "no-route",
+    "policy-rule": R.DENIED_BY_RULE,
+    "tier-end-drop": R.DEFAULT_DENY,
+    "no-profile-drop": R.DEFAULT_DENY,
+    "conntrack-invalid": R.CONNTRACK_INVALID,
+    "rpf": R.RPF_CHECK,
+    "unknown-interface": R.UNKNOWN_INTERFACE,
+    "encap-drop": R.ENCAP_FROM_WORKLOAD,
+    "failsafe": R.FAILSAFE,
+    "host-endpoint": R.HOST_ENDPOINT,
+    "endpoint-to-host": R.ENDPOINT_TO_HOST,
+    "tunnel-peer-drop": R.UNKNOWN_TUNNEL_PEER,
 }
 # kube-proxy's rules carry no felix provenance; the REJECT for a Service without endpoints is
 # recognised by the comment kube-proxy writes on it.
 
 # Felix comment text (any release we render) -> reason.
 COMMENT_REASONS = (
-    ("Drop if no policies passed packet", "default-deny"),
-    ("Drop if no profiles matched", "default-deny"),
-    ("Unknown interface", "unknown-interface"),
-    ("encapped packets originating in workloads", "encap-from-workload"),
-    ("from non-Calico hosts", "unknown-tunnel-peer"),
-    ("from non-allowed hosts", "unknown-tunnel-peer"),
-    ("Configured DefaultEndpointToHostAction", "endpoint-to-host"),
-    ("Endpoint admin disabled", "unknown-interface"),
-    ("has no endpoints", "no-endpoints"),
+    ("Drop if no policies passed packet", R.DEFAULT_DENY),
+    ("Drop if no profiles matched", R.DEFAULT_DENY),
+    ("Unknown interface", R.UNKNOWN_INTERFACE),
+    ("encapped packets originating in workloads", R.ENCAP_FROM_WORKLOAD),
+    ("from non-Calico hosts", R.UNKNOWN_TUNNEL_PEER),
+    ("from non-allowed hosts", R.UNKNOWN_TUNNEL_PEER),
+    ("Configured DefaultEndpointToHostAction", R.ENDPOINT_TO_HOST),
+    ("Endpoint admin disabled", R.UNKNOWN_INTERFACE),
+    ("has no endpoints", R.NO_ENDPOINTS),
 )
 
 
@@ -45,21 +45,27 @@ COMMENT_REASONS = (
 HOST_ENDPOINT_CHAINS = ("cali-fh-", "cali-th-", "cali-fhfw-", "cali-thfw-")
 
 
-def classify_drop(event: NetfilterEvent | None, table: str) -> tuple[str, str]:
+# Every reason :func:`classify_drop` can name: what the netfilter stage declares.
+NETFILTER_REASONS = frozenset({*ROLE_REASONS.values(), *(r for _, r in COMMENT_REASONS),
+                               R.CONNTRACK_INVALID, R.RPF_CHECK, R.DENIED_BY_RULE,
+                               R.HOST_ENDPOINT, R.NETFILTER_DROP})
+
+
+def classify_drop(event: NetfilterEvent | None, table: str) -> tuple[R, str]:
     """(reason code, one-line detail) for the event that dropped the packet."""
     reason, detail = _classify(event, table)
     if event is not None and event.chain.startswith(HOST_ENDPOINT_CHAINS) and reason in (
-            "default-deny", "denied-by-rule"):
-        return "host-endpoint", detail
+            R.DEFAULT_DENY, R.DENIED_BY_RULE):
+        return R.HOST_ENDPOINT, detail
     return reason, detail
 
 
-def _classify(event: NetfilterEvent | None, table: str) -> tuple[str, str]:
+def _classify(event: NetfilterEvent | None, table: str) -> tuple[R, str]:
     if event is None:
-        return "netfilter-drop", f"dropped in the {table} table"
+        return R.NETFILTER_DROP, f"dropped in the {table} table"
     where = f"{event.table}/{event.chain}"
     if event.kind == "policy":
-        return "netfilter-drop", f"{where}: chain policy {event.effect}"
+        return R.NETFILTER_DROP, f"{where}: chain policy {event.effect}"
     where += f" rule {event.rule_number}"
     rule = event.rule
     if rule is not None and rule.provenance is not None:
@@ -73,9 +79,9 @@ def _classify(event: NetfilterEvent | None, table: str) -> tuple[str, str]:
                 return reason, where
         if any(isinstance(m, ConntrackMatch) and "INVALID" in m.states and not m.negated
                for m in rule.matches):
-            return "conntrack-invalid", where
+            return R.CONNTRACK_INVALID, where
         if any(isinstance(m, RpfilterMatch) for m in rule.matches):
-            return "rpf-check", where
+            return R.RPF_CHECK, where
         if event.chain.startswith(("cali-pi-", "cali-po-")):
-            return "denied-by-rule", where
-    return "netfilter-drop", where
+            return R.DENIED_BY_RULE, where
+    return R.NETFILTER_DROP, where

@@ -22,10 +22,9 @@ random choices) it asks its :class:`Environment`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 from tracer.dataplane.events import NetfilterEvent
-from tracer.dataplane.ipsets import IpSetIndex
 from tracer.dataplane.ir import (
     AddressMatch, AddrTypeMatch, ConnmarkMatch, ConnMarkTarget, ConntrackMatch, Dnat, Goto,
     IcmpMatch, InterfaceMatch, Jump, LimitMatch, Log, MarkMatch, Masquerade, Match, Nflog,
@@ -34,6 +33,7 @@ from tracer.dataplane.ir import (
     TraceTarget, Verdict,
 )
 from tracer.errors import InputError
+from tracer.protocols import ICMP, PROTOCOL_NUMBERS
 
 # nf_tables refuses rulesets deeper than NFT_JUMP_STACK_SIZE (16); legacy ip_tables allows
 # more. A traversal deeper than this, or longer than MAX_STEPS rules, is a loop.
@@ -45,8 +45,6 @@ MAX_STEPS = 1_000_000
 KERNEL_TRACE_VERDICT = {"DNAT": "ACCEPT", "SNAT": "ACCEPT", "MASQUERADE": "ACCEPT",
                         "REJECT": "DROP", "NOTRACK": "CONTINUE"}
 
-_PORT_PROTOCOLS = {6, 17, 132, 136}
-_ICMP = 1
 
 
 @dataclass
@@ -80,8 +78,10 @@ class Environment(Protocol):
         """The reverse-path test *before* ``--invert`` is applied."""
         ...
 
-    def statistic(self, match: StatisticMatch, packet: PacketView) -> bool:
-        """Whether a random/nth statistic match fires (before its ``!``)."""
+    def statistic(self, match: StatisticMatch, packet: PacketView, chain: str,
+                  rule: Rule) -> bool:
+        """Whether a random/nth statistic match of ``rule`` in ``chain`` fires (before its
+        ``!``)."""
         ...
 
 
@@ -106,6 +106,8 @@ class _Walk:
     events: list[NetfilterEvent] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     notrack: bool = False
+    chain: str = ""                            # where the rule being matched sits
+    rule: Rule | None = None
 
 
 def run_hook(ruleset: Ruleset, table: Table, chain: str, packet: PacketView,
@@ -127,6 +129,7 @@ def run_hook(ruleset: Ruleset, table: Table, chain: str, packet: PacketView,
         else:
             rule = rules[index]
             index += 1
+            walk.chain, walk.rule = current, rule
             if not all(_match(m, walk) for m in rule.matches):
                 continue
             before = packet.mark
@@ -252,7 +255,7 @@ def _match(m: Match, walk: _Walk) -> bool:
     if isinstance(m, IcmpMatch):
         return _icmp(m, p)
     if isinstance(m, ProtocolModuleMatch):
-        return p.protocol == {"tcp": 6, "udp": 17, "sctp": 132, "udplite": 136}.get(m.module)
+        return p.protocol == PROTOCOL_NUMBERS.get(m.module)
     if isinstance(m, MarkMatch):
         return ((p.mark & m.mask) == m.value) ^ m.negated
     if isinstance(m, ConnmarkMatch):
@@ -270,12 +273,12 @@ def _match(m: Match, walk: _Walk) -> bool:
     if isinstance(m, LimitMatch):
         return True                            # one traced packet never exceeds a rate
     if isinstance(m, StatisticMatch):
-        return walk.env.statistic(m, p) ^ m.negated
+        return walk.env.statistic(m, p, walk.chain, walk.rule) ^ m.negated
     raise TypeError(f"unknown match {m!r}")
 
 
 def _icmp(m: IcmpMatch, p: PacketView) -> bool:
-    if p.protocol != _ICMP or p.icmp_type is None:
+    if p.protocol != ICMP or p.icmp_type is None:
         return False
     if m.icmp_type is None:                    # "any": type 0xFF matches every type
         return not m.negated
@@ -311,61 +314,3 @@ def _addrtype(m: AddrTypeMatch, walk: _Walk) -> bool:
         if (kind in m.dst_type.split(",")) == m.dst_negated:
             return False
     return True
-
-
-# ----------------------------------------------------------------------------- environment
-
-
-def _always(*_args) -> bool:
-    return True
-
-
-@dataclass
-class SimpleEnvironment:
-    """An environment for tests and offline runs: ipsets from an :class:`IpSetIndex`, a set
-    of local addresses, reverse-path checks and statistic choices from callables (default:
-    the reverse path is fine, and every statistic match fires, pinning kube-proxy to its
-    first endpoint)."""
-
-    ipsets: IpSetIndex = field(default_factory=IpSetIndex)
-    local_addresses: frozenset[int] = frozenset()
-    rpf: Callable[[PacketView, RpfilterMatch], bool] = _always
-    choose: Callable[[StatisticMatch, PacketView], bool] = _always
-
-    def ipset_contains(self, match: SetMatch, packet: PacketView) -> bool:
-        if match.set_name not in self.ipsets:
-            return False
-        values = []
-        for i, kind in enumerate(self.ipsets.dims(match.set_name)):
-            # xt_set: a dimension without a flag reads the destination side.
-            side = match.flags[i] if i < len(match.flags) else "dst"
-            if kind in ("ip", "net"):
-                values.append(packet.src if side == "src" else packet.dst)
-            else:
-                values.append((packet.protocol, _set_port(packet, side)))
-        return self.ipsets.contains(match.set_name, tuple(values))
-
-    def addr_type(self, addr: int, iface: str | None) -> str:
-        if addr in self.local_addresses:
-            return "LOCAL"
-        if addr == 0xFFFFFFFF:
-            return "BROADCAST"
-        if addr >> 28 == 0xE:
-            return "MULTICAST"
-        return "UNICAST"
-
-    def rpf_ok(self, packet: PacketView, match: RpfilterMatch) -> bool:
-        return self.rpf(packet, match)
-
-    def statistic(self, match: StatisticMatch, packet: PacketView) -> bool:
-        return self.choose(match, packet)
-
-
-def _set_port(packet: PacketView, side: str) -> int:
-    """``ip_set_get_ip4_port``: L4 port, ICMP type<<8|code, else 0."""
-    if packet.protocol in _PORT_PROTOCOLS:
-        port = packet.sport if side == "src" else packet.dport
-        return port or 0
-    if packet.protocol == _ICMP:
-        return ((packet.icmp_type or 0) << 8) | (packet.icmp_code or 0)
-    return 0

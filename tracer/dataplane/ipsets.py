@@ -14,8 +14,9 @@ import shlex
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, ip_address, ip_network
 
-from tracer.dataplane.ir import PROTOCOL_NUMBERS, IpSet
+from tracer.dataplane.ir import IpSet
 from tracer.errors import InputError
+from tracer.protocols import PROTOCOL_NUMBERS
 
 # Dimension kinds per set type: "ip" (single address), "net" (prefix), "port"
 # (protocol + port), "bport" (a bitmap:port port number, any port-carrying protocol).

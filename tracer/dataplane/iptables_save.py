@@ -18,13 +18,14 @@ from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Network
 
 from tracer.dataplane.ir import (
-    BUILTIN_CHAINS, PROTOCOL_NUMBERS, AddressMatch, AddrTypeMatch, Chain, Cidr, ConnmarkMatch,
+    BUILTIN_CHAINS, AddressMatch, AddrTypeMatch, Chain, Cidr, ConnmarkMatch,
     ConnMarkTarget, ConntrackMatch, Dnat, Goto, IcmpMatch, InterfaceMatch, IpSet, Jump,
     LimitMatch, Log, MarkMatch, Masquerade, Match, Nflog, NoTrack, PortMatch, ProtocolMatch,
     ProtocolModuleMatch, Reject, RpfilterMatch, Rule, Ruleset, SetMark, SetMatch, Snat,
     StatisticMatch, Table, Target, TcpFlagsMatch, TraceTarget, Verdict,
 )
 from tracer.errors import InputError
+from tracer.protocols import PROTOCOL_NUMBERS
 
 # ----------------------------------------------------------------------------- name tables
 

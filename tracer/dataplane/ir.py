@@ -35,11 +35,6 @@ BUILTIN_CHAINS: dict[Table, tuple[str, ...]] = {
     Table.FILTER: ("INPUT", "FORWARD", "OUTPUT"),
 }
 
-# IANA protocol numbers iptables knows by name.
-PROTOCOL_NUMBERS = {"icmp": 1, "igmp": 2, "ipencap": 4, "tcp": 6, "udp": 17, "gre": 47,
-                    "esp": 50, "ah": 51, "icmpv6": 58, "sctp": 132, "udplite": 136}
-PROTOCOL_NAMES = {v: k for k, v in PROTOCOL_NUMBERS.items() if k != "ipencap"}
-
 
 @dataclass(frozen=True)
 class Cidr:

@@ -1,70 +1,106 @@
-"""One node's dataplane: its ruleset, routes, ipsets and connection tracker, and the
-environment the interpreter asks about addresses, ipsets and reverse paths."""
+"""One node's dataplane as assembled: ruleset, routes, ipsets and interfaces, frozen.
+
+Nothing here changes while packets flow. What does change (conntrack tables, the clock,
+tunnel sessions, counters) lives in a :class:`~tracer.dataplane.state.RunState`, and explicit
+choices of a run (a pinned Service backend) in :class:`~tracer.dataplane.state.Pins`; the
+environment the interpreter asks combines a node with a run's pins.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
-from tracer.dataplane.ir import RpfilterMatch, Ruleset, SetMatch
+from tracer.dataplane.interfaces import InterfaceTable
+from tracer.dataplane.interpreter import PacketView
+from tracer.dataplane.ipsets import IpSetIndex
+from tracer.dataplane.ir import Jump, Rule, RpfilterMatch, Ruleset, SetMatch, StatisticMatch
 from tracer.dataplane.routing import RoutingTable
+from tracer.dataplane.state import Pins
+from tracer.protocols import ICMP, PORTED
 
 
-@dataclass
+@dataclass(frozen=True)
 class NodeDataplane:
     name: str
     ruleset: Ruleset
     routing: RoutingTable
+    interfaces: InterfaceTable
     underlay_ip: IPv4Address
-    interfaces: dict[str, int]         # interface -> MTU
-    environment: "NodeEnvironment"
-    conntrack: object | None = None    # tracer.conntrack table (stateful runs)
+    source: str = ""                   # "rendered (Calico v3.32)" or the dump it came from
     rendered: bool = True              # False when the ruleset came from a user's dump
-    workload_prefixes: tuple[str, ...] = ("cali",)
-    addresses: dict[str, IPv4Address] = field(default_factory=dict)   # interface -> address
+    ipsets: IpSetIndex = field(default=None, compare=False)  # type: ignore[assignment]
 
-    def source_address_for(self, oif: str | None) -> IPv4Address:
-        """The address MASQUERADE takes: the outgoing interface's own (inet_select_addr)."""
-        return self.addresses.get(oif or "", self.underlay_ip)
-    source: str = ""
+    def __post_init__(self) -> None:
+        if self.ipsets is None:
+            object.__setattr__(self, "ipsets", IpSetIndex(self.ruleset.ipsets))
+
+    def environment(self, pins: Pins) -> "NodeEnvironment":
+        return NodeEnvironment(self, pins)
 
 
-@dataclass
+@dataclass(frozen=True)
 class NodeEnvironment:
-    """Answers the interpreter's questions about this node (``Environment`` protocol)."""
+    """Answers the interpreter's questions about one node in one run (``Environment``)."""
 
-    routing: RoutingTable
-    ipsets: object                     # tracer.dataplane.ipsets.IpSetIndex
-    statistic_choices: dict[str, bool] = field(default_factory=dict)
-    missing_sets: set[str] = field(default_factory=set)
+    node: NodeDataplane
+    pins: Pins
 
-    def ipset_contains(self, match: SetMatch, packet) -> bool:
-        values: list = []
-        for flag in match.flags:
-            addr = packet.src if flag == "src" else packet.dst
-            port = packet.sport if flag == "src" else packet.dport
-            # The first dimension is an address; a second one on an ip,port set is the port.
-            values.append(port if values else addr)
-        return self.ipsets.contains(match.set_name, tuple(values), packet.protocol)
+    def ipset_contains(self, match: SetMatch, packet: PacketView) -> bool:
+        return set_contains(self.node.ipsets, match, packet)
 
     def addr_type(self, addr: int, iface: str | None = None) -> str:
-        if IPv4Address(addr) in self.routing.local_addresses:
+        if IPv4Address(addr) in self.node.routing.local_addresses:
             return "LOCAL"
         if addr == 0xFFFFFFFF:
             return "BROADCAST"
+        if addr >> 28 == 0xE:
+            return "MULTICAST"
         return "UNICAST"
 
-    def rpf_ok(self, packet, match: RpfilterMatch) -> bool:
+    def rpf_ok(self, packet: PacketView, match: RpfilterMatch) -> bool:
         """xt_rpfilter: look the source up as a destination, as if replying. Strict mode
         wants the reply to leave through the arrival interface; loose mode any route but a
         blackhole. ``--validmark`` uses the packet mark in the lookup (WireGuard rules)."""
         mark = packet.mark if match.validmark else 0
-        route = self.routing.lookup(IPv4Address(packet.src), mark=mark)
+        route = self.node.routing.lookup(IPv4Address(packet.src), mark=mark)
         if route is None or route.kind == "blackhole":
             return False
         if route.kind == "local":
             return False               # RTN_LOCAL fails unless --accept-local (not used by felix)
         return match.loose or route.dev == packet.iif
 
-    def statistic(self, match, packet) -> bool:
-        return self.statistic_choices.get(str(match), True)
+    def statistic(self, match: StatisticMatch, packet: PacketView, chain: str,
+                  rule: Rule) -> bool:
+        """A random/nth draw, before its ``!``. A pinned Service chain fires exactly the rule
+        that jumps to the chosen backend; every other draw fires (the first backend wins)."""
+        chosen = self.pins.statistic.get(chain)
+        if chosen is None:
+            return True
+        hits = isinstance(rule.target, Jump) and rule.target.chain == chosen
+        return hits ^ match.negated
+
+
+def set_contains(ipsets: IpSetIndex, match: SetMatch, packet: PacketView) -> bool:
+    """xt_set: each of the set's dimensions reads the side its flag names (a dimension
+    without a flag reads the destination)."""
+    if match.set_name not in ipsets:
+        return False
+    values = []
+    for i, kind in enumerate(ipsets.dims(match.set_name)):
+        side = match.flags[i] if i < len(match.flags) else "dst"
+        if kind in ("ip", "net"):
+            values.append(packet.src if side == "src" else packet.dst)
+        else:
+            values.append((packet.protocol, set_port(packet, side)))
+    return ipsets.contains(match.set_name, tuple(values))
+
+
+def set_port(packet: PacketView, side: str) -> int:
+    """``ip_set_get_ip4_port``: L4 port, ICMP type<<8|code, else 0."""
+    if packet.protocol in PORTED:
+        port = packet.sport if side == "src" else packet.dport
+        return port or 0
+    if packet.protocol == ICMP:
+        return ((packet.icmp_type or 0) << 8) | (packet.icmp_code or 0)
+    return 0

@@ -9,12 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
 
-TCP, UDP, ICMP, SCTP, IPIP = 6, 17, 1, 132, 4
-PROTOCOLS_BY_NAME = {"tcp": TCP, "udp": UDP, "icmp": ICMP, "sctp": SCTP}
-PORTED_PROTOCOLS = (TCP, UDP, SCTP)
+from tracer.protocols import ACK, FIN, ICMP, PORTED, PSH, RST, SYN, TCP, UDP, SCTP, display_name
 
-# TCP flag bits as in the header.
-FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
+# The protocols a probe can be built for (--protocol).
+PROBE_PROTOCOLS = {"tcp": TCP, "udp": UDP, "icmp": ICMP, "sctp": SCTP}
 
 
 @dataclass(frozen=True)
@@ -43,12 +41,11 @@ class Packet:
 
     @property
     def protocol_name(self) -> str:
-        return {TCP: "TCP", UDP: "UDP", ICMP: "ICMP", SCTP: "SCTP", IPIP: "IPIP"}.get(
-            self.protocol, str(self.protocol))
+        return display_name(self.protocol)
 
     def describe(self) -> str:
         name = self.protocol_name
-        if self.protocol in PORTED_PROTOCOLS:
+        if self.protocol in PORTED:
             text = f"{name} {self.src}:{self.sport} -> {self.dst}:{self.dport}"
             if self.protocol == TCP and self.tcp_flags is not None:
                 text += f" [{tcp_flag_names(self.tcp_flags)}]"
@@ -70,7 +67,7 @@ def make_packet(src: IPv4Address, dst: IPv4Address, protocol: int, *, dport: int
     if protocol == TCP:
         return Packet(src, dst, TCP, sport=sport or 40000, dport=dport or 80, tcp_flags=SYN,
                       seq=1000, length=length or 40)
-    if protocol in (UDP, SCTP):
+    if protocol in PORTED:
         return Packet(src, dst, protocol, sport=sport or 40000, dport=dport or 53,
                       length=length or 60)
     if protocol == ICMP:

@@ -1,5 +1,10 @@
 """Which node a tunnel packet goes to, and the outer packet the tunnel device sends.
 
+:class:`TunnelDirectory` is the cluster's tunnel facts as felix programs them on every node
+(VXLAN FDB/ARP entries, IPIP routes, WireGuard peers and their allowed IPs), fixed when the
+dataplane is assembled. The framers themselves keep per-run session state (WireGuard
+handshakes and counters), so they live in the run's :class:`~tracer.dataplane.state.RunState`.
+
 The outer packet is framed byte-exact by ``tracer.encap`` (the framers tshark and the kernel's
 vxlan device judge); the trace's outer header fields are read back from those bytes, so the
 trace and a pcap can never disagree.
@@ -7,11 +12,13 @@ trace and a pcap can never disagree.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from ipaddress import IPv4Address
+from collections.abc import Mapping
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
 
+from tracer.dataplane.interfaces import IfaceKind, Interface
 from tracer.dataplane.packet import Packet
-from tracer.dataplane.routing import IPIP_IFACE, VXLAN_IFACE, block_owners
+from tracer.dataplane.state import RunState
 from tracer.dataplane.trace import EncapRecord
 from tracer.dataplane.wire import to_bytes
 from tracer.encap import ipv4
@@ -19,72 +26,71 @@ from tracer.encap.base import TunnelEndpoint
 from tracer.encap.ipip import IpipEncap
 from tracer.encap.vxlan import VxlanEncap
 from tracer.encap.wireguard import WireGuardEncap
-from tracer.model.cluster import Cluster, Node
+from tracer.protocols import VXLAN_DEFAULT_PORT, WIREGUARD_DEFAULT_PORT
 
 
-@dataclass
-class ClusterTunnels:
-    cluster: Cluster
-    framers: dict[str, object] = field(default_factory=dict)
+@dataclass(frozen=True)
+class TunnelDirectory:
+    endpoints: Mapping[str, TunnelEndpoint]          # node name -> its tunnel identity
+    wireguard_owners: tuple[tuple[IPv4Network, str], ...] = ()   # allowed IPs -> peer node
+    vxlan_vni: int = 4096
+    vxlan_port: int = VXLAN_DEFAULT_PORT
+    wireguard_port: int = WIREGUARD_DEFAULT_PORT
+    wireguard_mtu: int = 1440
 
-    def __post_init__(self) -> None:
-        felix = self.cluster.felix
-        self.framers = {
-            "ipip": IpipEncap(),
-            "vxlan": VxlanEncap(vni=felix.vxlan_vni, port=felix.vxlan_port),
-            # The simulator cannot know the nodes' private keys: it runs WireGuard with keys
-            # of its own per node (the trace says so); the framing is real.
-            "wireguard": WireGuardEncap(port=felix.wireguard_listening_port,
-                                        mtu=felix.wireguard_mtu or felix.host_mtu - 60),
-        }
+    def peer(self, iface: Interface, via: IPv4Address | None,
+             dst: IPv4Address) -> TunnelEndpoint | str:
+        """The node a packet routed into ``iface`` goes to, or why none does."""
+        if iface.kind is IfaceKind.IPIP:
+            found = next((e for e in self.endpoints.values() if e.underlay_ip == via), None)
+            return found or f"{iface.name} route via {via} names no Calico node"
+        if iface.kind is IfaceKind.VXLAN:
+            found = next((e for e in self.endpoints.values() if e.vtep_ip == via), None)
+            return found or f"no VTEP {via} in the FDB"
+        best = max((item for item in self.wireguard_owners if dst in item[0]),
+                   key=lambda item: item[0].prefixlen, default=None)
+        if best is None:
+            return f"no WireGuard peer has {dst} in its allowed IPs"
+        return self.endpoints[best[1]]
 
-    def encapsulate(self, node: str, oif: str, packet: Packet,
-                    via: IPv4Address | None) -> EncapRecord | str:
-        local = self.cluster.nodes[node]
-        if oif == IPIP_IFACE:
-            mode, peer = "ipip", self.cluster.node_by_ip(via) if via else None
-            missing = f"tunl0 route via {via} names no Calico node"
-        elif oif == VXLAN_IFACE:
-            mode = "vxlan"
-            peer = next((n for n in self.cluster.nodes.values()
-                         if n.vxlan_tunnel_address == via), None)
-            missing = f"no VTEP {via} in the FDB of {node}"
-        else:
-            mode, peer = "wireguard", self._owner_of(packet.dst)
-            missing = f"no WireGuard peer has {packet.dst} in its allowed IPs"
-        if peer is None:
-            return missing
-        framer = self.framers[mode]
-        src, dst = self._endpoint(local), self._endpoint(peer)
+    def framer(self, mode: str, state: RunState):
+        """The run's framer for ``mode`` (created on first use; WireGuard keeps sessions)."""
+        framer = state.tunnel_sessions.get(mode)
+        if framer is None:
+            framer = state.tunnel_sessions[mode] = {
+                "ipip": IpipEncap,
+                "vxlan": lambda: VxlanEncap(vni=self.vxlan_vni, port=self.vxlan_port),
+                # The simulator cannot know the nodes' private keys: it runs WireGuard with keys
+                # of its own per node (the trace says so); the framing is real.
+                "wireguard": lambda: WireGuardEncap(port=self.wireguard_port,
+                                                    mtu=self.wireguard_mtu),
+            }[mode]()
+        return framer
+
+    def encapsulate(self, node: str, iface: Interface, packet: Packet, via: IPv4Address | None,
+                    state: RunState) -> EncapRecord | str:
+        peer = self.peer(iface, via, packet.dst)
+        if isinstance(peer, str):
+            return peer
+        framer = self.framer(iface.mode, state)
+        local = self.endpoints[node]
         sent_before = len(getattr(framer, "control_packets", ()))
-        wire = framer.encapsulate(to_bytes(packet), src, dst)
+        wire = framer.encapsulate(to_bytes(packet), local, peer)
         outer = _outer_packet(wire, packet)
         preamble, keylog = (), ""
-        if mode == "wireguard":
+        if iface.kind is IfaceKind.WIREGUARD:
             preamble = tuple(framer.control_packets[sent_before:])
-            keylog = framer.keylog_lines(src, dst)
-        return EncapRecord(node, mode, packet, outer, outer.length - packet.length,
-                           self._detail(mode, peer), wire, preamble, keylog)
+            keylog = framer.keylog_lines(local, peer)
+        return EncapRecord(node, iface.mode, packet, outer, outer.length - packet.length,
+                           self._detail(iface, peer), wire, preamble, keylog)
 
-    def _endpoint(self, node: Node) -> TunnelEndpoint:
-        return TunnelEndpoint(node.name, node.address.ip, vtep_ip=node.vxlan_tunnel_address,
-                              vtep_mac=node.vxlan_tunnel_mac)
-
-    def _detail(self, mode: str, peer: Node) -> str:
-        felix = self.cluster.felix
-        if mode == "ipip":
-            return f"IPIP to {peer.name} ({peer.address.ip})"
-        if mode == "vxlan":
-            return (f"VXLAN VNI {felix.vxlan_vni} to VTEP {peer.vxlan_tunnel_address} "
-                    f"({peer.vxlan_tunnel_mac}) at {peer.address.ip}")
-        return f"WireGuard transport data to peer {peer.name} ({peer.address.ip})"
-
-    def _owner_of(self, addr: IPv4Address) -> Node | None:
-        for block, owner in block_owners(self.cluster).items():
-            if addr in block:
-                return self.cluster.nodes[owner]
-        ep = self.cluster.endpoint_by_ip(addr)
-        return self.cluster.nodes[ep.pod.node] if ep else None
+    def _detail(self, iface: Interface, peer: TunnelEndpoint) -> str:
+        if iface.kind is IfaceKind.IPIP:
+            return f"IPIP to {peer.node} ({peer.underlay_ip})"
+        if iface.kind is IfaceKind.VXLAN:
+            return (f"VXLAN VNI {self.vxlan_vni} to VTEP {peer.vtep_ip} ({peer.vtep_mac}) at "
+                    f"{peer.underlay_ip}")
+        return f"WireGuard transport data to peer {peer.node} ({peer.underlay_ip})"
 
 
 def _outer_packet(wire: bytes, inner: Packet) -> Packet:

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import struct
 
-from tracer.dataplane.packet import ICMP, TCP, UDP, Packet
+from tracer.dataplane.packet import Packet
+from tracer.protocols import ICMP, TCP, UDP
 from tracer.encap import ipv4
 
 

@@ -18,9 +18,10 @@ import struct
 from tracer.encap import ipv4
 from tracer.encap.base import (UNKNOWN_PEER, DecapResult, OuterFields, TunnelEndpoint,
                                TunnelTemplate)
+from tracer.protocols import VXLAN_DEFAULT_PORT
 
 VXLAN_OVERHEAD = 50               # 20 IPv4 + 8 UDP + 8 VXLAN + 14 inner Ethernet
-VXLAN_PORT = 4789
+
 VXLAN_VNI = 4096
 VXLAN_FLAG_VNI = 0x08000000       # the I flag in the first 32-bit word
 ETH_P_IP = 0x0800
@@ -76,7 +77,8 @@ class VxlanEncap(TunnelTemplate):
     overhead = VXLAN_OVERHEAD
     ip_protocol = ipv4.PROTO_UDP
 
-    def __init__(self, vni: int = VXLAN_VNI, port: int = VXLAN_PORT, *, udp_csum: bool = True,
+    def __init__(self, vni: int = VXLAN_VNI, port: int = VXLAN_DEFAULT_PORT, *,
+                 udp_csum: bool = True,
                  port_range: tuple[int, int] = LOCAL_PORT_RANGE):
         self.vni = vni
         self.port = port

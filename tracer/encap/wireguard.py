@@ -26,9 +26,9 @@ from ipaddress import IPv4Address
 from tracer.encap import ipv4, noise
 from tracer.encap.base import DecapResult, OuterFields, TunnelEndpoint, TunnelTemplate
 from tracer.errors import InputError
+from tracer.protocols import WIREGUARD_DEFAULT_PORT
 
 WG_OVERHEAD = 60                   # 20 IPv4 + 8 UDP + 16 data header + 16 Poly1305 tag
-WG_PORT = 51820
 WG_MTU = 1440                      # felix default for a 1500-byte host
 MSG_INITIATION, MSG_RESPONSE, MSG_COOKIE, MSG_DATA = 1, 2, 3, 4
 INITIATION_LEN = 148
@@ -348,7 +348,8 @@ class WireGuardEncap(TunnelTemplate):
     ip_protocol = ipv4.PROTO_UDP
 
     def __init__(self, *, private_keys: Mapping[str, bytes] | None = None,
-                 seed: bytes = b"calico-trace", mtu: int = WG_MTU, port: int = WG_PORT,
+                 seed: bytes = b"calico-trace", mtu: int = WG_MTU,
+                 port: int = WIREGUARD_DEFAULT_PORT,
                  preshared_key: bytes = bytes(32), start_time: float = 1_700_000_000.0):
         self.private_keys = dict(private_keys or {})
         self.seed = seed

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from tracer.dataplane.trace import PacketTrace
 from tracer.explain.deciding import deciding_decisions, endpoint_chains
 from tracer.explain.why import compose
+from tracer.trace.result import PacketTrace
 
 
-def explain(dataplane, trace: PacketTrace, src, dst) -> PacketTrace:
+def explain(dataplane, trace: PacketTrace) -> PacketTrace:
+    """``trace`` with its deciding rules, why, fix hint and staged-policy notes filled in."""
     decisions = deciding_decisions(dataplane, trace)
     chains = endpoint_chains(dataplane, trace)
-    why, hint, staged, selected_by = compose(dataplane, trace, decisions, chains, src, dst)
+    why, hint, staged, selected_by = compose(dataplane, trace, decisions, chains)
     return replace(trace, deciding=decisions, why=why, hint=hint, staged=staged,
                    selected_by=selected_by)

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from tracer.dataplane.events import NetfilterEvent
 from tracer.dataplane.ir import Provenance, SetMark, Table
 from tracer.dataplane.iptables_save import format_rule
-from tracer.dataplane.trace import Decision, DropRecord, PacketTrace
 from tracer.policy.felix import mark_bits
+from tracer.trace.result import Decision, PacketTrace
 
 # Felix's chain-level comments, in every release we render (felix/rules/policy.go).
 _POLICY_COMMENT = re.compile(
@@ -46,7 +46,7 @@ def decision_for(node: str, event: NetfilterEvent, dataplane) -> Decision:
 
 
 def deciding_decisions(dataplane, trace: PacketTrace) -> tuple[Decision, ...]:
-    drop = _final_drop(trace)
+    drop = trace.drop
     if drop is not None:
         if drop.event is None:
             return ()
@@ -104,13 +104,6 @@ def _chain_comment_name(dataplane, node: str, event: NetfilterEvent) -> str | No
         if match:
             return comment.rsplit(" ", 1)[0]
     return None
-
-
-def _final_drop(trace: PacketTrace) -> DropRecord | None:
-    if not trace.hops:
-        return None
-    last = trace.hops[-1].stages
-    return last[-1] if last and isinstance(last[-1], DropRecord) else None
 
 
 def _provenance_from_comments(dataplane, node: str, event: NetfilterEvent) -> Provenance | None:

@@ -10,38 +10,48 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tracer.dataplane.packet import PORTED_PROTOCOLS
-from tracer.dataplane.trace import DropRecord, PacketTrace
+from tracer.dataplane.reasons import DropReason
+from tracer.dataplane.trace import DropRecord
 from tracer.model.cluster import Policy, Rule
 from tracer.policy.evaluate import DirectionDecision, Flow, policy_label, protocol_number
 from tracer.selector.selector import parse_selector
+from tracer.protocols import PORTED
 from tracer.selector.syntax import EQ, And, Compare, Has, InSet, canonical_text, evaluate
+from tracer.trace.result import PacketTrace
 
 NAMESPACE_LABEL = "projectcalico.org/namespace"
 
-STATIC_HINTS = {
-    "rpf-check": "The pod sends with a source address that does not route back through its "
-                 "own interface. If that is intended, annotate the pod with "
-                 "cni.projectcalico.org/allowedSourcePrefixes.",
-    "mtu-exceeded": "Send smaller packets (lower the MSS / MTU of the sender) or raise the "
-                    "host MTU; Calico derives pod MTU = host MTU minus the tunnel overhead.",
-    "no-route": "Check that the destination address belongs to a running pod or a node; "
-                "addresses in an IPAM block without a pod hit the block's blackhole route.",
-    "conntrack-invalid": "The packet fits no connection conntrack knows (e.g. a reply or "
-                         "mid-stream packet without the connection's start); trace the "
-                         "connection from its first packet.",
-    "unknown-interface": "The interface is not a known workload of this node: the pod is not "
-                         "(yet) programmed by felix.",
-    "encap-from-workload": "Workloads may not send IPIP/VXLAN; set "
-                           "FelixConfiguration allowVXLANPacketsFromWorkloads/"
-                           "allowIPIPPacketsFromWorkloads if this is intended.",
-    "endpoint-to-host": "FelixConfiguration defaultEndpointToHostAction drops pod-to-host "
-                        "traffic; set it to Accept or allow it with a host endpoint policy.",
-    "unknown-tunnel-peer": "The tunnel packet's sender is not a Calico node; add it as a Node.",
-    "host-endpoint": "Add an Allow rule for this traffic to a policy selecting the host "
-                     "endpoint (or a preDNAT/applyOnForward policy for forwarded traffic).",
-    "no-endpoints": "Check the Service's selector and that its pods are ready: kubectl get "
-                    "endpointslices -l kubernetes.io/service-name=<service>.",
+# What to change, per reason; policy drops get a hint computed from the policies instead.
+STATIC_HINTS: dict[DropReason, str] = {
+    DropReason.RPF_CHECK: (
+        "The pod sends with a source address that does not route back through its own interface. "
+        "If that is intended, annotate the pod with cni.projectcalico.org/allowedSourcePrefixes."),
+    DropReason.MTU_EXCEEDED: (
+        "Send smaller packets (lower the MSS / MTU of the sender) or raise the host MTU; Calico "
+        "derives pod MTU = host MTU minus the tunnel overhead."),
+    DropReason.NO_ROUTE: (
+        "Check that the destination address belongs to a running pod or a node; addresses in an "
+        "IPAM block without a pod hit the block's blackhole route."),
+    DropReason.CONNTRACK_INVALID: (
+        "The packet fits no connection conntrack knows (e.g. a reply or mid-stream packet without"
+        " the connection's start); trace the connection from its first packet."),
+    DropReason.UNKNOWN_INTERFACE: (
+        "The interface is not a known workload of this node: the pod is not (yet) programmed by "
+        "felix."),
+    DropReason.ENCAP_FROM_WORKLOAD: (
+        "Workloads may not send IPIP/VXLAN; set FelixConfiguration "
+        "allowVXLANPacketsFromWorkloads/allowIPIPPacketsFromWorkloads if this is intended."),
+    DropReason.ENDPOINT_TO_HOST: (
+        "FelixConfiguration defaultEndpointToHostAction drops pod-to-host traffic; set it to "
+        "Accept or allow it with a host endpoint policy."),
+    DropReason.UNKNOWN_TUNNEL_PEER: (
+        "The tunnel packet's sender is not a Calico node; add it as a Node."),
+    DropReason.HOST_ENDPOINT: (
+        "Add an Allow rule for this traffic to a policy selecting the host endpoint (or a "
+        "preDNAT/applyOnForward policy for forwarded traffic)."),
+    DropReason.NO_ENDPOINTS: (
+        "Check the Service's selector and that its pods are ready: kubectl get endpointslices -l "
+        "kubernetes.io/service-name=<service>."),
 }
 
 
@@ -52,15 +62,15 @@ class Gap:
 
 
 def fix_hint(cluster, trace: PacketTrace, drop: DropRecord,
-             verdicts: list[DirectionDecision], flow: Flow, src, dst) -> str:
+             verdicts: list[DirectionDecision], flow: Flow) -> str:
     deciding = next((v for v in verdicts if not v.allowed), None)
-    if drop.reason == "denied-by-rule" and deciding is not None and deciding.deciding:
+    if drop.reason is DropReason.DENIED_BY_RULE and deciding is not None and deciding.deciding:
         ref = deciding.deciding
         return (f"Deny rule {ref.rule_index} of {ref.policy_kind} {ref.policy_key} matches this "
                 f"packet. If it should pass, add an Allow rule for it before rule "
                 f"{ref.rule_index}, or in a policy with a lower order in tier {ref.tier}.")
-    if drop.reason == "default-deny" and deciding is not None:
-        return _default_deny_hint(cluster, deciding, flow, src, dst)
+    if drop.reason is DropReason.DEFAULT_DENY and deciding is not None:
+        return _default_deny_hint(cluster, deciding, flow, trace.src, trace.dst)
     return STATIC_HINTS.get(drop.reason, "")
 
 
@@ -134,9 +144,9 @@ def rule_gaps(rule: Rule, flow: Flow, src, dst) -> list[Gap]:
 
 
 def _port_gaps(entity, port: int | None, flow: Flow, side: str) -> list[Gap]:
-    if flow.protocol not in PORTED_PROTOCOLS or port is None:
+    if flow.protocol not in PORTED or port is None:
         return [Gap("protocol", "the rule names ports; only TCP, UDP and SCTP have them")] \
-            if entity.ports and flow.protocol not in PORTED_PROTOCOLS else []
+            if entity.ports and flow.protocol not in PORTED else []
     gaps = []
     numeric = [p for p in entity.ports if not p.is_named]
     if entity.ports and not any(p.is_named for p in entity.ports) and \

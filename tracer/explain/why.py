@@ -6,12 +6,15 @@ direction (that is what makes a default deny), the rule that matched, and the pe
 
 from __future__ import annotations
 
-from tracer.dataplane.packet import ICMP, Packet
-from tracer.dataplane.trace import DROP_REASONS, Decision, DropRecord, PacketTrace
+from tracer.dataplane.packet import Packet
+from tracer.protocols import ICMP
+from tracer.dataplane.reasons import DropReason
+from tracer.dataplane.trace import DropRecord, HookRecord
 from tracer.explain.deciding import EndpointChain, policies_seen_in_dumps
 from tracer.explain.hint import applied_policies, fix_hint
 from tracer.explain.rules import describe_rule
 from tracer.policy.evaluate import DirectionDecision, Flow, evaluate_direction
+from tracer.trace.result import Decision, PacketTrace
 from tracer.selector.selector import parse_selector
 
 
@@ -23,7 +26,7 @@ def flow_of(packet: Packet) -> Flow:
 
 
 def compose(dataplane, trace: PacketTrace, decisions: tuple[Decision, ...],
-            chains: tuple[EndpointChain, ...], src, dst):
+            chains: tuple[EndpointChain, ...]):
     cluster = dataplane.cluster
     flow = flow_of(_policy_view(trace))
     verdicts: list[DirectionDecision] = []
@@ -34,17 +37,17 @@ def compose(dataplane, trace: PacketTrace, decisions: tuple[Decision, ...],
     selected_by = {f"{v.direction} {v.endpoint}": v.applied_policies for v in verdicts}
     from_dumps = policies_seen_in_dumps(dataplane, trace)
     selected_by.update(from_dumps)
-    drop = _final_drop(trace)
+    drop = trace.drop
     if drop is None:
         why = _why_allowed(trace, verdicts)
         return why, "", staged, selected_by
-    why = _why_dropped(cluster, trace, drop, decisions, verdicts, src, dst)
+    why = _why_dropped(cluster, trace, drop, decisions, verdicts)
     deciding_chain = decisions[0].chain if decisions else ""
     for key, names in sorted(from_dumps.items()):
-        if drop.reason == "default-deny" and key in _chain_keys(chains, deciding_chain):
+        if drop.reason is DropReason.DEFAULT_DENY and key in _chain_keys(chains, deciding_chain):
             why += (f" From the node's dump: {key} went through {', '.join(names)}; none of "
                     "them set the accept mark.")
-    hint = fix_hint(cluster, trace, drop, verdicts, flow, src, dst)
+    hint = fix_hint(cluster, trace, drop, verdicts, flow)
     return why, hint, staged, selected_by
 
 
@@ -54,17 +57,11 @@ def _chain_keys(chains: tuple[EndpointChain, ...], chain: str) -> set[str]:
 
 def _policy_view(trace: PacketTrace) -> Packet:
     """The packet as the endpoint chains saw it: after DNAT (a Service's backend address)."""
-    from tracer.dataplane.trace import HookRecord
     for hop in trace.hops:
         for stage in hop.stages:
             if isinstance(stage, HookRecord) and stage.hook == "FORWARD":
                 return stage.packet
     return trace.packet
-
-
-def _final_drop(trace: PacketTrace) -> DropRecord | None:
-    stages = trace.hops[-1].stages if trace.hops else ()
-    return stages[-1] if stages and isinstance(stages[-1], DropRecord) else None
 
 
 def _why_allowed(trace: PacketTrace, verdicts: list[DirectionDecision]) -> str:
@@ -91,28 +88,27 @@ def _direction_sentence(v: DirectionDecision) -> str:
 
 
 def _why_dropped(cluster, trace: PacketTrace, drop: DropRecord,
-                 decisions: tuple[Decision, ...], verdicts: list[DirectionDecision],
-                 src, dst) -> str:
+                 decisions: tuple[Decision, ...], verdicts: list[DirectionDecision]) -> str:
     where = f"Dropped on {drop.node}"
     if decisions:
         d = decisions[0]
         where += f" by {d.table}/{d.chain} rule {d.rule_number}"
     deciding = next((v for v in verdicts if not v.allowed), None)
-    if drop.reason == "default-deny" and deciding is not None:
+    if drop.reason is DropReason.DEFAULT_DENY and deciding is not None:
         what = (f"no profile of {deciding.endpoint} accepted it"
                 if deciding.reason == "no-profile" else
                 f"end of tier {deciding.tier}, no policy allowed it")
         sentences = [f"{where} ({what}).",
-                     _default_deny_sentence(cluster, deciding, trace, src, dst)]
-    elif drop.reason == "host-endpoint" and decisions and decisions[0].provenance:
-        sentences = [f"{where}: {DROP_REASONS['host-endpoint']}.",
+                     _default_deny_sentence(cluster, deciding, trace)]
+    elif drop.reason is DropReason.HOST_ENDPOINT and decisions and decisions[0].provenance:
+        sentences = [f"{where}: {drop.reason.text}.",
                      _host_endpoint_sentence(cluster, decisions[0])]
-    elif drop.reason == "denied-by-rule" and deciding is not None and deciding.deciding:
+    elif drop.reason is DropReason.DENIED_BY_RULE and deciding is not None and deciding.deciding:
         rule = _rule_of(cluster, deciding)
         text = describe_rule(rule, deciding.direction) if rule else ""
         sentences = [f"{where}: {deciding.deciding.describe()} matched ({text})."]
     else:
-        sentences = [f"{where}: {DROP_REASONS.get(drop.reason, drop.reason)}."]
+        sentences = [f"{where}: {drop.reason.text}."]
         if drop.event is None:
             sentences.append(drop.detail + ".")
     if deciding is not None and deciding.staged:
@@ -120,8 +116,8 @@ def _why_dropped(cluster, trace: PacketTrace, drop: DropRecord,
     return " ".join(sentences)
 
 
-def _default_deny_sentence(cluster, v: DirectionDecision, trace, src, dst) -> str:
-    peer = src if v.direction == "ingress" else dst
+def _default_deny_sentence(cluster, v: DirectionDecision, trace: PacketTrace) -> str:
+    peer = trace.src if v.direction == "ingress" else trace.dst
     if not v.applied_policies:
         return f"No policy selects {v.endpoint} for {v.direction} and no profile allows it."
     lines = []

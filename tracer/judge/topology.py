@@ -9,11 +9,14 @@ from ipaddress import IPv4Interface
 from tracer.trace.assemble import Dataplane
 from tracer.dataplane.ipsets import format_ipsets
 from tracer.dataplane.iptables_save import format_ruleset
-from tracer.dataplane.routing import IPIP_IFACE, MAIN_TABLE, VXLAN_IFACE, underlay_gateway
+from tracer.dataplane.interfaces import IfaceKind
+from tracer.dataplane.routing import MAIN_TABLE
+from tracer.trace.routes import underlay_gateway
 from tracer.encap.vxlan import vtep_mac
 from tracer.kernel.topology import NodeSpec, PodSpec, RouteSpec, TopologySpec, VxlanSpec
 
-BUILDABLE_DEVICES = ("eth0", VXLAN_IFACE)
+# Tunnel devices this kernel cannot make (no ipip or wireguard module here).
+UNBUILDABLE_KINDS = frozenset({IfaceKind.IPIP, IfaceKind.WIREGUARD})
 
 
 @dataclass(frozen=True)
@@ -39,15 +42,14 @@ def lab_plan(dataplane: Dataplane) -> LabPlan:
                      if ep.pod.node == name)
         routes = []
         for route in node_dp.routing.routes:
-            if route.dev is not None and not (route.dev in BUILDABLE_DEVICES
-                                                or route.dev.startswith("cali")):
-                unbuildable.append(f"{name}: {route} (the kernel here has no "
-                                   f"{'ipip' if route.dev == IPIP_IFACE else 'wireguard'} "
-                                   f"module)")
+            device = node_dp.interfaces.get(route.dev)
+            kind = device.kind if device is not None else None
+            if kind in UNBUILDABLE_KINDS:
+                unbuildable.append(f"{name}: {route} (the kernel here has no {kind} module)")
                 continue
-            if route.scope == "link" and route.dev == "eth0" and route.via is None:
+            if route.scope == "link" and kind is IfaceKind.UNDERLAY and route.via is None:
                 continue                       # the connected route comes with the address
-            if route.dev is not None and route.dev.startswith("cali"):
+            if kind is IfaceKind.WORKLOAD:
                 continue                       # the lab adds each pod's /32 itself
             routes.append(RouteSpec(route.dst, route.dev, via=route.via, onlink=route.onlink,
                                     kind=route.kind if route.kind != "local" else "unicast",

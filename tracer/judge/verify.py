@@ -13,7 +13,8 @@ from ipaddress import IPv4Address
 
 from tracer.trace.assemble import Dataplane
 from tracer.dataplane.events import NetfilterEvent
-from tracer.dataplane.trace import HookRecord, PacketTrace
+from tracer.dataplane.trace import HookRecord
+from tracer.trace.result import PacketTrace
 from tracer.errors import InputError
 from tracer.judge.topology import LabPlan, lab_plan
 from tracer.kernel.compare import Comparison, compare

@@ -11,14 +11,12 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Literal
 
+from tracer.dataplane.interfaces import UNDERLAY_DEVICE, VXLAN_DEVICE
 from tracer.errors import InputError
 
 IFNAMSIZ = 15                      # the kernel's interface name limit, without the NUL
 CALI_HOST_MAC = "ee:ee:ee:ee:ee:ee"  # the CNI plugin's host-side veth MAC
 POD_GATEWAY = IPv4Address("169.254.1.1")
-VXLAN_DEVICE = "vxlan.calico"
-VXLAN_PORT = 4789
-UNDERLAY_DEVICE = "eth0"
 MAIN_TABLE = 254
 
 RouteKind = Literal["unicast", "blackhole", "throw"]

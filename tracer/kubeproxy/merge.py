@@ -23,6 +23,8 @@ from __future__ import annotations
 from tracer.dataplane.ir import BUILTIN_CHAINS, Chain, Rule, Ruleset, Table
 from tracer.kubeproxy.render import SERVICES, render_kube_proxy
 from tracer.model.cluster import Cluster
+from tracer.policy.felix.context import make_ctx
+from tracer.policy.felix.static import kernel_hooks
 
 # (table, kernel chain) -> how many rules at the end of the chain felix appended.
 AppendCounts = dict[tuple[Table, str], int]
@@ -69,9 +71,6 @@ def _builtins_first(tables: dict[Table, dict[str, Chain]]) -> dict[Table, dict[s
 
 def felix_append_counts(cluster: Cluster, node: str, version: str | None) -> AppendCounts:
     """How many rules felix appends to each kernel chain (``Hooks.appended``)."""
-    from tracer.policy.felix.context import make_ctx
-    from tracer.policy.felix.static import kernel_hooks
-
     hooks = kernel_hooks(make_ctx(cluster, node, version))
     return {(table, kernel): len(h.appended) for table, chains in hooks.items()
             for kernel, h in chains.items() if h.appended}

@@ -18,11 +18,12 @@ from ipaddress import IPv4Address, IPv4Network, collapse_addresses
 
 from tracer.dataplane.iptables_save import normalise_rule
 from tracer.dataplane.ir import (
-    BUILTIN_CHAINS, PROTOCOL_NUMBERS, AddressMatch, AddrTypeMatch, Chain, Cidr, ConntrackMatch,
+    BUILTIN_CHAINS, AddressMatch, AddrTypeMatch, Chain, Cidr, ConntrackMatch,
     Dnat, Jump, MarkMatch, Masquerade, Match, PortMatch, ProtocolMatch, ProtocolModuleMatch,
     Provenance, Reject, Rule, SetMark, StatisticMatch, Table, Target, Verdict,
 )
 from tracer.errors import InputError
+from tracer.protocols import PROTOCOL_NUMBERS
 from tracer.kubeproxy import names
 from tracer.kubeproxy.services import ServicePortView, service_ports
 from tracer.model.cluster import Cluster

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Literal
 
+from tracer.protocols import VXLAN_DEFAULT_PORT, WIREGUARD_DEFAULT_PORT
+
 Action = Literal["Allow", "Deny", "Pass", "Log"]
 PolicyDirection = Literal["ingress", "egress"]
 EncapMode = Literal["Always", "CrossSubnet", "Never"]
@@ -98,6 +100,15 @@ class Tier:
     order: float | None                    # None sorts last (infinity)
     default_action: Literal["Deny", "Pass"] = "Deny"
     origin: Origin = NO_ORIGIN
+
+
+# The tiers Calico creates itself (api/pkg/apis/projectcalico/v3/tier.go): used when the
+# manifests refer to them without declaring them.
+BUILTIN_TIERS = {
+    "kube-admin": Tier(name="kube-admin", order=1_000.0, default_action="Pass"),
+    "default": Tier(name="default", order=1_000_000.0, default_action="Deny"),
+    "kube-baseline": Tier(name="kube-baseline", order=10_000_000.0, default_action="Pass"),
+}
 
 
 @dataclass(frozen=True)
@@ -288,16 +299,21 @@ class FelixConfig:
     disable_conntrack_invalid_check: bool = False
     allow_vxlan_packets_from_workloads: bool = False
     allow_ipip_packets_from_workloads: bool = False
-    vxlan_port: int = 4789
+    vxlan_port: int = VXLAN_DEFAULT_PORT
     vxlan_vni: int = 4096
     vxlan_mtu: int = 0
     ipip_mtu: int = 0
     wireguard_enabled: bool = False
-    wireguard_listening_port: int = 51820
+    wireguard_listening_port: int = WIREGUARD_DEFAULT_PORT
     wireguard_mtu: int = 0
     wireguard_interface_name: str = "wireguard.cali"
     host_mtu: int = 1500
     origin: Origin = NO_ORIGIN
+
+    @property
+    def interface_prefixes(self) -> tuple[str, ...]:
+        """FELIX_INTERFACEPREFIX may be a comma-separated list; the first names new veths."""
+        return tuple(p.strip() for p in self.interface_prefix.split(",") if p.strip()) or ("cali",)
 
 
 @dataclass(frozen=True)

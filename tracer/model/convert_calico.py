@@ -21,6 +21,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Network, ip_network
 from typing import Any
 
 from tracer.errors import InputError
+from tracer.selector.selector import SelectorError, parse_selector
 from tracer.model.cluster import (
     EntityRule, FelixConfig, HostEndpoint, IcmpFields, IPPool, NetworkSet, Origin, Policy,
     PortSpec, Profile,
@@ -56,7 +57,6 @@ class Ctx:
 
 def check_selector(text: str, field_path: str, ctx: Ctx) -> str:
     """Parse ``text`` (raising a one-line error with the column on failure); returns it."""
-    from tracer.selector.selector import SelectorError, parse_selector
     try:
         parse_selector(text)
     except SelectorError as err:
@@ -68,7 +68,6 @@ def check_selector(text: str, field_path: str, ctx: Ctx) -> str:
 
 def prefixed(text: str, prefix: str, field_path: str, ctx: Ctx) -> str:
     """``parseSelectorAttachPrefix``: parse, prefix every label key, print canonically."""
-    from tracer.selector.selector import SelectorError, parse_selector
     try:
         return parse_selector(text).with_label_prefix(prefix).canonical
     except SelectorError as err:
@@ -110,7 +109,6 @@ def service_account_selector(names: tuple[str, ...], selector: str | None, field
 
 
 def _canonical(text: str, field_path: str, ctx: Ctx) -> str:
-    from tracer.selector.selector import SelectorError, parse_selector
     try:
         return parse_selector(text).canonical
     except SelectorError as err:

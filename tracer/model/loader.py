@@ -24,8 +24,10 @@ from tracer import DEFAULT_CALICO_VERSION
 from tracer.errors import InputError
 from tracer.model import schema
 from tracer.model.cluster import (
-    Cluster, FelixConfig, IPPool, Namespace, Node, Origin, Pod, Policy, ServiceAccount, Tier)
+    BUILTIN_TIERS, Cluster, FelixConfig, IPPool, Namespace, Node, Origin, Pod, Policy,
+    ServiceAccount)
 from tracer.model.ipam import BlockAllocator, IPAMExhausted
+from tracer.selector.selector import parse_selector
 from tracer.model import convert_calico, convert_k8s
 from tracer.model.convert_calico import Ctx
 
@@ -46,8 +48,6 @@ NAMESPACED = {"Pod", "ServiceAccount", "Service", "EndpointSlice", "NetworkPolic
               "calico/NetworkPolicy", "calico/StagedNetworkPolicy",
               "calico/StagedKubernetesNetworkPolicy", "calico/NetworkSet"}
 BUILTIN_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
-BUILTIN_TIERS = {"default": (1_000_000.0, "Deny"), "kube-admin": (1000.0, "Pass"),
-                 "kube-baseline": (10_000_000.0, "Pass")}
 DEFAULT_POOL = {"cidr": "192.168.0.0/16", "blockSize": 26, "ipipMode": "Always",
                 "vxlanMode": "Never", "natOutgoing": True}
 ANNOTATION = "projectcalico.org/"
@@ -360,14 +360,13 @@ class _Builder:
         for raw in self._of("calico/Tier"):
             tiers[raw.name] = convert_calico.tier(raw.name, raw.spec, self._ctx(raw))
         if "default" not in tiers:
-            tiers["default"] = Tier("default", 1_000_000.0, "Deny")
+            tiers["default"] = BUILTIN_TIERS["default"]
 
     def _tier_used(self, name: str, raw: RawObject) -> None:
         if name in self.cluster.tiers:
             return
         if name in BUILTIN_TIERS:
-            order, action = BUILTIN_TIERS[name]
-            self.cluster.tiers[name] = Tier(name, order, action)   # type: ignore[arg-type]
+            self.cluster.tiers[name] = BUILTIN_TIERS[name]
             return
         raise InputError(f"spec.tier: tier {name!r} does not exist (no Tier object declares it)",
                          file=raw.file, obj=f"{raw.kind} {raw.ident}")
@@ -497,7 +496,6 @@ class _Builder:
     def _pool_selects(self, pool: IPPool, node_name: str) -> bool:
         if pool.node_selector.strip() == "all()":
             return True
-        from tracer.selector.selector import parse_selector
         return parse_selector(pool.node_selector).matches(self.cluster.nodes[node_name].labels)
 
     # ------------------------------------------------------------------ profiles, endpoints
@@ -527,7 +525,7 @@ class _Builder:
             profiles[raw.name] = convert_calico.profile(raw.name, raw.spec, self._ctx(raw))
 
     def _endpoints(self) -> None:
-        prefix = self.cluster.felix.interface_prefix.split(",")[0]
+        prefix = self.cluster.felix.interface_prefixes[0]
         for pod in sorted(self.cluster.pods.values(), key=lambda p: p.key):
             if pod.host_network:
                 continue

@@ -34,6 +34,7 @@ from ipaddress import IPv4Address
 from typing import Literal
 
 from tracer.errors import InputError
+from tracer.protocols import CALICO_PROTOCOLS, display_name
 from tracer.model.cluster import (
     Cluster,
     ContainerPort,
@@ -43,6 +44,7 @@ from tracer.model.cluster import (
     Policy,
     PortSpec,
     Rule,
+    BUILTIN_TIERS,
     Tier,
     WorkloadEndpoint,
 )
@@ -55,16 +57,7 @@ NAMESPACE_LABEL = "projectcalico.org/namespace"
 ICMP = 1
 # Protocols the multiport match accepts (xt_multiport: tcp, udp, udplite, dccp, sctp).
 PORT_PROTOCOLS = frozenset({6, 17, 33, 132, 136})
-_PROTOCOL_NUMBERS = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58, "sctp": 132, "udplite": 136}
-_PROTOCOL_NAMES = {6: "TCP", 17: "UDP", 1: "ICMP", 58: "ICMPv6", 132: "SCTP", 136: "UDPLite"}
 
-# Built-in tiers (api/pkg/apis/projectcalico/v3/tier.go), used when the manifests do not
-# declare them.
-BUILTIN_TIERS = {
-    "kube-admin": Tier(name="kube-admin", order=1_000.0, default_action="Pass"),
-    "default": Tier(name="default", order=1_000_000.0, default_action="Deny"),
-    "kube-baseline": Tier(name="kube-baseline", order=10_000_000.0, default_action="Pass"),
-}
 
 # felix/types/policy_id.go KindShortName.
 _KIND_SHORT = {
@@ -201,13 +194,13 @@ def protocol_number(value: str | int) -> int:
     if text.isdigit():
         return int(text)
     try:
-        return _PROTOCOL_NUMBERS[text]
+        return CALICO_PROTOCOLS[text]
     except KeyError:
         raise InputError(f"unknown protocol {value!r}") from None
 
 
 def protocol_name(number: int) -> str:
-    return _PROTOCOL_NAMES.get(number, str(number))
+    return display_name(number)
 
 
 def _ipset_port_protocol(value: str | int) -> int:

@@ -7,8 +7,8 @@ import json
 from tracer.dataplane.iptables_save import format_rule
 from tracer.dataplane.packet import Packet
 from tracer.dataplane.trace import (ConntrackRecord, DecapRecord, DeliverRecord, DropRecord,
-                                    EncapRecord, HookRecord, MtuRecord, NatRecord, PacketTrace,
-                                    RouteRecord)
+                                    EncapRecord, HookRecord, MtuRecord, NatRecord, RouteRecord)
+from tracer.trace.result import PacketTrace
 
 
 def trace_to_dict(trace: PacketTrace) -> dict:

@@ -7,7 +7,8 @@ type is raw IPv4, which Wireshark and tshark dissect down to the inner packet of
 
 from __future__ import annotations
 
-from tracer.dataplane.trace import DeliverRecord, EncapRecord, PacketTrace
+from tracer.dataplane.trace import DeliverRecord, EncapRecord
+from tracer.trace.result import PacketTrace
 from tracer.dataplane.wire import to_bytes
 from tracer.encap.pcap import LINKTYPE_RAW, write_pcap
 

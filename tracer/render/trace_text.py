@@ -11,8 +11,8 @@ from __future__ import annotations
 from tracer.dataplane.events import NetfilterEvent
 from tracer.dataplane.iptables_save import format_rule
 from tracer.dataplane.trace import (ConntrackRecord, DecapRecord, DeliverRecord, DropRecord,
-                                    EncapRecord, HookRecord, MtuRecord, NatRecord, PacketTrace,
-                                    RouteRecord)
+                                    EncapRecord, HookRecord, MtuRecord, NatRecord, RouteRecord)
+from tracer.trace.result import PacketTrace
 
 VERBOSITIES = ("minimal", "summary", "detailed")
 

@@ -1,1 +1,1 @@
-"""The composition root: assemble a dataplane from a cluster, run packets and sessions through it."""
+"""The composition root: assemble a dataplane from a cluster, run packets and sessions."""

@@ -1,22 +1,31 @@
-"""Assemble every node's dataplane from a cluster: rendered (or user-supplied) rulesets,
-ipsets, routing tables and interface MTUs."""
+"""Assemble a cluster's dataplane: each node's ruleset (felix and kube-proxy, or a user's dump),
+ipsets, routing tables and interface table, built once when a packet first reaches the node.
+
+The :class:`Dataplane` is immutable: a node, once built, never changes, and runs carry their
+own state (``tracer.dataplane.state``). Nodes are built on first access, so a trace through
+two nodes of a hundred-node cluster renders two nodes.
+"""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network, ip_network
 
-from tracer.dataplane.ipsets import IpSetIndex
+from tracer.dataplane.interfaces import (IPIP_DEVICE, LOOPBACK_DEVICE, UNDERLAY_DEVICE,
+                                         VXLAN_DEVICE, IfaceKind, Interface, InterfaceTable)
 from tracer.dataplane.ir import Ruleset
-from tracer.dataplane.node import NodeDataplane, NodeEnvironment
+from tracer.dataplane.node import NodeDataplane
 from tracer.dataplane.pipeline import Pipeline
-from tracer.dataplane.routing import (IPIP_IFACE, UNDERLAY_IFACE, VXLAN_IFACE,
-                                      node_routing_table, underlay_gateway)
-from tracer.dataplane.tunnels import ClusterTunnels
-from tracer.encap.mtu import OVERHEADS as OVERHEAD
+from tracer.dataplane.tunnels import TunnelDirectory
+from tracer.encap.base import TunnelEndpoint
+from tracer.encap.mtu import OVERHEADS
+from tracer.encap.vxlan import vtep_mac
 from tracer.kubeproxy.merge import with_kube_proxy
 from tracer.model.cluster import Cluster
 from tracer.policy.felix import mark_bits, render_node
+from tracer.trace.routes import block_owners, node_routing_table, underlay_gateway
 
 
 @dataclass(frozen=True)
@@ -34,67 +43,134 @@ class Mtus:
 def mtus(cluster: Cluster) -> Mtus:
     felix = cluster.felix
     host = felix.host_mtu
-    ipip = felix.ipip_mtu or host - OVERHEAD["ipip"]
-    vxlan = felix.vxlan_mtu or host - OVERHEAD["vxlan"]
-    wireguard = felix.wireguard_mtu or host - OVERHEAD["wireguard"]
-    pools = [p for p in cluster.ippools.values() if not p.disabled]
+    ipip = felix.ipip_mtu or host - OVERHEADS["ipip"]
+    vxlan = felix.vxlan_mtu or host - OVERHEADS["vxlan"]
+    wireguard = felix.wireguard_mtu or host - OVERHEADS["wireguard"]
     candidates = [host]
-    if any(p.ipip_mode != "Never" for p in pools):
+    if ipip_enabled(cluster):
         candidates.append(ipip)
-    if any(p.vxlan_mode != "Never" for p in pools):
+    if vxlan_enabled(cluster):
         candidates.append(vxlan)
     if felix.wireguard_enabled:
         candidates.append(wireguard)
     return Mtus(host, ipip, vxlan, wireguard, min(candidates))
 
 
-@dataclass
+def ipip_enabled(cluster: Cluster) -> bool:
+    """calico-node turns IPIP on (and felix configures tunl0) when an enabled pool uses it."""
+    return any(p.ipip_mode != "Never" for p in cluster.ippools.values() if not p.disabled)
+
+
+def vxlan_enabled(cluster: Cluster) -> bool:
+    return any(p.vxlan_mode != "Never" for p in cluster.ippools.values() if not p.disabled)
+
+
+def interface_table(cluster: Cluster, node_name: str) -> InterfaceTable:
+    """The node's devices: loopback, underlay, the tunnels felix configures, pod veths."""
+    node, felix, sizes = cluster.nodes[node_name], cluster.felix, mtus(cluster)
+    devices = [Interface(LOOPBACK_DEVICE, IfaceKind.LOOPBACK, 65536, IPv4Address("127.0.0.1")),
+               Interface(UNDERLAY_DEVICE, IfaceKind.UNDERLAY, sizes.host, node.address.ip)]
+    if ipip_enabled(cluster):
+        devices.append(Interface(IPIP_DEVICE, IfaceKind.IPIP, sizes.ipip,
+                                 node.ipip_tunnel_address))
+    if vxlan_enabled(cluster):
+        devices.append(Interface(VXLAN_DEVICE, IfaceKind.VXLAN, sizes.vxlan,
+                                 node.vxlan_tunnel_address, udp_port=felix.vxlan_port))
+    if felix.wireguard_enabled:
+        devices.append(Interface(felix.wireguard_interface_name, IfaceKind.WIREGUARD,
+                                 sizes.wireguard, node.wireguard_interface_address,
+                                 udp_port=felix.wireguard_listening_port))
+    for ep in sorted(cluster.endpoints.values(), key=lambda e: e.key):
+        if ep.pod.node == node_name:
+            devices.append(Interface(ep.interface, IfaceKind.WORKLOAD, sizes.pod, ep.pod.ip,
+                                     endpoint=ep.key))
+    return InterfaceTable(tuple(devices), felix.interface_prefixes)
+
+
+def tunnel_directory(cluster: Cluster) -> TunnelDirectory:
+    """What felix programs about the other nodes: VTEPs, IPIP peers, WireGuard peers."""
+    felix = cluster.felix
+    endpoints = {
+        n.name: TunnelEndpoint(n.name, n.address.ip, vtep_ip=n.vxlan_tunnel_address,
+                               vtep_mac=n.vxlan_tunnel_mac or vtep_mac(n.name))
+        for n in cluster.nodes.values()}
+    owners: list[tuple[IPv4Network, str]] = list(block_owners(cluster).items())
+    owners += [(ip_network(f"{ep.pod.ip}/32"), ep.pod.node) for ep in cluster.endpoints.values()]
+    return TunnelDirectory(
+        endpoints=endpoints, wireguard_owners=tuple(owners), vxlan_vni=felix.vxlan_vni,
+        vxlan_port=felix.vxlan_port, wireguard_port=felix.wireguard_listening_port,
+        wireguard_mtu=mtus(cluster).wireguard)
+
+
+class LazyNodes(Mapping[str, NodeDataplane]):
+    """Node name -> dataplane, each built by ``build`` the first time it is asked for.
+
+    A built node never changes, so sharing this mapping between threads is safe; the lock only
+    keeps two threads from building the same node twice.
+    """
+
+    def __init__(self, names: tuple[str, ...], build: Callable[[str], NodeDataplane]):
+        self._names = names
+        self._build = build
+        self._built: dict[str, NodeDataplane] = {}
+        self._lock = threading.Lock()
+
+    def __getitem__(self, name: str) -> NodeDataplane:
+        node = self._built.get(name)
+        if node is not None:
+            return node
+        if name not in self._names:
+            raise KeyError(name)
+        with self._lock:
+            node = self._built.get(name)
+            if node is None:
+                node = self._built[name] = self._build(name)
+        return node
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    @property
+    def built(self) -> tuple[str, ...]:
+        """The nodes built so far (what a run has reached)."""
+        return tuple(sorted(self._built))
+
+
+@dataclass(frozen=True)
 class Dataplane:
     cluster: Cluster
     version: str
-    nodes: dict[str, NodeDataplane]
+    nodes: LazyNodes
     pipeline: Pipeline
 
 
 def build_dataplane(cluster: Cluster, *, version: str,
-                    rulesets: dict[str, tuple[Ruleset, str]] | None = None) -> Dataplane:
+                    rulesets: Mapping[str, tuple[Ruleset, str]] | None = None) -> Dataplane:
     """``rulesets`` replaces the rendered ruleset of some nodes: node -> (ruleset, source)."""
-    rulesets = rulesets or {}
-    sizes = mtus(cluster)
+    supplied = dict(rulesets or {})
     marks = mark_bits(version, cluster.felix)
     gateway = underlay_gateway(cluster)
-    prefixes = tuple(p.strip() for p in cluster.felix.interface_prefix.split(",") if p.strip())
-    nodes: dict[str, NodeDataplane] = {}
-    for name, node in sorted(cluster.nodes.items()):
-        supplied = rulesets.get(name)
-        ruleset = supplied[0] if supplied else render_node(cluster, name, version=version)
-        if cluster.services and not supplied:   # kube-proxy (iptables mode) runs beside felix
-            ruleset = with_kube_proxy(cluster, name, ruleset, version=version)
+
+    def build(name: str) -> NodeDataplane:
+        given = supplied.get(name)
+        if given is None:
+            ruleset = render_node(cluster, name, version=version)
+            if cluster.services:               # kube-proxy (iptables mode) runs beside felix
+                ruleset = with_kube_proxy(cluster, name, ruleset, version=version)
+        else:
+            ruleset = given[0]
         routing = node_routing_table(cluster, name, wireguard_mark=marks.wireguard,
                                      underlay_gateway=gateway)
-        interfaces = {UNDERLAY_IFACE: sizes.host, IPIP_IFACE: sizes.ipip,
-                      VXLAN_IFACE: sizes.vxlan,
-                      cluster.felix.wireguard_interface_name: sizes.wireguard}
-        for ep in cluster.endpoints.values():
-            if ep.pod.node == name:
-                interfaces[ep.interface] = sizes.pod
-        addresses = {UNDERLAY_IFACE: node.address.ip}
-        for iface, addr in ((IPIP_IFACE, node.ipip_tunnel_address),
-                            (VXLAN_IFACE, node.vxlan_tunnel_address),
-                            (cluster.felix.wireguard_interface_name,
-                             node.wireguard_interface_address)):
-            if addr is not None:
-                addresses[iface] = addr
-        env = NodeEnvironment(routing=routing, ipsets=IpSetIndex(ruleset.ipsets))
-        nodes[name] = NodeDataplane(
-            name=name, ruleset=ruleset, routing=routing, underlay_ip=node.address.ip,
-            interfaces=interfaces, environment=env, rendered=supplied is None,
-            source=supplied[1] if supplied else f"rendered (Calico v{version})",
-            workload_prefixes=prefixes or ("cali",), addresses=addresses)
+        return NodeDataplane(
+            name=name, ruleset=ruleset, routing=routing,
+            interfaces=interface_table(cluster, name),
+            underlay_ip=cluster.nodes[name].address.ip, rendered=given is None,
+            source=given[1] if given else f"rendered (Calico v{version})")
 
-    def deliver_local(node: str, dst: IPv4Address) -> str | None:
-        ep = cluster.endpoint_by_ip(dst)
-        return f"pod {ep.key}" if ep is not None and ep.pod.node == node else None
-
-    pipeline = Pipeline(nodes, deliver_local=deliver_local, tunnels=ClusterTunnels(cluster))
+    nodes = LazyNodes(tuple(sorted(cluster.nodes)), build)
+    underlay = {n.address.ip: n.name for n in cluster.nodes.values()}
+    pipeline = Pipeline(nodes, underlay=underlay, tunnels=tunnel_directory(cluster))
     return Dataplane(cluster=cluster, version=version, nodes=nodes, pipeline=pipeline)

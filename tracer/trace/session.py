@@ -1,7 +1,8 @@
-"""Stateful runs: a conntrack table per node and a clock, so packets form connections.
+"""Stateful runs: packets sent one after another through the same dataplane and run state.
 
-A :class:`Session` sends packets one after another through the same dataplane; each node's
-connection tracker remembers them. It knows how real endpoints open, use and close a
+A :class:`Session` owns a :class:`~tracer.dataplane.state.RunState` (each node's connection
+tracker and the clock) and the run's pins, and sends packets through the shared, immutable
+dataplane; the trackers remember them. It knows how real endpoints open, use and close a
 connection (TCP's three-way handshake and FIN exchange, a UDP request and its reply, an ICMP
 echo and its reply), so a trace of an "established" packet is the packet that really follows
 such an opening, not a forced state.
@@ -11,11 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from tracer.conntrack.reference import ConntrackTable
-from tracer.trace.assemble import Dataplane
-from tracer.dataplane.packet import ACK, FIN, ICMP, PSH, SYN, TCP, Packet
+from tracer.dataplane.packet import Packet
 from tracer.dataplane.pipeline import Outcome, Probe
+from tracer.dataplane.state import DEFAULT_CONNTRACK_MAX, NO_PINS, Pins, RunState
 from tracer.dataplane.trace import DeliverRecord
+from tracer.protocols import ACK, FIN, ICMP, PSH, SYN, TCP
+from tracer.trace.assemble import Dataplane
 
 CLIENT_ISN, SERVER_ISN = 1_000, 5_000
 PACKET_INTERVAL = 0.001               # seconds between packets of a scripted exchange
@@ -42,18 +44,22 @@ class Exchange:
 
 class Session:
     def __init__(self, dataplane: Dataplane, *, tcp_loose: bool = True,
-                 capacity: int = 262144, now: float = 0.0):
+                 capacity: int = DEFAULT_CONNTRACK_MAX, now: float = 0.0,
+                 pins: Pins = NO_PINS):
         self.dataplane = dataplane
-        self.now = now
-        for node in dataplane.nodes.values():
-            node.conntrack = ConntrackTable(capacity, tcp_loose=tcp_loose)
+        self.state = RunState(now=now, tcp_loose=tcp_loose, conntrack_max=capacity)
+        self.pins = pins
+
+    @property
+    def now(self) -> float:
+        return self.state.now
 
     def send(self, probe: Probe) -> Outcome:
-        self.now += PACKET_INTERVAL
-        return self.dataplane.pipeline.run(probe, now=self.now)
+        self.state.advance(PACKET_INTERVAL)
+        return self.dataplane.pipeline.run(probe, self.state, self.pins)
 
     def advance(self, seconds: float) -> None:
-        self.now += seconds
+        self.state.advance(seconds)
 
     # ------------------------------------------------------------------ scripted exchanges
 

@@ -1,31 +1,21 @@
-"""``calico-trace packet``'s library entry point: resolve the two ends, run the pipeline,
-explain the outcome. Renderers take the returned :class:`PacketTrace` from here."""
+"""``calico-trace packet``'s library entry point: resolve the two ends, build the probe, run
+it through the dataplane. The trace that comes back is the dataplane's answer; explaining it
+(``tracer.explain``) and rendering it (``tracer.render``) are later, separate passes."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from ipaddress import IPv4Address, ip_address
 
-from tracer.trace.assemble import Dataplane, mtus
-from tracer.dataplane.packet import PROTOCOLS_BY_NAME, Packet, make_packet
+from tracer.dataplane.packet import PROBE_PROTOCOLS, Packet, make_packet
 from tracer.dataplane.pipeline import Probe
-from tracer.dataplane.trace import DeliverRecord, DropRecord, Hop, PacketTrace
+from tracer.dataplane.state import NO_PINS, Pins
 from tracer.errors import InputError
-from tracer.explain import explain
 from tracer.kubeproxy.probe import is_service_ref, resolve_service
-from tracer.model.cluster import Cluster, WorkloadEndpoint
+from tracer.model.cluster import Cluster
+from tracer.model.places import Place, place_of, resolve
+from tracer.trace.assemble import Dataplane
+from tracer.trace.result import PacketTrace
 from tracer.trace.session import Session
-
-
-@dataclass(frozen=True)
-class Place:
-    """One end of a trace."""
-
-    kind: str                          # "pod" | "host" | "external"
-    ip: IPv4Address
-    label: str
-    node: str | None = None
-    endpoint: WorkloadEndpoint | None = None
 
 
 @dataclass(frozen=True)
@@ -39,39 +29,6 @@ class TraceRequest:
     size: int | None = None
 
 
-def resolve(cluster: Cluster, text: str, role: str) -> Place:
-    if "/" in text and not _looks_like_ip(text):
-        ep = cluster.endpoints.get(text)
-        if ep is None:
-            pod = cluster.pods.get(text)
-            if pod is not None and pod.host_network:
-                return Place("host", pod.ip, f"host {pod.node}", node=pod.node)
-            raise InputError(f"no pod {text!r} in the cluster", obj=f"--{role}")
-        return Place("pod", ep.pod.ip, ep.key, node=ep.pod.node, endpoint=ep)
-    try:
-        addr = ip_address(text)
-    except ValueError:
-        raise InputError(f"{text!r} is neither NAMESPACE/POD nor an IPv4 address",
-                         obj=f"--{role}") from None
-    if not isinstance(addr, IPv4Address):
-        raise InputError("only IPv4 is modelled", obj=f"--{role}")
-    ep = cluster.endpoint_by_ip(addr)
-    if ep is not None:
-        return Place("pod", addr, ep.key, node=ep.pod.node, endpoint=ep)
-    node = cluster.node_by_ip(addr)
-    if node is not None:
-        return Place("host", addr, f"host {node.name}", node=node.name)
-    return Place("external", addr, f"external {addr}")
-
-
-def _looks_like_ip(text: str) -> bool:
-    try:
-        ip_address(text.split("/")[0])
-        return True
-    except ValueError:
-        return False
-
-
 def build_probe(dataplane: Dataplane, request: TraceRequest) -> tuple[Probe, Place, Place]:
     cluster = dataplane.cluster
     src = resolve(cluster, request.source, "from")
@@ -82,7 +39,7 @@ def build_probe(dataplane: Dataplane, request: TraceRequest) -> tuple[Probe, Pla
         request = replace(request, port=target.port)
     else:
         dst = resolve(cluster, request.destination, "to")
-    proto = PROTOCOLS_BY_NAME.get(request.protocol.lower())
+    proto = PROBE_PROTOCOLS.get(request.protocol.lower())
     if proto is None:
         raise InputError(f"unknown protocol {request.protocol!r} (tcp, udp, sctp, icmp)",
                          obj="--protocol")
@@ -94,31 +51,33 @@ def build_probe(dataplane: Dataplane, request: TraceRequest) -> tuple[Probe, Pla
 def probe_for(cluster: Cluster, packet: Packet, src: Place, dst: Place) -> Probe:
     """Where ``packet`` from ``src`` first meets a Calico dataplane."""
     if src.kind == "pod":
-        return Probe(packet, src.node, src.endpoint.interface, src.label, dst.label)
+        return Probe(packet, src.node, src.endpoint.interface, src.label, dst.label, "pod")
     if src.kind == "host":
-        return Probe(packet, src.node, None, src.label, dst.label)
-    entry = dst.node or _node_owning(cluster, packet.dst)
+        return Probe(packet, src.node, None, src.label, dst.label, "host")
+    entry = dst.node or _node_owning(cluster, packet)
     if entry is None:
         raise InputError(f"both ends are outside the cluster ({src.ip} -> {dst.ip})",
                          obj="--from/--to")
-    return Probe(packet, entry, "eth0", src.label, dst.label)
+    return Probe(packet, entry, "eth0", src.label, dst.label, "external")
 
 
-def place_of(cluster: Cluster, addr: IPv4Address) -> Place:
-    return resolve(cluster, str(addr), "address")
-
-
-def _node_owning(cluster: Cluster, addr: IPv4Address) -> str | None:
-    node = cluster.node_by_ip(addr)
+def _node_owning(cluster: Cluster, packet: Packet) -> str | None:
+    node = cluster.node_by_ip(packet.dst)
     return node.name if node is not None else None
 
 
-def trace_packet(dataplane: Dataplane, request: TraceRequest, *,
-                 session: Session | None = None) -> PacketTrace:
-    """Trace one packet. With ``--state established`` the connection is first opened for
-    real (handshake through every node's conntrack), and the packet traced is the one that
-    follows the opening."""
-    session = session or Session(dataplane)
+def locate(cluster: Cluster, packet: Packet) -> Probe:
+    """Where a packet sent by whoever owns its source address enters the dataplane."""
+    return probe_for(cluster, packet, place_of(cluster, packet.src),
+                     place_of(cluster, packet.dst))
+
+
+def trace_packet(dataplane: Dataplane, request: TraceRequest, *, pins: Pins = NO_PINS,
+                 note: str | None = None) -> PacketTrace:
+    """Trace one packet in a run of its own. With ``--state established`` the connection is
+    first opened for real (handshake through every node's conntrack), and the packet traced is
+    the one that follows the opening. ``note`` adds an assumption line (a pinned choice)."""
+    session = Session(dataplane, pins=pins)
     probe, src, dst = build_probe(dataplane, request)
     assumptions = [f"Calico v{dataplane.version} felix iptables dataplane"]
     if request.state == "established":
@@ -126,42 +85,15 @@ def trace_packet(dataplane: Dataplane, request: TraceRequest, *,
         assumptions.append("connection opened first: " + exchange.summary())
     else:
         assumptions.append("first packet of a new connection")
-    for name, node in sorted(dataplane.nodes.items()):
-        if not node.rendered:
-            assumptions.append(f"{name}: ruleset from {node.source}")
-
-    if src.kind == "pod" and src.ip == dst.ip:
-        # A pod talking to itself: the packet never leaves its network namespace.
-        where = f"pod {src.label} (itself, over its own loopback)"
-        deliver = DeliverRecord(src.node, where, "lo", probe.packet)
-        hops = (Hop(node=src.node, iif=None, packet=probe.packet, stages=(deliver,)),)
-        return _finish(dataplane, probe, tuple(assumptions), hops, where, None, src, dst)
-
-    pod_mtu = mtus(dataplane.cluster).pod
-    if src.kind == "pod" and probe.packet.length > pod_mtu and probe.packet.df:
-        drop = DropRecord(src.node, "mtu-exceeded",
-                          f"{probe.packet.length}-byte packet with DF does not fit the pod's "
-                          f"eth0 (MTU {pod_mtu}); the pod's own stack refuses it (EMSGSIZE)")
-        hops = (Hop(node=src.node, iif=None, packet=probe.packet, stages=(drop,)),)
-        return _finish(dataplane, probe, tuple(assumptions), hops, None, drop, src, dst)
-
+    if note:
+        assumptions.append(note)
     outcome = session.send(probe)
-    return _finish(dataplane, probe, tuple(assumptions), outcome.hops, outcome.delivered_to,
-                   outcome.drop, src, dst)
-
-
-def locate(cluster: Cluster, packet: Packet) -> Probe:
-    """Where a packet sent by whoever owns its source address enters the dataplane."""
-    src = place_of(cluster, packet.src)
-    dst = place_of(cluster, packet.dst)
-    return probe_for(cluster, packet, src, dst)
-
-
-def _finish(dataplane: Dataplane, probe: Probe, assumptions: tuple[str, ...],
-            hops: tuple[Hop, ...], delivered_to: str | None, drop: DropRecord | None,
-            src: Place, dst: Place) -> PacketTrace:
-    trace = PacketTrace(
-        packet=probe.packet, source=src.label, destination=dst.label, assumptions=assumptions,
-        hops=hops, verdict="dropped" if drop else "allowed",
-        reason=drop.reason if drop else None, deciding=(), delivered_to=delivered_to)
-    return explain(dataplane, trace, src, dst)
+    for hop in dict.fromkeys(hop.node for hop in outcome.hops):
+        node = dataplane.nodes[hop]
+        if not node.rendered:
+            assumptions.append(f"{hop}: ruleset from {node.source}")
+    return PacketTrace(
+        packet=probe.packet, src=src, dst=dst, assumptions=tuple(assumptions),
+        hops=outcome.hops, verdict="dropped" if outcome.drop else "allowed",
+        reason=outcome.drop.reason if outcome.drop else None,
+        delivered_to=outcome.delivered_to)

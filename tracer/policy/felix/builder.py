@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from tracer.dataplane import ir
+from tracer.protocols import protocol_number
 
-_PROTO_NAMES = {"tcp": 6, "udp": 17, "sctp": 132, "icmp": 1, "udplite": 136, "icmpv6": 58}
 
 
 def hexmark(value: int) -> str:
@@ -85,9 +85,7 @@ class Match:
     # -- protocol, addresses, sets
     def protocol(self, proto: str | int, negated: bool = False) -> "Match":
         """``-p tcp`` for names, ``-p 4`` for numbers (ProtocolNum)."""
-        number = proto if isinstance(proto, int) else _PROTO_NAMES.get(proto)
-        if number is None:
-            number = ir.PROTOCOL_NUMBERS[proto]
+        number = protocol_number(proto)
         bang = "! " if negated else ""
         return self._add(f"{bang}-p {proto}", ir.ProtocolMatch(number, negated))
 

@@ -30,8 +30,7 @@ class Ctx:
 
     @property
     def prefixes(self) -> tuple[str, ...]:
-        """FELIX_INTERFACEPREFIX may be a comma-separated list."""
-        return tuple(p.strip() for p in self.felix.interface_prefix.split(",") if p.strip())
+        return self.felix.interface_prefixes
 
     @property
     def deny(self) -> b.Action:

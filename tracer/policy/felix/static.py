@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tracer.dataplane.interfaces import IPIP_DEVICE, VXLAN_DEVICE
 from tracer.dataplane.ir import Table
 from tracer.policy.felix import builder as b
 from tracer.policy.felix.builder import M, FChain, FRule
@@ -272,9 +273,9 @@ def nat_postrouting(ctx: Ctx) -> FChain:
     rules = [_r(None, b.jump("cali-fip-snat")), _r(None, b.jump("cali-nat-outgoing"))]
     tunnels = []
     if ctx.ipip_enabled and ctx.node.ipip_tunnel_address is not None:
-        tunnels.append("tunl0")
+        tunnels.append(IPIP_DEVICE)
     if ctx.vxlan_enabled and ctx.node.vxlan_tunnel_address is not None:
-        tunnels.append("vxlan.calico")
+        tunnels.append(VXLAN_DEVICE)
     if ctx.wireguard and ctx.felix.wireguard_interface_name:
         tunnels.append(ctx.felix.wireguard_interface_name)
     for tunnel in tunnels:
