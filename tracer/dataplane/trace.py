@@ -107,6 +107,10 @@ class DropRecord:
     table: str | None = None
     stage: str = ""                    # the pipeline stage that dropped it (Stage.name)
 
+    def __post_init__(self) -> None:
+        # A reason outside the vocabulary is a bug here, not something to explain vaguely later.
+        object.__setattr__(self, "reason", DropReason(self.reason))
+
 
 Record = Union[HookRecord, ConntrackRecord, NatRecord, RouteRecord, EncapRecord, DecapRecord,
               MtuRecord, DeliverRecord, DropRecord]
