@@ -7,8 +7,7 @@ Public API:
 - ``merge_kube_proxy(felix, kube, ...)`` / ``with_kube_proxy(cluster, node, ruleset, version=)``
   (``merge``): both programs' rules in one :class:`~tracer.dataplane.ir.Ruleset`, in the order
   a node shows once both have started;
-- ``resolve_service(cluster, text) -> ServiceTarget`` (``probe``): ``svc/NS/NAME[:PORT]``;
-- ``pinned(dataplane, target, index)`` (``pinning``): make the KUBE-SVC statistic rules pick
-  one backend, as if the random draw had;
-- ``trace_forks(dataplane, request, endpoint=None)`` (``fork``): one trace per backend.
+- ``resolve_service(cluster, text) -> ServiceTarget`` (``probe``): ``svc/NS/NAME[:PORT]``.
+
+One trace per backend (``trace_forks``) lives with the other runs in ``tracer.trace.forks``.
 """

@@ -1,1 +1,2 @@
-"""The cluster as its manifests describe it: plain typed records, no behaviour beyond lookups."""
+"""The cluster as its manifests describe it: loading, validation, conversion to Calico's
+backend form, IPAM, and the typed records the other layers read."""
