@@ -293,7 +293,8 @@ def _send(scenario: str, packet):
 
 def test_ipip_from_a_host_that_is_not_a_calico_node_is_dropped():
     from ipaddress import IPv4Address as A
-    from tracer.dataplane.packet import IPIP, Packet, make_packet
+    from tracer.dataplane.packet import Packet, make_packet
+    from tracer.protocols import IPIP
     inner = make_packet(A("1.2.3.4"), A("10.244.0.65"), 6, dport=6379)
     outer = Packet(A("1.2.3.4"), A("10.0.0.2"), IPIP, length=inner.length + 20, inner=inner)
     outcome = _send("multinode-ipip", outer)

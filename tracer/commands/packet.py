@@ -40,6 +40,13 @@ from tracer.trace.tracing import TraceRequest, build_probe, trace_packet
               "the connection first (through every node's conntrack), then trace the next "
               "packet.")
 @click.option("--size", type=click.IntRange(28, 65535), help="IP packet length in bytes.")
+@click.option("--icmp-type", type=click.IntRange(0, 255),
+              help="With --protocol icmp: the ICMP type (default 8, echo request).")
+@click.option("--icmp-code", type=click.IntRange(0, 255),
+              help="With --protocol icmp: the ICMP code (default 0).")
+@click.option("--reply", is_flag=True, help="Send the packet, then trace the answer its "
+              "receiver sends back (SYN-ACK, UDP reply, echo reply): for \"the request arrives "
+              "but the answer never comes back\".")
 @click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--verbosity", type=click.Choice(VERBOSITIES), default="detailed",
               show_default=True)
@@ -52,15 +59,17 @@ from tracer.trace.tracing import TraceRequest, build_probe, trace_packet
 @click.option("--write-pcap", "pcap_path", type=click.Path(dir_okay=False, writable=True),
               help="Write the packet at each point of its path (source, underlay with its "
                    "framing, destination) to this pcap file.")
-def packet(paths, source, destination, endpoint, protocol, port, sport, state, size, output,
-           verbosity, calico_version, dumps, ipset_dumps, pcap_path) -> None:
+def packet(paths, source, destination, endpoint, protocol, port, sport, state, size, icmp_type,
+           icmp_code, reply, output, verbosity, calico_version, dumps, ipset_dumps,
+           pcap_path) -> None:
     """Trace one packet from --from to --to through every node's Calico dataplane."""
     cluster = load_cluster(paths, calico_version=calico_version)
     for warning in cluster.warnings:
         click.echo(f"warning: {warning}", err=True)
     version = resolve_version(cluster, calico_version)
     request = TraceRequest(source=source, destination=destination, protocol=protocol,
-                           port=port, sport=sport, state=state, size=size)
+                           port=port, sport=sport, state=state, size=size, icmp_type=icmp_type,
+                           icmp_code=icmp_code, reply=reply)
     rulesets = {}
     if dumps:
         first_node = build_probe(build_dataplane(cluster, version=version), request)[0].node

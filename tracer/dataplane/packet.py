@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
 
-from tracer.protocols import ACK, FIN, ICMP, PORTED, PSH, RST, SYN, TCP, UDP, SCTP, display_name
+from tracer.protocols import (ACK, FIN, ICMP, ICMP_ECHO_REQUEST, PORTED, PSH, RST, SCTP, SYN, TCP,
+                              UDP, display_name)
 
 # The protocols a probe can be built for (--protocol).
 PROBE_PROTOCOLS = {"tcp": TCP, "udp": UDP, "icmp": ICMP, "sctp": SCTP}
@@ -61,9 +62,10 @@ def tcp_flag_names(flags: int) -> str:
 
 
 def make_packet(src: IPv4Address, dst: IPv4Address, protocol: int, *, dport: int | None = None,
-                sport: int | None = None, length: int | None = None) -> Packet:
+                sport: int | None = None, length: int | None = None,
+                icmp_type: int = ICMP_ECHO_REQUEST, icmp_code: int = 0) -> Packet:
     """A probe as a real client opens a connection: a TCP SYN, a UDP datagram, an ICMP echo
-    request."""
+    request (or the ICMP type and code asked for)."""
     if protocol == TCP:
         return Packet(src, dst, TCP, sport=sport or 40000, dport=dport or 80, tcp_flags=SYN,
                       seq=1000, length=length or 40)
@@ -71,5 +73,6 @@ def make_packet(src: IPv4Address, dst: IPv4Address, protocol: int, *, dport: int
         return Packet(src, dst, protocol, sport=sport or 40000, dport=dport or 53,
                       length=length or 60)
     if protocol == ICMP:
-        return Packet(src, dst, ICMP, icmp_type=8, icmp_code=0, icmp_id=7, length=length or 84)
+        return Packet(src, dst, ICMP, icmp_type=icmp_type, icmp_code=icmp_code, icmp_id=7,
+                      length=length or 84)
     return Packet(src, dst, protocol, length=length or 60)

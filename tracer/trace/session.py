@@ -16,7 +16,8 @@ from tracer.dataplane.packet import Packet
 from tracer.dataplane.pipeline import Outcome, Probe
 from tracer.dataplane.state import DEFAULT_CONNTRACK_MAX, NO_PINS, Pins, RunState
 from tracer.dataplane.trace import DeliverRecord
-from tracer.protocols import ACK, FIN, ICMP, PSH, SYN, TCP
+from tracer.protocols import (ACK, FIN, ICMP, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, PSH, SYN,
+                              TCP)
 from tracer.trace.assemble import Dataplane
 
 CLIENT_ISN, SERVER_ISN = 1_000, 5_000
@@ -68,25 +69,19 @@ class Session:
         follows the opening (``locate(packet) -> Probe`` finds where a packet enters)."""
         first = probe.packet
         exchange = Exchange()
-        if first.protocol == TCP:
-            syn = first.with_(tcp_flags=SYN, seq=CLIENT_ISN, ack_seq=0)
-            reply = self._step(exchange, "SYN", probe, syn)
-            if reply is None:
-                return exchange, self._next(probe, first, CLIENT_ISN + 1, SERVER_ISN + 1)
-            synack = _reverse(reply).with_(tcp_flags=SYN | ACK, seq=SERVER_ISN,
-                                           ack_seq=CLIENT_ISN + 1)
-            self._step(exchange, "SYN-ACK", locate(synack), synack)
+        request = opening(first)
+        delivered = self._step(exchange, "SYN" if first.protocol == TCP else "request",
+                               replace(probe, packet=request), request)
+        answer = answer_to(delivered) if delivered is not None else None
+        if answer is not None:
+            self._step(exchange, "SYN-ACK" if first.protocol == TCP else "reply",
+                       locate(answer), answer)
+        if first.protocol != TCP:
+            return exchange, replace(probe, packet=request)
+        if delivered is not None:
             ack = first.with_(tcp_flags=ACK, seq=CLIENT_ISN + 1, ack_seq=SERVER_ISN + 1)
             self._step(exchange, "ACK", replace(probe, packet=ack), ack)
-            return exchange, self._next(probe, first, CLIENT_ISN + 1, SERVER_ISN + 1)
-        request = first.with_(icmp_id=7) if first.protocol == ICMP else first
-        delivered = self._step(exchange, "request", replace(probe, packet=request), request)
-        if delivered is not None:
-            answer = _reverse(delivered)
-            if first.protocol == ICMP:
-                answer = answer.with_(icmp_type=0, icmp_code=0)
-            self._step(exchange, "reply", locate(answer), answer)
-        return exchange, replace(probe, packet=request)
+        return exchange, self._next(probe, first, CLIENT_ISN + 1, SERVER_ISN + 1)
 
     def close(self, probe: Probe, *, locate) -> Exchange:
         """Both sides close: FIN from the client, ACK, FIN from the server, last ACK."""
@@ -117,6 +112,33 @@ class Session:
         payload = max(first.length - 40, 0)
         data = first.with_(tcp_flags=PSH | ACK, seq=seq, ack_seq=ack, payload_len=payload)
         return replace(probe, packet=data)
+
+
+def opening(first: Packet) -> Packet:
+    """The packet that opens ``first``'s connection: a SYN, the datagram, the echo request."""
+    if first.protocol == TCP:
+        return first.with_(tcp_flags=SYN, seq=CLIENT_ISN, ack_seq=0)
+    if first.protocol == ICMP and first.icmp_type == ICMP_ECHO_REQUEST:
+        return first.with_(icmp_id=7)
+    return first
+
+
+def answer_to(delivered: Packet) -> Packet | None:
+    """What the receiver of an opening packet sends back, as it leaves the receiver: a SYN-ACK,
+    a datagram from the port it was sent to, an echo reply; None for ICMP other than echo."""
+    answer = _reverse(delivered)
+    if delivered.protocol == TCP:
+        return answer.with_(tcp_flags=SYN | ACK, seq=SERVER_ISN, ack_seq=CLIENT_ISN + 1)
+    if delivered.protocol == ICMP:
+        if delivered.icmp_type != ICMP_ECHO_REQUEST:
+            return None
+        return answer.with_(icmp_type=ICMP_ECHO_REPLY, icmp_code=0)
+    return answer
+
+
+def delivered_packet(outcome: Outcome) -> Packet:
+    """The packet as it reached its destination (the outcome must be a delivery)."""
+    return _delivered_packet(outcome)
 
 
 def _delivered_packet(outcome: Outcome) -> Packet:

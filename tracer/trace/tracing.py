@@ -15,7 +15,8 @@ from tracer.model.cluster import Cluster
 from tracer.model.places import Place, place_of, resolve
 from tracer.trace.assemble import Dataplane
 from tracer.trace.result import PacketTrace
-from tracer.trace.session import Session
+from tracer.protocols import ICMP, ICMP_ECHO_REQUEST, TCP
+from tracer.trace.session import Session, answer_to, delivered_packet, opening
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,9 @@ class TraceRequest:
     sport: int | None = None
     state: str = "new"
     size: int | None = None
+    icmp_type: int | None = None       # ICMP only; default an echo request (8/0)
+    icmp_code: int | None = None
+    reply: bool = False                # trace the answer to the packet instead
 
 
 def build_probe(dataplane: Dataplane, request: TraceRequest) -> tuple[Probe, Place, Place]:
@@ -43,8 +47,12 @@ def build_probe(dataplane: Dataplane, request: TraceRequest) -> tuple[Probe, Pla
     if proto is None:
         raise InputError(f"unknown protocol {request.protocol!r} (tcp, udp, sctp, icmp)",
                          obj="--protocol")
+    if proto != ICMP and (request.icmp_type is not None or request.icmp_code is not None):
+        raise InputError("--icmp-type/--icmp-code need --protocol icmp", obj="--icmp-type")
+    icmp_type = ICMP_ECHO_REQUEST if request.icmp_type is None else request.icmp_type
     packet = make_packet(src.ip, dst.ip, proto, dport=request.port, sport=request.sport,
-                         length=request.size)
+                         length=request.size, icmp_type=icmp_type,
+                         icmp_code=request.icmp_code or 0)
     return probe_for(cluster, packet, src, dst), src, dst
 
 
@@ -79,14 +87,21 @@ def trace_packet(dataplane: Dataplane, request: TraceRequest, *, pins: Pins = NO
     the one that follows the opening. ``note`` adds an assumption line (a pinned choice)."""
     session = Session(dataplane, pins=pins)
     probe, src, dst = build_probe(dataplane, request)
+    where = lambda packet: locate(dataplane.cluster, packet)  # noqa: E731
     assumptions = [f"Calico v{dataplane.version} felix iptables dataplane"]
     if request.state == "established":
-        exchange, probe = session.open(probe, locate=lambda p: locate(dataplane.cluster, p))
+        exchange, probe = session.open(probe, locate=where)
         assumptions.append("connection opened first: " + exchange.summary())
     else:
         assumptions.append("first packet of a new connection")
     if note:
         assumptions.append(note)
+    if request.reply:
+        if request.state == "established":
+            raise InputError("--reply traces the answer to a connection's first packet; it "
+                             "cannot be combined with --state established", obj="--reply")
+        probe, src, dst, said = _reply_probe(session, probe, src, dst, where)
+        assumptions.append(said)
     outcome = session.send(probe)
     for hop in dict.fromkeys(hop.node for hop in outcome.hops):
         node = dataplane.nodes[hop]
@@ -97,3 +112,24 @@ def trace_packet(dataplane: Dataplane, request: TraceRequest, *, pins: Pins = NO
         hops=outcome.hops, verdict="dropped" if outcome.drop else "allowed",
         reason=outcome.drop.reason if outcome.drop else None,
         delivered_to=outcome.delivered_to)
+
+
+def _reply_probe(session: Session, probe: Probe, src: Place, dst: Place, where):
+    """Send ``probe`` (the request), then return the probe of the answer its receiver sends
+    back, the two ends swapped, and a line saying so. A request that does not arrive has no
+    answer: then the request itself is what gets traced, and the line says why."""
+    if probe.packet.protocol == ICMP and probe.packet.icmp_type != ICMP_ECHO_REQUEST:
+        raise InputError("--reply needs a request that is answered (TCP, UDP or an ICMP echo "
+                         "request)", obj="--reply")
+    first = opening(probe.packet)
+    sent = session.send(replace(probe, packet=first))
+    if sent.drop is not None:
+        return (replace(probe, packet=first), src, dst,
+                f"--reply: the request was dropped on {sent.drop.node} [{sent.drop.reason}], "
+                "so no reply is sent; tracing the request")
+    answer = answer_to(delivered_packet(sent))
+    reply = where(answer)
+    label = "SYN-ACK" if answer.protocol == TCP else "reply"
+    return (reply, place_of(session.dataplane.cluster, answer.src),
+            place_of(session.dataplane.cluster, answer.dst),
+            f"the request was delivered ({sent.delivered_to}); tracing the {label}")
