@@ -7,19 +7,23 @@ import shutil
 import click
 
 from tracer.commands.options import manifest_option
-from tracer.trace.assemble import build_dataplane
 from tracer.errors import InputError
-from tracer.judge.verify import Case, run_cases
+from tracer.judge.verify import Case, all_pairs, run_cases
 from tracer.model.loader import load_cluster
 from tracer.policy.felix.versions import resolve_version
+from tracer.trace.assemble import build_dataplane
 
 
 @click.command()
 @manifest_option
-@click.option("--from", "sources", multiple=True, help="Source NAMESPACE/POD (repeatable, "
-              "paired with --to in order).")
-@click.option("--to", "destinations", multiple=True, help="Destination NAMESPACE/POD.")
-@click.option("--all-pairs", is_flag=True, help="Every ordered pair of pods.")
+@click.option("--from", "sources", multiple=True, help="Source: NAMESPACE/POD, node:NAME (the "
+              "node's own stack) or external (a host outside the cluster on the underlay); "
+              "repeatable, paired with --to in order.")
+@click.option("--to", "destinations", multiple=True,
+              help="Destination: NAMESPACE/POD, node:NAME or external.")
+@click.option("--all-pairs", "every_pair", is_flag=True, help="Every ordered pair of pods.")
+@click.option("--hosts", is_flag=True, help="With --all-pairs: also every node and the "
+              "external host, to and from every pod (host-endpoint and NAT-outgoing paths).")
 @click.option("--protocol", "protocols", multiple=True,
               type=click.Choice(["tcp", "udp", "icmp"]), help="Default: tcp and udp.")
 @click.option("--port", "ports", multiple=True, type=click.IntRange(1, 65535),
@@ -27,7 +31,7 @@ from tracer.policy.felix.versions import resolve_version
 @click.option("--calico-version", help="Calico release whose felix rules to render.")
 @click.option("--show", type=click.Choice(["differences", "all"]), default="differences",
               show_default=True, help="Which side-by-side traces to print.")
-def verify(paths, sources, destinations, all_pairs, protocols, ports, calico_version,
+def verify(paths, sources, destinations, every_pair, hosts, protocols, ports, calico_version,
            show) -> None:
     """Realise the cluster in network namespaces and check every trace against netfilter.
 
@@ -35,14 +39,13 @@ def verify(paths, sources, destinations, all_pairs, protocols, ports, calico_ver
     """
     if len(sources) != len(destinations):
         raise InputError("give --from and --to in pairs", obj="verify")
-    if not sources and not all_pairs:
+    if not sources and not every_pair:
         raise InputError("name packets with --from/--to, or use --all-pairs", obj="verify")
     cluster = load_cluster(paths, calico_version=calico_version)
     dataplane = build_dataplane(cluster, version=resolve_version(cluster, calico_version))
     pairs = list(zip(sources, destinations))
-    if all_pairs:
-        keys = sorted(cluster.endpoints)
-        pairs += [(a, b) for a in keys for b in keys if a != b]
+    if every_pair:
+        pairs += all_pairs(cluster, hosts=hosts)
     cases = [Case(src, dst, protocol, None if protocol == "icmp" else port)
              for src, dst in pairs
              for protocol in (protocols or ("tcp", "udp"))

@@ -50,7 +50,15 @@ class NodeEnvironment:
         return set_contains(self.node.ipsets, match, packet)
 
     def addr_type(self, addr: int, iface: str | None = None) -> str:
-        if IPv4Address(addr) in self.node.routing.local_addresses:
+        """xt_addrtype: the address's type in the local table; with ``--limit-iface-in/out``
+        (``iface``) LOCAL only for an address assigned to that very device
+        (``inet_dev_addr_type``), so the node's eth0 address is not LOCAL on vxlan.calico."""
+        address = IPv4Address(addr)
+        if iface is not None:
+            device = self.node.interfaces.get(iface)
+            if device is not None and device.address == address:
+                return "LOCAL"
+        elif address in self.node.routing.local_addresses:
             return "LOCAL"
         if addr == 0xFFFFFFFF:
             return "BROADCAST"

@@ -4,16 +4,17 @@ simulator uses, so the two can only differ in how they execute them."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import IPv4Interface
+from ipaddress import IPv4Interface, IPv4Network
 
-from tracer.trace.assemble import Dataplane
+from tracer.dataplane.interfaces import IfaceKind
 from tracer.dataplane.ipsets import format_ipsets
 from tracer.dataplane.iptables_save import format_ruleset
-from tracer.dataplane.interfaces import IfaceKind
 from tracer.dataplane.routing import MAIN_TABLE
-from tracer.trace.routes import underlay_gateway
 from tracer.encap.vxlan import vtep_mac
 from tracer.kernel.topology import NodeSpec, PodSpec, RouteSpec, TopologySpec, VxlanSpec
+from tracer.model.cluster import Cluster
+from tracer.trace.assemble import Dataplane
+from tracer.trace.routes import block_owners, underlay_gateway
 
 # Tunnel devices this kernel cannot make (no ipip or wireguard module here).
 UNBUILDABLE_KINDS = frozenset({IfaceKind.IPIP, IfaceKind.WIREGUARD})
@@ -69,7 +70,22 @@ def lab_plan(dataplane: Dataplane) -> LabPlan:
                               ipsets=format_ipsets(node_dp.ruleset.ipsets), vxlan=vxlan))
     first = min(cluster.nodes.values(), key=lambda n: n.name)
     gw = IPv4Interface(f"{gateway}/{first.address.network.prefixlen}") if gateway else None
-    return LabPlan(TopologySpec(nodes=tuple(nodes), underlay_gateway=gw), tuple(unbuildable))
+    return LabPlan(TopologySpec(nodes=tuple(nodes), underlay_gateway=gw,
+                                external_routes=external_routes(cluster)), tuple(unbuildable))
+
+
+def external_routes(cluster: Cluster) -> tuple[RouteSpec, ...]:
+    """The external host reaches each IPAM block through the node that owns it, and a pod
+    outside its node's block through its node (a /32), as a BGP-peering router would."""
+    owners = block_owners(cluster)
+    routes = [RouteSpec(block, "eth0", via=cluster.nodes[owner].address.ip)
+              for block, owner in sorted(owners.items(), key=lambda i: str(i[0]))]
+    for ep in sorted(cluster.endpoints.values(), key=lambda e: e.key):
+        owner = next((node for block, node in owners.items() if ep.pod.ip in block), None)
+        if owner != ep.pod.node:
+            routes.append(RouteSpec(IPv4Network(f"{ep.pod.ip}/32"), "eth0",
+                                    via=cluster.nodes[ep.pod.node].address.ip))
+    return tuple(routes)
 
 
 def _mac(node) -> str:

@@ -112,3 +112,16 @@ def read_sysctl(name: str, key: str) -> str:
             return handle.read().strip()
 
     return call_in_netns(name, read)
+
+
+def snmp_counters(name: str) -> dict[tuple[str, str], int]:
+    """The namespace's ``/proc/net/snmp`` counters: ("Tcp", "InSegs") -> value. Read through
+    ``thread-self``: ``/proc/self/net`` would show the thread group leader's namespace."""
+    text = call_in_netns(name, lambda: open("/proc/thread-self/net/snmp").read())
+    counters: dict[tuple[str, str], int] = {}
+    lines = text.splitlines()
+    for header, values in zip(lines[::2], lines[1::2]):
+        proto, names = header.split(":", 1)
+        for field, value in zip(names.split(), values.split(":", 1)[1].split()):
+            counters[(proto, field)] = int(value)
+    return counters

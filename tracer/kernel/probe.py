@@ -5,7 +5,7 @@ The probe leaves a real socket in the source namespace (TCP ``connect()``, UDP
 conversation is the ordinary one (SYN-ACK rather than RST). Delivery means the probe
 packet *arrived* in the destination namespace, seen by an ``AF_PACKET`` socket there, so it
 counts even if the reply is later lost. Matching is by content (TCP SYN to the port, the
-UDP payload marker, the ICMP echo id) rather than addresses, so NAT on the way does not
+UDP payload marker, the ICMP echo payload) rather than addresses, so NAT on the way does not
 hide a delivery.
 
 TRACE rules match the probe narrowly (addresses, protocol, ports or echo type) in raw
@@ -40,12 +40,14 @@ ETH_P_ALL = 0x0003
 ETH_P_IP = 0x0800
 PACKET_OUTGOING = 4
 NODE_PREFIX = "node:"
+EXTERNAL = "external"
 _tags = itertools.count(1)
 
 
 @dataclass(frozen=True)
 class Probe:
-    """One packet to send. ``src`` is a pod key, or ``node:<name>`` for host-originated.
+    """One packet to send. ``src`` is a pod key, ``node:<name>`` for host-originated, or
+    ``external`` for the host outside the cluster on the underlay.
 
     ``expect_at`` names the address whose namespace should receive the packet when it is
     not ``dst`` (a service IP DNATed to a pod, say).
@@ -72,9 +74,10 @@ class ProbeResult:
 class _Endpoints:
     src_ns: str
     src_ip: IPv4Address
-    src_node: str
+    src_node: str | None               # None: the external host
     host_originated: bool
     dst_ns: str
+    dst_is_node: bool                  # a node's own stack: its INPUT hook decides delivery
 
 
 def run_probe(lab: KernelLab, probe: Probe) -> ProbeResult:
@@ -83,8 +86,9 @@ def run_probe(lab: KernelLab, probe: Probe) -> ProbeResult:
     tag = f"{TRACE_TAG_PREFIX}-{os.getpid()}-{next(_tags)}"
     with ExitStack() as stack:
         capture = stack.enter_context(_capture(ends.dst_ns))
+        listener = None
         if probe.protocol != "icmp":
-            stack.enter_context(_listener(ends.dst_ns, probe))
+            listener = stack.enter_context(_listener(ends.dst_ns, probe))
         sender = stack.enter_context(_sender(ends, probe))
         monitors = [TraceMonitor(node.name, lab.netns_of_node(node.name), tag,
                                  _trace_points(probe, ends, sender.sport, node.name))
@@ -92,8 +96,13 @@ def run_probe(lab: KernelLab, probe: Probe) -> ProbeResult:
         for monitor in monitors:
             stack.callback(_stop_quietly, monitor)
             monitor.start()
+        before = nsexec.snmp_counters(ends.dst_ns) if ends.dst_is_node else None
         matcher = sender.send()
         delivered = _wait_delivery(capture, matcher, probe.timeout)
+        if before is not None:
+            # The node's own AF_PACKET socket sees the frame before its INPUT hook: what
+            # counts is whether the transport layer got it (its own counters say so).
+            delivered = _reached_transport(ends.dst_ns, probe, before, listener)
         # Close first: a SYN retransmission must not race the TRACE rules' removal
         # (xtables-monitor fails to print a packet whose rule was just deleted).
         sender.close()
@@ -110,14 +119,19 @@ def _stop_quietly(monitor: TraceMonitor) -> None:
         pass
 
 
-def _node_order(lab: KernelLab, src_node: str):
+def _node_order(lab: KernelLab, src_node: str | None):
     nodes = list(lab.spec.nodes)
     return sorted(nodes, key=lambda node: node.name != src_node)   # stable: source first
 
 
 def _resolve(lab: KernelLab, probe: Probe) -> _Endpoints:
     spec = lab.spec
-    if probe.src.startswith(NODE_PREFIX):
+    if probe.src == EXTERNAL:
+        if spec.underlay_gateway is None or lab.ns.external is None:
+            raise InputError("this lab has no external host", obj=probe.src)
+        entry, _ = spec.owner_of(probe.expect_at or probe.dst)
+        src = (lab.ns.external, spec.underlay_gateway.ip, entry.name if entry else None, False)
+    elif probe.src.startswith(NODE_PREFIX):
         name = probe.src[len(NODE_PREFIX):]
         try:
             node = spec.node(name)
@@ -137,7 +151,8 @@ def _resolve(lab: KernelLab, probe: Probe) -> _Endpoints:
     if dst_ns is None:
         raise InputError(f"no namespace in the lab receives {target} (and no external host)",
                          obj=str(target))
-    return _Endpoints(*src, dst_ns=dst_ns)
+    node, pod = spec.owner_of(target)
+    return _Endpoints(*src, dst_ns=dst_ns, dst_is_node=node is not None and pod is None)
 
 
 def _trace_points(probe: Probe, ends: _Endpoints, sport: int | None,
@@ -145,11 +160,13 @@ def _trace_points(probe: Probe, ends: _Endpoints, sport: int | None,
     destinations = {probe.dst, probe.expect_at or probe.dst}
     points = []
     for dst in sorted(destinations):
-        match = ("-s", str(ends.src_ip), "-d", str(dst), "-p", probe.protocol)
+        # No source address or port: SNAT (natOutgoing's MASQUERADE --random-fully) rewrites
+        # both before the next node sees the packet. The lab carries nothing but the probe.
+        match = ("-d", str(dst), "-p", probe.protocol)
         if probe.protocol == "icmp":
             match += ("--icmp-type", "echo-request")
         else:
-            match += ("--sport", str(sport), "--dport", str(probe.dport))
+            match += ("--dport", str(probe.dport))
         if probe.protocol == "tcp":
             match += ("--syn",)        # only the SYN: the handshake's ACK would match too
         points.append(TracePoint("PREROUTING", match))
@@ -203,6 +220,22 @@ def _wait_delivery(capture: socket.socket, matches, timeout: float) -> bool:
     return False
 
 
+# The /proc/net/snmp counter a packet bumps as the transport layer receives it, once INPUT
+# let it up the stack. (UDP counts InDatagrams only when the socket is read: its listener's
+# queue is the witness instead.)
+_TRANSPORT_COUNTERS = {"tcp": ("Tcp", "InSegs"), "icmp": ("Icmp", "InEchos")}
+
+
+def _reached_transport(netns: str, probe: Probe, before: dict[tuple[str, str], int],
+                       listener: socket.socket | None) -> bool:
+    if probe.protocol == "udp":
+        assert listener is not None
+        ready, _, _ = select.select([listener], [], [], 0)
+        return bool(ready)
+    key = _TRANSPORT_COUNTERS[probe.protocol]
+    return nsexec.snmp_counters(netns)[key] > before[key]
+
+
 # -- the sending side ---------------------------------------------------------------------
 
 
@@ -222,6 +255,9 @@ class _Sender:
         if proto == "icmp":
             self.sock = nsexec.socket_in(self.ends.src_ns, socket.AF_INET, socket.SOCK_RAW,
                                          socket.IPPROTO_ICMP)
+            # Bound like the TCP/UDP probes: left to itself a node would pick the tunnel
+            # device's address as source for a route via vxlan.calico.
+            self.sock.bind((str(self.ends.src_ip), 0))
             return
         kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
         self.sock = nsexec.socket_in(self.ends.src_ns, socket.AF_INET, kind)
@@ -241,7 +277,7 @@ class _Sender:
             self.sock.sendto(self.marker, (dst, self.probe.dport))
             return lambda ip: _is_udp_payload(ip, self.probe.dport, self.marker)
         self.sock.sendto(_echo_request(self.echo_id, self.marker), (dst, 0))
-        return lambda ip: _is_echo(ip, self.echo_id)
+        return lambda ip: _is_echo(ip, self.marker)
 
     def close(self) -> None:
         if self.sock is not None:
@@ -297,7 +333,8 @@ def _is_udp_payload(ip: bytes, dport: int, marker: bytes) -> bool:
         struct.unpack("!H", udp[2:4])[0] == dport and udp[8:] == marker
 
 
-def _is_echo(ip: bytes, ident: int) -> bool:
+def _is_echo(ip: bytes, marker: bytes) -> bool:
+    """Our echo request, by its payload: SNAT (MASQUERADE --random-fully) may remap the
+    echo identifier as it does a port."""
     icmp = _l4(ip, 1)
-    return icmp is not None and len(icmp) >= 8 and icmp[0] == 8 and \
-        struct.unpack("!H", icmp[4:6])[0] == ident
+    return icmp is not None and len(icmp) >= 8 and icmp[0] == 8 and icmp[8:] == marker

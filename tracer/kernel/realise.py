@@ -146,6 +146,10 @@ class KernelLab:
         if self.spec.underlay_gateway is not None:
             self.ns.external = self._new_namespace()
             self._attach_to_underlay(self.ns.external, "uext", self.spec.underlay_gateway)
+            with IPRoute(netns=self.ns.external, flags=0) as ipr:
+                eth0 = _index(ipr, UNDERLAY_DEVICE)
+                for route in self.spec.external_routes:
+                    ipr.route("add", dst=str(route.dst), gateway=str(route.via), oif=eth0)
         for node in self.spec.nodes:
             self._build_node(node)
 

@@ -80,6 +80,9 @@ class TopologySpec:
 
     nodes: tuple[NodeSpec, ...]
     underlay_gateway: IPv4Interface | None = None
+    # The external host's routes to pod addresses, each via the node that owns them, as a
+    # router peering with the nodes learns them (BGP).
+    external_routes: tuple[RouteSpec, ...] = ()
 
     def node(self, name: str) -> NodeSpec:
         for node in self.nodes:
