@@ -114,5 +114,5 @@ def test_render_shows_both_sides_and_marks_the_difference():
     assert "delivered: simulator=yes kernel=no" in text
     assert any(line.startswith("= filter:FORWARD rule JUMP:cali-FORWARD") for line in lines)
     differing = [line for line in lines if line.startswith("! ")]
-    assert len(differing) == 1 and "ACCEPT" in differing[0] and "| filter:" in differing[0]
+    assert len(differing) == 1 and "ACCEPT" in differing[0] and "│ filter:" in differing[0]
     assert all(len(line) <= 140 for line in lines[2:])

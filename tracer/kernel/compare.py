@@ -29,8 +29,13 @@ The only liberties taken, each a real difference of representation and nothing m
 from __future__ import annotations
 
 import difflib
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
 
 from tracer.dataplane.events import NetfilterEvent
 from tracer.dataplane.iptables_save import format_rule, normalise_rule, parse_rule
@@ -143,46 +148,47 @@ class Comparison:
         return list(dict.fromkeys(order))
 
     def render(self, width: int = 160) -> str:
-        """A side-by-side diff, simulator left, kernel right, per node.
+        """A side-by-side diff, simulator left, kernel right, per node, as plain text of at
+        most ``width`` columns.
 
         Markers: ``=`` same event, ``!`` differing, ``<`` simulator only, ``>`` kernel only.
         """
-        column = max(20, (width - 5) // 2)
-        lines = [f"{'AGREE' if self.agree else 'DISAGREE'}: {self.reason}",
-                 f"delivered: simulator={_yes(self.sim_delivered)} "
-                 f"kernel={_yes(self.kernel_delivered)}",
-                 f"  {'simulator':<{column}} | kernel"]
+        table = Table(box=box.MINIMAL, show_edge=False, pad_edge=False, padding=(0, 1),
+                      header_style="")
+        table.add_column("  simulator", no_wrap=True, overflow="ellipsis", ratio=1)
+        table.add_column("kernel", no_wrap=True, overflow="ellipsis", ratio=1)
         for node in self.nodes():
             left = [s for s in self.sim if s.node == node]
             right = [k for k in self.kernel if k.node == node]
-            lines.append(f"-- node {node} " + "-" * max(0, width - 9 - len(node)))
-            lines += _side_by_side(left, right, column)
-        return "\n".join(lines)
+            table.add_row(f"-- node {node}", "", style="bold")
+            for mark, sim, ker in _side_by_side(left, right):
+                table.add_row(f"{mark} {sim}", ker)
+        console = Console(width=width, color_system=None, file=io.StringIO(), highlight=False)
+        console.print(f"{'AGREE' if self.agree else 'DISAGREE'}: {self.reason}", soft_wrap=True)
+        console.print(f"delivered: simulator={_yes(self.sim_delivered)} "
+                      f"kernel={_yes(self.kernel_delivered)}")
+        console.print(table)
+        return "\n".join(line.rstrip() for line in console.file.getvalue().splitlines())
 
 
 def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
 
 
-def _cut(text: str, width: int) -> str:
-    return text if len(text) <= width else text[:width - 1] + "…"
-
-
-def _side_by_side(left: list[Step], right: list[Step], column: int) -> list[str]:
+def _side_by_side(left: list[Step], right: list[Step]) -> list[tuple[str, str, str]]:
+    """(marker, simulator label, kernel label) rows aligned by a diff of the event keys."""
     out = []
     matcher = difflib.SequenceMatcher(a=[s.key for s in left], b=[s.key for s in right],
                                       autojunk=False)
     for op, a0, a1, b0, b1 in matcher.get_opcodes():
-        pairs = list(zip(range(a0, a1), range(b0, b1)))
         if op == "equal":
-            out += [f"= {_cut(left[i].label(), column):<{column}} | {_cut(right[j].label(), column)}"
-                    for i, j in pairs]
+            out += [("=", left[i].label(), right[j].label())
+                    for i, j in zip(range(a0, a1), range(b0, b1))]
             continue
         for offset in range(max(a1 - a0, b1 - b0)):
             sim = left[a0 + offset].label() if a0 + offset < a1 else ""
             ker = right[b0 + offset].label() if b0 + offset < b1 else ""
-            mark = "!" if sim and ker else ("<" if sim else ">")
-            out.append(f"{mark} {_cut(sim, column):<{column}} | {_cut(ker, column)}")
+            out.append(("!" if sim and ker else ("<" if sim else ">"), sim, ker))
     return out
 
 
