@@ -8,7 +8,7 @@ from typing import Callable
 from tracer.dataplane.interpreter import PacketView
 from tracer.dataplane.ipsets import IpSetIndex
 from tracer.dataplane.ir import RpfilterMatch, Rule, SetMatch, StatisticMatch
-from tracer.dataplane.node import set_contains
+from tracer.dataplane.node import address_type, set_contains
 
 
 def _always(*_args) -> bool:
@@ -30,13 +30,7 @@ class FakeEnvironment:
         return set_contains(self.ipsets, match, packet)
 
     def addr_type(self, addr: int, iface: str | None) -> str:
-        if addr in self.local_addresses:
-            return "LOCAL"
-        if addr == 0xFFFFFFFF:
-            return "BROADCAST"
-        if addr >> 28 == 0xE:
-            return "MULTICAST"
-        return "UNICAST"
+        return address_type(addr, local=addr in self.local_addresses)
 
     def rpf_ok(self, packet: PacketView, match: RpfilterMatch) -> bool:
         return self.rpf(packet, match)

@@ -56,15 +56,10 @@ class NodeEnvironment:
         address = IPv4Address(addr)
         if iface is not None:
             device = self.node.interfaces.get(iface)
-            if device is not None and device.address == address:
-                return "LOCAL"
-        elif address in self.node.routing.local_addresses:
-            return "LOCAL"
-        if addr == 0xFFFFFFFF:
-            return "BROADCAST"
-        if addr >> 28 == 0xE:
-            return "MULTICAST"
-        return "UNICAST"
+            local = device is not None and device.address == address
+        else:
+            local = address in self.node.routing.local_addresses
+        return address_type(addr, local=local)
 
     def rpf_ok(self, packet: PacketView, match: RpfilterMatch) -> bool:
         """xt_rpfilter: look the source up as a destination, as if replying. Strict mode
@@ -87,6 +82,17 @@ class NodeEnvironment:
             return True
         hits = isinstance(rule.target, Jump) and rule.target.chain == chosen
         return hits ^ match.negated
+
+
+def address_type(addr: int, *, local: bool) -> str:
+    """The RTN_* name xt_addrtype compares with, for an address known to be local or not."""
+    if local:
+        return "LOCAL"
+    if addr == 0xFFFFFFFF:
+        return "BROADCAST"
+    if addr >> 28 == 0xE:
+        return "MULTICAST"
+    return "UNICAST"
 
 
 def set_contains(ipsets: IpSetIndex, match: SetMatch, packet: PacketView) -> bool:
