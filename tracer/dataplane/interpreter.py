@@ -108,6 +108,10 @@ class _Walk:
     notrack: bool = False
     chain: str = ""                            # where the rule being matched sits
     rule: Rule | None = None
+    table_name: str = field(init=False)        # the enum's value, read once per event
+
+    def __post_init__(self) -> None:
+        self.table_name = self.table.value
 
 
 def run_hook(ruleset: Ruleset, table: Table, chain: str, packet: PacketView,
@@ -130,7 +134,12 @@ def run_hook(ruleset: Ruleset, table: Table, chain: str, packet: PacketView,
             rule = rules[index]
             index += 1
             walk.chain, walk.rule = current, rule
-            if not all(_match(m, walk) for m in rule.matches):
+            for match in rule.matches:
+                if not _MATCHERS[type(match)](match, walk):
+                    break
+            else:
+                match = None
+            if match is not None:
                 continue
             before = packet.mark
             effect, target_chain = _apply(rule.target, walk)
@@ -169,7 +178,7 @@ def _event(walk: _Walk, chain: str, kind: str, effect: str, number: int | None,
            rule: Rule | None, mark_before: int | None = None,
            target_chain: str | None = None) -> NetfilterEvent:
     after = walk.packet.mark
-    return NetfilterEvent(walk.table.value, chain, kind, effect,  # type: ignore[arg-type]
+    return NetfilterEvent(walk.table_name, chain, kind, effect,  # type: ignore[arg-type]
                           rule_number=number if kind == "rule" else None, rule=rule,
                           target_chain=target_chain,
                           mark_before=after if mark_before is None else mark_before,
@@ -239,42 +248,63 @@ def _tracked(packet: PacketView) -> bool:
 
 def _match(m: Match, walk: _Walk) -> bool:
     """One match, ``!`` included."""
+    return _MATCHERS[type(m)](m, walk)
+
+
+def _protocol(m: ProtocolMatch, walk: _Walk) -> bool:
+    return (m.protocol == 0 or walk.packet.protocol == m.protocol) ^ m.negated
+
+
+def _address(m: AddressMatch, walk: _Walk) -> bool:
     p = walk.packet
-    if isinstance(m, ProtocolMatch):
-        return (m.protocol == 0 or p.protocol == m.protocol) ^ m.negated
-    if isinstance(m, AddressMatch):
-        return m.cidr.contains(p.src if m.direction == "src" else p.dst) ^ m.negated
-    if isinstance(m, InterfaceMatch):
-        return m.matches(p.iif if m.direction == "in" else p.oif) ^ m.negated
-    if isinstance(m, PortMatch):
-        port = p.sport if m.direction == "src" else p.dport
-        # No L4 header to read: the kernel's tcp/multiport match fails (hotdrop), ! or not.
-        return port is not None and (m.contains(port) ^ m.negated)
-    if isinstance(m, TcpFlagsMatch):
-        return p.tcp_flags is not None and (((p.tcp_flags & m.mask) == m.comp) ^ m.negated)
-    if isinstance(m, IcmpMatch):
-        return _icmp(m, p)
-    if isinstance(m, ProtocolModuleMatch):
-        return p.protocol == PROTOCOL_NUMBERS.get(m.module)
-    if isinstance(m, MarkMatch):
-        return ((p.mark & m.mask) == m.value) ^ m.negated
-    if isinstance(m, ConnmarkMatch):
-        return _tracked(p) and (((p.ct_mark & m.mask) == m.value) ^ m.negated)
-    if isinstance(m, ConntrackMatch):
-        return _conntrack(m, p)
-    if isinstance(m, SetMatch):
-        if m.set_name not in walk.ruleset.ipsets:
-            walk.warnings.append(f"ipset {m.set_name} is not loaded: treated as empty")
-        return walk.env.ipset_contains(m, p) ^ m.negated
-    if isinstance(m, AddrTypeMatch):
-        return _addrtype(m, walk)
-    if isinstance(m, RpfilterMatch):
-        return walk.env.rpf_ok(p, m) ^ m.invert
-    if isinstance(m, LimitMatch):
-        return True                            # one traced packet never exceeds a rate
-    if isinstance(m, StatisticMatch):
-        return walk.env.statistic(m, p, walk.chain, walk.rule) ^ m.negated
-    raise TypeError(f"unknown match {m!r}")
+    return m.cidr.contains(p.src if m.direction == "src" else p.dst) ^ m.negated
+
+
+def _interface(m: InterfaceMatch, walk: _Walk) -> bool:
+    p = walk.packet
+    return m.matches(p.iif if m.direction == "in" else p.oif) ^ m.negated
+
+
+def _port(m: PortMatch, walk: _Walk) -> bool:
+    port = walk.packet.sport if m.direction == "src" else walk.packet.dport
+    # No L4 header to read: the kernel's tcp/multiport match fails (hotdrop), ! or not.
+    return port is not None and (m.contains(port) ^ m.negated)
+
+
+def _tcp_flags(m: TcpFlagsMatch, walk: _Walk) -> bool:
+    flags = walk.packet.tcp_flags
+    return flags is not None and (((flags & m.mask) == m.comp) ^ m.negated)
+
+
+def _protocol_module(m: ProtocolModuleMatch, walk: _Walk) -> bool:
+    return walk.packet.protocol == PROTOCOL_NUMBERS.get(m.module)
+
+
+def _mark(m: MarkMatch, walk: _Walk) -> bool:
+    return ((walk.packet.mark & m.mask) == m.value) ^ m.negated
+
+
+def _connmark_match(m: ConnmarkMatch, walk: _Walk) -> bool:
+    p = walk.packet
+    return _tracked(p) and (((p.ct_mark & m.mask) == m.value) ^ m.negated)
+
+
+def _set(m: SetMatch, walk: _Walk) -> bool:
+    if m.set_name not in walk.ruleset.ipsets:
+        walk.warnings.append(f"ipset {m.set_name} is not loaded: treated as empty")
+    return walk.env.ipset_contains(m, walk.packet) ^ m.negated
+
+
+def _rpfilter(m: RpfilterMatch, walk: _Walk) -> bool:
+    return walk.env.rpf_ok(walk.packet, m) ^ m.invert
+
+
+def _limit(m: LimitMatch, walk: _Walk) -> bool:
+    return True                                # one traced packet never exceeds a rate
+
+
+def _statistic(m: StatisticMatch, walk: _Walk) -> bool:
+    return walk.env.statistic(m, walk.packet, walk.chain, walk.rule) ^ m.negated
 
 
 def _icmp(m: IcmpMatch, p: PacketView) -> bool:
@@ -314,3 +344,15 @@ def _addrtype(m: AddrTypeMatch, walk: _Walk) -> bool:
         if (kind in m.dst_type.split(",")) == m.dst_negated:
             return False
     return True
+
+
+# Each match type's test, looked up once per match rather than through an isinstance chain.
+_MATCHERS = {
+    ProtocolMatch: _protocol, AddressMatch: _address, InterfaceMatch: _interface,
+    PortMatch: _port, TcpFlagsMatch: _tcp_flags,
+    IcmpMatch: lambda m, walk: _icmp(m, walk.packet),
+    ProtocolModuleMatch: _protocol_module, MarkMatch: _mark, ConnmarkMatch: _connmark_match,
+    ConntrackMatch: lambda m, walk: _conntrack(m, walk.packet),
+    SetMatch: _set, AddrTypeMatch: _addrtype, RpfilterMatch: _rpfilter, LimitMatch: _limit,
+    StatisticMatch: _statistic,
+}
