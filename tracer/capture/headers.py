@@ -1,0 +1,195 @@
+"""IPv4 and L4 headers of many datagrams at once: numpy gathers, one per field.
+
+The checks, in the kernel's order:
+
+- ``ip_rcv_core`` (net/ipv4/ip_input.c): at least 20 bytes (``pskb_may_pull``), version 4
+  and ihl >= 5, the whole header present, ``ip_fast_csum`` over it is 0, then
+  ``skb->len >= tot_len >= ihl*4``. A failure drops the packet before netfilter: reason
+  category *malformed*.
+- conntrack's L4 readers (nf_conntrack_proto_{tcp,udp,icmp}.c ``*_error``): a TCP header
+  needs 20 bytes and a data offset between 20 and the segment length ("truncated packet"),
+  UDP 8 bytes and a length field between 8 and the datagram ("truncated/malformed
+  packet"), ICMP 8 bytes ("short packet"). The brief counts these as malformed too.
+
+``cap`` is how many bytes the file holds from the IPv4 header on, ``wire`` how many were on
+the wire. A header the wire had but the file lacks (a snap length) is ``SNAPPED``, not
+malformed: the kernel saw a good packet, the capture just does not show it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tracer import protocols as p
+from tracer.capture.columns import Reason
+from tracer.capture.link import gather8, gather16, gather32
+from tracer.dataplane.batch import NO_PORT, PACKET_DTYPE
+
+IP_MF, IP_DF, IP_OFFSET = 0x2000, 0x4000, 0x1FFF
+# ICMP types whose header carries an identifier (echo, timestamp, info, address mask) and
+# those that quote the offending datagram (RFC 792 errors).
+ICMP_ID_TYPES = (0, 8, 13, 14, 15, 16, 17, 18)
+ICMP_ERROR_TYPES = (3, 4, 5, 11, 12)
+L4_MIN_HEADER = {p.TCP: 20, p.UDP: 8, p.UDPLITE: 8, p.ICMP: 8, p.SCTP: 12}
+
+
+@dataclass
+class Parsed:
+    """Header fields of each datagram (rows of ``packets`` are PACKET_DTYPE)."""
+
+    packets: np.ndarray
+    reason: np.ndarray          # uint8 Reason
+    ip_id: np.ndarray           # int64
+    frag_off: np.ndarray        # int64, flags + offset word
+    tos: np.ndarray             # int64
+    hlen: np.ndarray            # int64
+    l4: np.ndarray              # int64, absolute offset of the L4 header in the buffer
+    l4_cap: np.ndarray          # int64, bytes of the L4 part the buffer holds
+    l4_len: np.ndarray          # int64, bytes of the L4 part on the wire (tot_len - hlen)
+
+    @property
+    def fragment(self) -> np.ndarray:
+        return (self.frag_off & (IP_MF | IP_OFFSET)) != 0
+
+
+def _checksum_ok(buf: np.ndarray, l3: np.ndarray, ihl: np.ndarray) -> np.ndarray:
+    total = np.zeros(len(l3), np.int64)
+    for word in range(10):
+        total += gather16(buf, l3 + 2 * word)
+    more = np.flatnonzero(ihl > 5)
+    for word in range(10, 30):
+        rows = more[ihl[more] * 2 > word]
+        if not len(rows):
+            break
+        total[rows] += gather16(buf, l3[rows] + 2 * word)
+    while True:
+        carry = total >> 16
+        if not carry.any():
+            break
+        total = (total & 0xFFFF) + carry
+    return total == 0xFFFF
+
+
+def parse_ipv4(buf: np.ndarray, l3: np.ndarray, cap: np.ndarray, wire: np.ndarray) -> Parsed:
+    """Fields of the IPv4 datagrams starting at ``l3`` (absolute offsets into ``buf``)."""
+    n = len(l3)
+    pk = np.zeros(n, PACKET_DTYPE)
+    for name in ("sport", "dport", "tcp_flags", "icmp_type", "icmp_code", "inner_sport",
+                 "inner_dport"):
+        pk[name] = NO_PORT
+    pk["iif"] = -1
+    reason = np.zeros(n, np.uint8)
+
+    b0 = gather8(buf, l3)
+    hlen = (b0 & 0x0F) * 4
+    tot_len = gather16(buf, l3 + 2)
+    frag = gather16(buf, l3 + 6)
+
+    def flag(cond, why):           # the first failing check names the row
+        reason[(reason == 0) & cond] = why
+
+    flag(wire < 20, Reason.TRUNCATED_IP_HEADER)
+    flag(cap < 20, Reason.SNAPPED)
+    flag((b0 >> 4) != 4, Reason.BAD_VERSION)
+    flag(hlen < 20, Reason.BAD_IHL)
+    flag(hlen > wire, Reason.TRUNCATED_IP_HEADER)
+    flag(hlen > cap, Reason.SNAPPED)
+    live = reason == 0
+    bad_sum = np.zeros(n, bool)
+    bad_sum[live] = ~_checksum_ok(buf, l3[live], b0[live] & 0x0F)
+    flag(bad_sum, Reason.BAD_IP_CHECKSUM)
+    flag((tot_len > wire) | (tot_len < hlen), Reason.BAD_TOTAL_LENGTH)
+
+    pk["saddr"] = gather32(buf, l3 + 12)
+    pk["daddr"] = gather32(buf, l3 + 16)
+    proto = gather8(buf, l3 + 9)
+    pk["protocol"] = proto
+    pk["ttl"] = gather8(buf, l3 + 8)
+    pk["tot_len"] = tot_len
+    pk["df"] = (frag & IP_DF) != 0
+
+    l4 = l3 + hlen
+    l4_len = tot_len - hlen
+    l4_cap = np.minimum(cap, tot_len) - hlen
+    parsed = Parsed(pk, reason, gather16(buf, l3 + 4), frag, gather8(buf, l3 + 1), hlen,
+                    l4, l4_cap, l4_len)
+    # Only the first fragment carries an L4 header; reassembly re-parses the whole datagram.
+    first = (reason == 0) & ((frag & IP_OFFSET) == 0)
+    whole = first & ((frag & IP_MF) == 0)
+    pk["payload_len"] = np.where(reason == 0, np.maximum(l4_len, 0), 0)
+    _l4(buf, parsed, first, whole, proto)
+    return parsed
+
+
+def _l4(buf, parsed: Parsed, first, whole, proto) -> None:
+    pk, reason = parsed.packets, parsed.reason
+    l4, l4_len, l4_cap = parsed.l4, parsed.l4_len, parsed.l4_cap
+    for number, need in L4_MIN_HEADER.items():
+        rows = np.flatnonzero(first & (proto == number))
+        if not len(rows):
+            continue
+        short_wire = whole[rows] & (l4_len[rows] < need)
+        reason[rows[short_wire]] = Reason.TRUNCATED_L4_HEADER
+        snapped = (l4_cap[rows] < need) & ~short_wire
+        reason[rows[snapped & whole[rows]]] = Reason.SNAPPED
+        rows = rows[l4_cap[rows] >= need]            # fields of first fragments too
+        at = l4[rows]
+        pk["sport"][rows] = gather16(buf, at)
+        pk["dport"][rows] = gather16(buf, at + 2)
+        if number == p.TCP:
+            _tcp(buf, parsed, rows, whole[rows])
+        elif number in (p.UDP, p.UDPLITE):
+            pk["payload_len"][rows] = np.maximum(l4_len[rows] - 8, 0)
+            if number == p.UDP:
+                ulen = gather16(buf, at + 4)
+                bad = whole[rows] & ((ulen < 8) | (ulen > l4_len[rows]))
+                reason[rows[bad & (reason[rows] == 0)]] = Reason.BAD_UDP_LENGTH
+                pk["payload_len"][rows] = np.where(whole[rows] & ~bad, ulen - 8,
+                                                   pk["payload_len"][rows])
+        elif number == p.ICMP:
+            _icmp(buf, parsed, rows)
+        else:
+            pk["payload_len"][rows] = np.maximum(l4_len[rows] - need, 0)
+
+
+def _tcp(buf, parsed: Parsed, rows, whole) -> None:
+    pk, at = parsed.packets, parsed.l4[rows]
+    doff = (gather8(buf, at + 12) >> 4) * 4
+    pk["seq"][rows] = gather32(buf, at + 4)
+    pk["ack_seq"][rows] = gather32(buf, at + 8)
+    pk["tcp_flags"][rows] = gather8(buf, at + 13)
+    pk["window"][rows] = gather16(buf, at + 14)
+    seg = parsed.l4_len[rows]
+    bad = whole & ((doff < 20) | (doff > seg))
+    bad_rows = rows[bad & (parsed.reason[rows] == 0)]
+    parsed.reason[bad_rows] = Reason.BAD_TCP_HEADER_LENGTH
+    pk["payload_len"][rows] = np.where(bad, 0, np.maximum(seg - doff, 0))
+
+
+def _icmp(buf, parsed: Parsed, rows) -> None:
+    pk, at = parsed.packets, parsed.l4[rows]
+    kind, code = gather8(buf, at), gather8(buf, at + 1)
+    pk["icmp_type"][rows], pk["icmp_code"][rows] = kind, code
+    pk["sport"][rows], pk["dport"][rows] = NO_PORT, NO_PORT
+    with_id = np.isin(kind, ICMP_ID_TYPES)
+    pk["icmp_id"][rows[with_id]] = gather16(buf, at[with_id] + 4)
+    pk["payload_len"][rows] = np.maximum(parsed.l4_len[rows] - 8, 0)
+    # An error quotes the offending header and 8 bytes of its payload (RFC 792).
+    quoted = np.isin(kind, ICMP_ERROR_TYPES) & (parsed.l4_cap[rows] >= 8 + 20)
+    q_rows, q = rows[quoted], at[quoted] + 8
+    qb0 = gather8(buf, q)
+    q_hlen = (qb0 & 0x0F) * 4
+    good = ((qb0 >> 4) == 4) & (q_hlen >= 20)
+    q_rows, q, q_hlen = q_rows[good], q[good], q_hlen[good]
+    pk["has_inner"][q_rows] = 1
+    pk["inner_saddr"][q_rows] = gather32(buf, q + 12)
+    pk["inner_daddr"][q_rows] = gather32(buf, q + 16)
+    q_proto = gather8(buf, q + 9)
+    pk["inner_protocol"][q_rows] = q_proto
+    ported = (np.isin(q_proto, sorted(p.PORTED))
+              & (parsed.l4_cap[q_rows] >= 8 + q_hlen + 4)
+              & ((gather16(buf, q + 6) & IP_OFFSET) == 0))
+    pk["inner_sport"][q_rows] = np.where(ported, gather16(buf, q + q_hlen), NO_PORT)
+    pk["inner_dport"][q_rows] = np.where(ported, gather16(buf, q + q_hlen + 2), NO_PORT)
