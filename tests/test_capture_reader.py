@@ -137,7 +137,9 @@ def test_fragmented_datagram_is_reassembled_on_the_veth_and_inside_vxlan():
     m_veth, m_under = cap.meta
     assert (m_veth["interface"], m_veth["frags"], m_veth["first_frame"]) == (0, 3, 1)
     assert (m_under["interface"], m_under["tunnel"], m_under["frags"]) == (1, Tunnel.VXLAN, 3)
-    assert cap.datagram(0) == cap.datagram(1)                      # same bytes, both paths
+    # the same datagram, one hop later: the node forwarded it (TTL - 1) and refragmented it
+    assert cap.datagram(0)[20:] == cap.datagram(1)[20:]
+    assert veth["ttl"] == underlay["ttl"] + 1
     payload = cap.datagram(0)[28:]
     assert payload == bytes(range(256)) * 11 + bytes(184)
     assert np.array_equal(cap.skipped["frame"], [1, 2, 4, 5])
