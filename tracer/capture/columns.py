@@ -145,7 +145,8 @@ SKIPS: dict[Skip, str] = {
 }
 
 CAPTURE_DTYPE = np.dtype([
-    ("frame", np.uint32),          # 1-based record number in the file, as Wireshark counts
+    ("frame", np.uint32),          # 1-based packet record number in the file (Wireshark's
+                                   # frame number, unless it shows other pcapng blocks as frames)
     ("ts_ns", np.int64),           # capture time, ns since the epoch (exact, unlike tstamp)
     ("caplen", np.uint32), ("wire_len", np.uint32),
     ("interface", np.uint16),      # index into Capture.interfaces
