@@ -24,7 +24,7 @@ import numpy as np
 
 from tracer import protocols as p
 from tracer.capture.columns import Reason
-from tracer.capture.link import gather8, gather16, gather32
+from tracer.capture.link import be16, be32, gather8, gather16, gather32, rows
 from tracer.dataplane.batch import NO_PORT, PACKET_DTYPE
 
 IP_MF, IP_DF, IP_OFFSET = 0x2000, 0x4000, 0x1FFF
@@ -54,16 +54,15 @@ class Parsed:
         return (self.frag_off & (IP_MF | IP_OFFSET)) != 0
 
 
-def _checksum_ok(buf: np.ndarray, l3: np.ndarray, ihl: np.ndarray) -> np.ndarray:
-    total = np.zeros(len(l3), np.int64)
-    for word in range(10):
-        total += gather16(buf, l3 + 2 * word)
-    more = np.flatnonzero(ihl > 5)
-    for word in range(10, 30):
-        rows = more[ihl[more] * 2 > word]
-        if not len(rows):
-            break
-        total[rows] += gather16(buf, l3[rows] + 2 * word)
+def _checksum_ok(buf: np.ndarray, ip: np.ndarray, l3: np.ndarray, ihl: np.ndarray) -> np.ndarray:
+    """ip_fast_csum over the header: the ones' complement sum of its 16-bit words is 0xffff."""
+    total = ip.view(">u2").sum(axis=1, dtype=np.int64)
+    more = np.flatnonzero(ihl > 5)                # options: the rest of the header, 40 bytes
+    if len(more):
+        opts = rows(buf, l3[more] + 20, 40)
+        owords = opts.view(">u2").astype(np.int64)
+        owords[np.arange(20) >= (ihl[more, None] - 5) * 2] = 0
+        total[more] += owords.sum(axis=1)
     while True:
         carry = total >> 16
         if not carry.any():
@@ -82,10 +81,11 @@ def parse_ipv4(buf: np.ndarray, l3: np.ndarray, cap: np.ndarray, wire: np.ndarra
     pk["iif"] = -1
     reason = np.zeros(n, np.uint8)
 
-    b0 = gather8(buf, l3)
+    ip = rows(buf, l3, 20)
+    b0 = ip[:, 0].astype(np.int64)
     hlen = (b0 & 0x0F) * 4
-    tot_len = gather16(buf, l3 + 2)
-    frag = gather16(buf, l3 + 6)
+    tot_len = be16(ip, 2)
+    frag = be16(ip, 6)
 
     def flag(cond, why):           # the first failing check names the row
         reason[(reason == 0) & cond] = why
@@ -96,24 +96,24 @@ def parse_ipv4(buf: np.ndarray, l3: np.ndarray, cap: np.ndarray, wire: np.ndarra
     flag(hlen < 20, Reason.BAD_IHL)
     flag(hlen > wire, Reason.TRUNCATED_IP_HEADER)
     flag(hlen > cap, Reason.SNAPPED)
-    live = reason == 0
+    live = np.flatnonzero(reason == 0)
     bad_sum = np.zeros(n, bool)
-    bad_sum[live] = ~_checksum_ok(buf, l3[live], b0[live] & 0x0F)
+    bad_sum[live] = ~_checksum_ok(buf, ip[live], l3[live], b0[live] & 0x0F)
     flag(bad_sum, Reason.BAD_IP_CHECKSUM)
     flag((tot_len > wire) | (tot_len < hlen), Reason.BAD_TOTAL_LENGTH)
 
-    pk["saddr"] = gather32(buf, l3 + 12)
-    pk["daddr"] = gather32(buf, l3 + 16)
-    proto = gather8(buf, l3 + 9)
+    pk["saddr"] = be32(ip, 12)
+    pk["daddr"] = be32(ip, 16)
+    proto = ip[:, 9]
     pk["protocol"] = proto
-    pk["ttl"] = gather8(buf, l3 + 8)
+    pk["ttl"] = ip[:, 8]
     pk["tot_len"] = tot_len
     pk["df"] = (frag & IP_DF) != 0
 
     l4 = l3 + hlen
     l4_len = tot_len - hlen
     l4_cap = np.minimum(cap, tot_len) - hlen
-    parsed = Parsed(pk, reason, gather16(buf, l3 + 4), frag, gather8(buf, l3 + 1), hlen,
+    parsed = Parsed(pk, reason, be16(ip, 4), frag, ip[:, 1].astype(np.int64), hlen,
                     l4, l4_cap, l4_len)
     # Only the first fragment carries an L4 header; reassembly re-parses the whole datagram.
     first = (reason == 0) & ((frag & IP_OFFSET) == 0)
@@ -125,60 +125,66 @@ def parse_ipv4(buf: np.ndarray, l3: np.ndarray, cap: np.ndarray, wire: np.ndarra
 
 def _l4(buf, parsed: Parsed, first, whole, proto) -> None:
     pk, reason = parsed.packets, parsed.reason
-    l4, l4_len, l4_cap = parsed.l4, parsed.l4_len, parsed.l4_cap
+    l4_len, l4_cap = parsed.l4_len, parsed.l4_cap
+    known = np.flatnonzero(first & np.isin(proto, list(L4_MIN_HEADER)))
+    block = rows(buf, parsed.l4[known], 20)             # every L4 header at once
+    kinds = proto[known]
     for number, need in L4_MIN_HEADER.items():
-        rows = np.flatnonzero(first & (proto == number))
-        if not len(rows):
+        pick = np.flatnonzero(kinds == number)
+        if not len(pick):
             continue
-        short_wire = whole[rows] & (l4_len[rows] < need)
-        reason[rows[short_wire]] = Reason.TRUNCATED_L4_HEADER
-        snapped = (l4_cap[rows] < need) & ~short_wire
-        reason[rows[snapped & whole[rows]]] = Reason.SNAPPED
-        rows = rows[l4_cap[rows] >= need]            # fields of first fragments too
-        at = l4[rows]
-        pk["sport"][rows] = gather16(buf, at)
-        pk["dport"][rows] = gather16(buf, at + 2)
+        rows_ = known[pick]
+        short_wire = whole[rows_] & (l4_len[rows_] < need)
+        reason[rows_[short_wire]] = Reason.TRUNCATED_L4_HEADER
+        snapped = (l4_cap[rows_] < need) & ~short_wire
+        reason[rows_[snapped & whole[rows_]]] = Reason.SNAPPED
+        keep = l4_cap[rows_] >= need                      # fields of first fragments too
+        rows_, hdr = rows_[keep], block[pick[keep]]
+        pk["sport"][rows_] = be16(hdr, 0)
+        pk["dport"][rows_] = be16(hdr, 2)
         if number == p.TCP:
-            _tcp(buf, parsed, rows, whole[rows])
+            _tcp(parsed, rows_, hdr, whole[rows_])
         elif number in (p.UDP, p.UDPLITE):
-            pk["payload_len"][rows] = np.maximum(l4_len[rows] - 8, 0)
+            pk["payload_len"][rows_] = np.maximum(l4_len[rows_] - 8, 0)
             if number == p.UDP:
-                ulen = gather16(buf, at + 4)
-                bad = whole[rows] & ((ulen < 8) | (ulen > l4_len[rows]))
-                reason[rows[bad & (reason[rows] == 0)]] = Reason.BAD_UDP_LENGTH
-                pk["payload_len"][rows] = np.where(whole[rows] & ~bad, ulen - 8,
-                                                   pk["payload_len"][rows])
+                ulen = be16(hdr, 4)
+                bad = whole[rows_] & ((ulen < 8) | (ulen > l4_len[rows_]))
+                reason[rows_[bad & (reason[rows_] == 0)]] = Reason.BAD_UDP_LENGTH
+                pk["payload_len"][rows_] = np.where(whole[rows_] & ~bad, ulen - 8,
+                                                    pk["payload_len"][rows_])
         elif number == p.ICMP:
-            _icmp(buf, parsed, rows)
+            _icmp(buf, parsed, rows_, hdr)
         else:
-            pk["payload_len"][rows] = np.maximum(l4_len[rows] - need, 0)
+            pk["payload_len"][rows_] = np.maximum(l4_len[rows_] - need, 0)
 
 
-def _tcp(buf, parsed: Parsed, rows, whole) -> None:
-    pk, at = parsed.packets, parsed.l4[rows]
-    doff = (gather8(buf, at + 12) >> 4) * 4
-    pk["seq"][rows] = gather32(buf, at + 4)
-    pk["ack_seq"][rows] = gather32(buf, at + 8)
-    pk["tcp_flags"][rows] = gather8(buf, at + 13)
-    pk["window"][rows] = gather16(buf, at + 14)
-    seg = parsed.l4_len[rows]
+def _tcp(parsed: Parsed, rows_, hdr, whole) -> None:
+    pk = parsed.packets
+    doff = (hdr[:, 12].astype(np.int64) >> 4) * 4
+    pk["seq"][rows_] = be32(hdr, 4)
+    pk["ack_seq"][rows_] = be32(hdr, 8)
+    pk["tcp_flags"][rows_] = hdr[:, 13]
+    pk["window"][rows_] = be16(hdr, 14)
+    seg = parsed.l4_len[rows_]
     bad = whole & ((doff < 20) | (doff > seg))
-    bad_rows = rows[bad & (parsed.reason[rows] == 0)]
-    parsed.reason[bad_rows] = Reason.BAD_TCP_HEADER_LENGTH
-    pk["payload_len"][rows] = np.where(bad, 0, np.maximum(seg - doff, 0))
+    parsed.reason[rows_[bad & (parsed.reason[rows_] == 0)]] = Reason.BAD_TCP_HEADER_LENGTH
+    pk["payload_len"][rows_] = np.where(bad, 0, np.maximum(seg - doff, 0))
 
 
-def _icmp(buf, parsed: Parsed, rows) -> None:
-    pk, at = parsed.packets, parsed.l4[rows]
-    kind, code = gather8(buf, at), gather8(buf, at + 1)
-    pk["icmp_type"][rows], pk["icmp_code"][rows] = kind, code
-    pk["sport"][rows], pk["dport"][rows] = NO_PORT, NO_PORT
+def _icmp(buf, parsed: Parsed, rows_, hdr) -> None:
+    pk = parsed.packets
+    kind = hdr[:, 0]
+    pk["icmp_type"][rows_], pk["icmp_code"][rows_] = kind, hdr[:, 1]
+    pk["sport"][rows_], pk["dport"][rows_] = NO_PORT, NO_PORT
     with_id = np.isin(kind, ICMP_ID_TYPES)
-    pk["icmp_id"][rows[with_id]] = gather16(buf, at[with_id] + 4)
-    pk["payload_len"][rows] = np.maximum(parsed.l4_len[rows] - 8, 0)
+    pk["icmp_id"][rows_[with_id]] = be16(hdr[with_id], 4)
+    pk["payload_len"][rows_] = np.maximum(parsed.l4_len[rows_] - 8, 0)
     # An error quotes the offending header and 8 bytes of its payload (RFC 792).
-    quoted = np.isin(kind, ICMP_ERROR_TYPES) & (parsed.l4_cap[rows] >= 8 + 20)
-    q_rows, q = rows[quoted], at[quoted] + 8
+    quoted = np.isin(kind, ICMP_ERROR_TYPES) & (parsed.l4_cap[rows_] >= 8 + 20)
+    q_rows = rows_[quoted]
+    if not len(q_rows):
+        return
+    q = parsed.l4[q_rows] + 8
     qb0 = gather8(buf, q)
     q_hlen = (qb0 & 0x0F) * 4
     good = ((qb0 >> 4) == 4) & (q_hlen >= 20)

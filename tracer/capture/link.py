@@ -21,16 +21,42 @@ VLAN_TPIDS = (c.ETH_P_8021Q, c.ETH_P_8021AD, c.ETH_P_QINQ1)
 
 
 def gather8(buf: np.ndarray, pos: np.ndarray) -> np.ndarray:
-    """``buf[pos]`` as int64; positions past the end read the last byte (callers mask)."""
-    return buf[np.minimum(pos, len(buf) - 1)].astype(np.int64)
+    """``buf[pos]`` as int64. Callers mask rows whose bytes are not all there; a position past
+    the end (only such rows have one) reads the last byte instead of failing."""
+    if len(pos) and pos.max() >= len(buf):
+        pos = np.minimum(pos, len(buf) - 1)
+    return buf[pos].astype(np.int64)
 
 
 def gather16(buf: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """Big-endian 16-bit fields at ``pos``."""
     return (gather8(buf, pos) << 8) | gather8(buf, pos + 1)
 
 
 def gather32(buf: np.ndarray, pos: np.ndarray) -> np.ndarray:
     return (gather16(buf, pos) << 16) | gather16(buf, pos + 2)
+
+
+def rows(buf: np.ndarray, pos: np.ndarray, width: int) -> np.ndarray:
+    """``width`` bytes from each position as one (n, width) uint8 array: a single gather over a
+    sliding-window view, so every field after it is a column slice."""
+    if len(buf) < width:
+        buf = np.concatenate([buf, np.zeros(width, np.uint8)])
+    view = np.lib.stride_tricks.sliding_window_view(buf, width)
+    if len(pos) and pos.max() >= len(view):
+        pos = np.minimum(pos, len(view) - 1)
+    return view[pos]
+
+
+def be16(block: np.ndarray, at: int) -> np.ndarray:
+    """Big-endian 16-bit column ``at`` (even) of a :func:`rows` block, as int64: a byte-order
+    view of the block, no per-byte arithmetic."""
+    return block.view(">u2")[:, at // 2].astype(np.int64)
+
+
+def be32(block: np.ndarray, at: int) -> np.ndarray:
+    """Big-endian 32-bit column ``at`` (a multiple of 4; blocks are 4-byte multiples wide)."""
+    return block.view(">u4")[:, at // 4].astype(np.int64)
 
 
 @dataclass

@@ -158,10 +158,13 @@ class _Reader:
         gone = np.flatnonzero(~self.alive)
         skips.append(np.array([(meta["frame"][r], c.Skip.FRAGMENT_QUEUED, c.ETH_P_IP,
                                 meta["linktype"][r]) for r in gone], c.SKIP_DTYPE))
-        self.where.compact(self.alive)
+        packets = self.packets
+        if len(gone):                                # structured copies are dear: only if needed
+            packets, meta = packets[self.alive], meta[self.alive]
+            self.where.compact(self.alive)
         skipped = np.concatenate(skips)
         skipped.sort(order="frame")
-        return Capture(self.path, self.packets[self.alive], meta[self.alive], skipped,
+        return Capture(self.path, packets, meta, skipped,
                        tuple(rec.interfaces), tuple(rec.warnings), len(rec.data_offset),
                        self.where)
 
@@ -177,6 +180,8 @@ class _Reader:
             if not len(sel):
                 continue
             parsed = headers.parse_ipv4(buf, w.l3[sel], w.cap[sel], w.wire[sel])
+            if len(sel) == len(w.l3):                # every row, in order: no fancy copies
+                sel = slice(None)
             self.packets[sel] = parsed.packets
             self.meta["reason"][sel] = parsed.reason
             self.frag[sel], self.ip_id[sel] = parsed.frag_off, parsed.ip_id
