@@ -1,4 +1,5 @@
-"""IPv4 and L4 headers of many datagrams at once: numpy gathers, one per field.
+"""IPv4 and L4 headers of many datagrams at once: two numpy gathers (every IPv4 header, every
+L4 header, as (n, 20) byte blocks), then one compiled pass that checks and decodes them.
 
 The checks, in the kernel's order:
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from tracer import protocols as p
@@ -33,6 +35,15 @@ IP_MF, IP_DF, IP_OFFSET = 0x2000, 0x4000, 0x1FFF
 ICMP_ID_TYPES = (0, 8, 13, 14, 15, 16, 17, 18)
 ICMP_ERROR_TYPES = (3, 4, 5, 11, 12)
 L4_MIN_HEADER = {p.TCP: 20, p.UDP: 8, p.UDPLITE: 8, p.ICMP: 8, p.SCTP: 12}
+# numba sees module globals as constants: the reason codes and protocol numbers, spelled out.
+TCP, UDP, UDPLITE, ICMP, SCTP = p.TCP, p.UDP, p.UDPLITE, p.ICMP, p.SCTP
+(TRUNCATED_IP_HEADER, SNAPPED, BAD_VERSION, BAD_IHL, BAD_IP_CHECKSUM, BAD_TOTAL_LENGTH,
+ TRUNCATED_L4_HEADER, BAD_TCP_HEADER_LENGTH, BAD_UDP_LENGTH) = (
+    int(Reason.TRUNCATED_IP_HEADER), int(Reason.SNAPPED), int(Reason.BAD_VERSION),
+    int(Reason.BAD_IHL), int(Reason.BAD_IP_CHECKSUM), int(Reason.BAD_TOTAL_LENGTH),
+    int(Reason.TRUNCATED_L4_HEADER), int(Reason.BAD_TCP_HEADER_LENGTH),
+    int(Reason.BAD_UDP_LENGTH))
+BAD_L4_MARK = 0xFFFFFFFF          # payload_len value _l4 uses to flag a bad L4 length
 
 
 @dataclass
@@ -54,136 +65,141 @@ class Parsed:
         return (self.frag_off & (IP_MF | IP_OFFSET)) != 0
 
 
-def _checksum_ok(buf: np.ndarray, ip: np.ndarray, l3: np.ndarray, ihl: np.ndarray) -> np.ndarray:
-    """ip_fast_csum over the header: the ones' complement sum of its 16-bit words is 0xffff."""
-    total = ip.view(">u2").sum(axis=1, dtype=np.int64)
-    more = np.flatnonzero(ihl > 5)                # options: the rest of the header, 40 bytes
-    if len(more):
-        opts = rows(buf, l3[more] + 20, 40)
-        owords = opts.view(">u2").astype(np.int64)
-        owords[np.arange(20) >= (ihl[more, None] - 5) * 2] = 0
-        total[more] += owords.sum(axis=1)
-    while True:
-        carry = total >> 16
-        if not carry.any():
-            break
-        total = (total & 0xFFFF) + carry
-    return total == 0xFFFF
+@numba.njit(cache=True)
+def _decode(ip, l4b, cap, wire, opt_sum, pk, reason, frag_off, l4_cap, l4_len, quoted):
+    """Checks and fields of each datagram from its gathered IPv4 and L4 header blocks."""
+    for i in range(ip.shape[0]):
+        rec = pk[i]
+        rec.sport = rec.dport = rec.tcp_flags = NO_PORT
+        rec.icmp_type = rec.icmp_code = rec.inner_sport = rec.inner_dport = NO_PORT
+        rec.iif = -1
+        b0 = np.int64(ip[i, 0])
+        hlen = (b0 & 0x0F) * 4
+        tot = (np.int64(ip[i, 2]) << 8) | ip[i, 3]
+        frag = (np.int64(ip[i, 6]) << 8) | ip[i, 7]
+        r = 0
+        if wire[i] < 20:
+            r = TRUNCATED_IP_HEADER
+        elif cap[i] < 20:
+            r = SNAPPED
+        elif b0 >> 4 != 4:
+            r = BAD_VERSION
+        elif hlen < 20:
+            r = BAD_IHL
+        elif hlen > wire[i]:
+            r = TRUNCATED_IP_HEADER
+        elif hlen > cap[i]:
+            r = SNAPPED
+        else:
+            total = opt_sum[i]
+            for w in range(10):
+                total += (np.int64(ip[i, 2 * w]) << 8) | ip[i, 2 * w + 1]
+            while total >> 16:
+                total = (total & 0xFFFF) + (total >> 16)
+            if total != 0xFFFF:
+                r = BAD_IP_CHECKSUM
+            elif tot > wire[i] or tot < hlen:
+                r = BAD_TOTAL_LENGTH
+        rec.saddr = (np.uint32(ip[i, 12]) << 24) | (np.uint32(ip[i, 13]) << 16) \
+            | (np.uint32(ip[i, 14]) << 8) | np.uint32(ip[i, 15])
+        rec.daddr = (np.uint32(ip[i, 16]) << 24) | (np.uint32(ip[i, 17]) << 16) \
+            | (np.uint32(ip[i, 18]) << 8) | np.uint32(ip[i, 19])
+        proto = ip[i, 9]
+        rec.protocol = proto
+        rec.ttl = ip[i, 8]
+        rec.tot_len = tot
+        rec.df = 1 if frag & IP_DF else 0
+        frag_off[i] = frag
+        seg = tot - hlen
+        held = min(cap[i], tot) - hlen
+        l4_len[i], l4_cap[i] = seg, held
+        rec.payload_len = max(seg, 0) if r == 0 else 0
+        first = r == 0 and (frag & IP_OFFSET) == 0
+        whole = first and (frag & IP_MF) == 0
+        need = 20 if proto == TCP else 8 if proto in (UDP, UDPLITE, ICMP) else \
+            12 if proto == SCTP else 0
+        if first and need:
+            if whole and seg < need:
+                r = TRUNCATED_L4_HEADER
+            elif held < need:
+                if whole:
+                    r = SNAPPED
+            else:
+                _l4(l4b, i, rec, proto, seg, held, whole, quoted)
+                if whole and rec.payload_len == BAD_L4_MARK:
+                    rec.payload_len = 0
+                    r = BAD_TCP_HEADER_LENGTH if proto == TCP else BAD_UDP_LENGTH
+        reason[i] = r
+
+
+@numba.njit(cache=True, inline="always")
+def _l4(l4b, i, rec, proto, seg, held, whole, quoted):
+    """Fields of one L4 header; a bad length on a whole datagram sets BAD_L4_MARK."""
+    rec.sport = (np.int32(l4b[i, 0]) << 8) | l4b[i, 1]
+    rec.dport = (np.int32(l4b[i, 2]) << 8) | l4b[i, 3]
+    if proto == TCP:
+        doff = (np.int64(l4b[i, 12]) >> 4) * 4
+        rec.seq = (np.uint32(l4b[i, 4]) << 24) | (np.uint32(l4b[i, 5]) << 16) \
+            | (np.uint32(l4b[i, 6]) << 8) | np.uint32(l4b[i, 7])
+        rec.ack_seq = (np.uint32(l4b[i, 8]) << 24) | (np.uint32(l4b[i, 9]) << 16) \
+            | (np.uint32(l4b[i, 10]) << 8) | np.uint32(l4b[i, 11])
+        rec.tcp_flags = l4b[i, 13]
+        rec.window = (np.uint16(l4b[i, 14]) << 8) | l4b[i, 15]
+        if whole and (doff < 20 or doff > seg):
+            rec.payload_len = BAD_L4_MARK
+        else:
+            rec.payload_len = max(seg - doff, 0)
+    elif proto == UDP or proto == UDPLITE:
+        ulen = (np.int64(l4b[i, 4]) << 8) | l4b[i, 5]
+        if proto == UDP and whole and (ulen < 8 or ulen > seg):
+            rec.payload_len = BAD_L4_MARK
+        elif proto == UDP and whole:
+            rec.payload_len = ulen - 8
+        else:
+            rec.payload_len = max(seg - 8, 0)
+    elif proto == ICMP:
+        kind = l4b[i, 0]
+        rec.icmp_type, rec.icmp_code = kind, l4b[i, 1]
+        rec.sport = rec.dport = NO_PORT
+        if kind in (0, 8, 13, 14, 15, 16, 17, 18):          # ICMP_ID_TYPES
+            rec.icmp_id = (np.uint16(l4b[i, 4]) << 8) | l4b[i, 5]
+        rec.payload_len = max(seg - 8, 0)
+        if kind in (3, 4, 5, 11, 12) and held >= 8 + 20:    # ICMP_ERROR_TYPES
+            quoted[i] = True
+    else:
+        rec.payload_len = max(seg - 12, 0)
 
 
 def parse_ipv4(buf: np.ndarray, l3: np.ndarray, cap: np.ndarray, wire: np.ndarray) -> Parsed:
     """Fields of the IPv4 datagrams starting at ``l3`` (absolute offsets into ``buf``)."""
     n = len(l3)
-    pk = np.zeros(n, PACKET_DTYPE)
-    for name in ("sport", "dport", "tcp_flags", "icmp_type", "icmp_code", "inner_sport",
-                 "inner_dport"):
-        pk[name] = NO_PORT
-    pk["iif"] = -1
-    reason = np.zeros(n, np.uint8)
-
-    ip = rows(buf, l3, 20)
-    b0 = ip[:, 0].astype(np.int64)
-    hlen = (b0 & 0x0F) * 4
-    tot_len = be16(ip, 2)
-    frag = be16(ip, 6)
-
-    def flag(cond, why):           # the first failing check names the row
-        reason[(reason == 0) & cond] = why
-
-    flag(wire < 20, Reason.TRUNCATED_IP_HEADER)
-    flag(cap < 20, Reason.SNAPPED)
-    flag((b0 >> 4) != 4, Reason.BAD_VERSION)
-    flag(hlen < 20, Reason.BAD_IHL)
-    flag(hlen > wire, Reason.TRUNCATED_IP_HEADER)
-    flag(hlen > cap, Reason.SNAPPED)
-    live = np.flatnonzero(reason == 0)
-    bad_sum = np.zeros(n, bool)
-    bad_sum[live] = ~_checksum_ok(buf, ip[live], l3[live], b0[live] & 0x0F)
-    flag(bad_sum, Reason.BAD_IP_CHECKSUM)
-    flag((tot_len > wire) | (tot_len < hlen), Reason.BAD_TOTAL_LENGTH)
-
-    pk["saddr"] = be32(ip, 12)
-    pk["daddr"] = be32(ip, 16)
-    proto = ip[:, 9]
-    pk["protocol"] = proto
-    pk["ttl"] = ip[:, 8]
-    pk["tot_len"] = tot_len
-    pk["df"] = (frag & IP_DF) != 0
-
+    ip = rows(buf, l3, 20)                          # every IPv4 header, one gather
+    hlen = (ip[:, 0] & 0x0F).astype(np.int64) * 4
+    opt_sum = np.zeros(n, np.int64)
+    more = np.flatnonzero(hlen > 20)                # options: the rest of the header
+    if len(more):
+        opts = rows(buf, l3[more] + 20, 40).view(">u2").astype(np.int64)
+        opts[np.arange(20) >= (hlen[more, None] - 20) // 2] = 0
+        opt_sum[more] = opts.sum(axis=1)
     l4 = l3 + hlen
-    l4_len = tot_len - hlen
-    l4_cap = np.minimum(cap, tot_len) - hlen
-    parsed = Parsed(pk, reason, be16(ip, 4), frag, ip[:, 1].astype(np.int64), hlen,
-                    l4, l4_cap, l4_len)
-    # Only the first fragment carries an L4 header; reassembly re-parses the whole datagram.
-    first = (reason == 0) & ((frag & IP_OFFSET) == 0)
-    whole = first & ((frag & IP_MF) == 0)
-    pk["payload_len"] = np.where(reason == 0, np.maximum(l4_len, 0), 0)
-    _l4(buf, parsed, first, whole, proto)
+    l4b = rows(buf, l4, 20)                         # every L4 header, one gather
+    pk = np.zeros(n, PACKET_DTYPE)
+    reason = np.zeros(n, np.uint8)
+    frag, l4_cap, l4_len = (np.zeros(n, np.int64) for _ in range(3))
+    quoted = np.zeros(n, np.bool_)
+    _decode(ip, l4b, cap.astype(np.int64), wire.astype(np.int64), opt_sum, pk, reason, frag,
+            l4_cap, l4_len, quoted)
+    parsed = Parsed(pk, reason, be16(ip, 4), frag, ip[:, 1].astype(np.int64), hlen, l4,
+                    l4_cap, l4_len)
+    _icmp_quoted(buf, parsed, np.flatnonzero(quoted))
     return parsed
 
 
-def _l4(buf, parsed: Parsed, first, whole, proto) -> None:
-    pk, reason = parsed.packets, parsed.reason
-    l4_len, l4_cap = parsed.l4_len, parsed.l4_cap
-    known = np.flatnonzero(first & np.isin(proto, list(L4_MIN_HEADER)))
-    block = rows(buf, parsed.l4[known], 20)             # every L4 header at once
-    kinds = proto[known]
-    for number, need in L4_MIN_HEADER.items():
-        pick = np.flatnonzero(kinds == number)
-        if not len(pick):
-            continue
-        rows_ = known[pick]
-        short_wire = whole[rows_] & (l4_len[rows_] < need)
-        reason[rows_[short_wire]] = Reason.TRUNCATED_L4_HEADER
-        snapped = (l4_cap[rows_] < need) & ~short_wire
-        reason[rows_[snapped & whole[rows_]]] = Reason.SNAPPED
-        keep = l4_cap[rows_] >= need                      # fields of first fragments too
-        rows_, hdr = rows_[keep], block[pick[keep]]
-        pk["sport"][rows_] = be16(hdr, 0)
-        pk["dport"][rows_] = be16(hdr, 2)
-        if number == p.TCP:
-            _tcp(parsed, rows_, hdr, whole[rows_])
-        elif number in (p.UDP, p.UDPLITE):
-            pk["payload_len"][rows_] = np.maximum(l4_len[rows_] - 8, 0)
-            if number == p.UDP:
-                ulen = be16(hdr, 4)
-                bad = whole[rows_] & ((ulen < 8) | (ulen > l4_len[rows_]))
-                reason[rows_[bad & (reason[rows_] == 0)]] = Reason.BAD_UDP_LENGTH
-                pk["payload_len"][rows_] = np.where(whole[rows_] & ~bad, ulen - 8,
-                                                    pk["payload_len"][rows_])
-        elif number == p.ICMP:
-            _icmp(buf, parsed, rows_, hdr)
-        else:
-            pk["payload_len"][rows_] = np.maximum(l4_len[rows_] - need, 0)
-
-
-def _tcp(parsed: Parsed, rows_, hdr, whole) -> None:
-    pk = parsed.packets
-    doff = (hdr[:, 12].astype(np.int64) >> 4) * 4
-    pk["seq"][rows_] = be32(hdr, 4)
-    pk["ack_seq"][rows_] = be32(hdr, 8)
-    pk["tcp_flags"][rows_] = hdr[:, 13]
-    pk["window"][rows_] = be16(hdr, 14)
-    seg = parsed.l4_len[rows_]
-    bad = whole & ((doff < 20) | (doff > seg))
-    parsed.reason[rows_[bad & (parsed.reason[rows_] == 0)]] = Reason.BAD_TCP_HEADER_LENGTH
-    pk["payload_len"][rows_] = np.where(bad, 0, np.maximum(seg - doff, 0))
-
-
-def _icmp(buf, parsed: Parsed, rows_, hdr) -> None:
-    pk = parsed.packets
-    kind = hdr[:, 0]
-    pk["icmp_type"][rows_], pk["icmp_code"][rows_] = kind, hdr[:, 1]
-    pk["sport"][rows_], pk["dport"][rows_] = NO_PORT, NO_PORT
-    with_id = np.isin(kind, ICMP_ID_TYPES)
-    pk["icmp_id"][rows_[with_id]] = be16(hdr[with_id], 4)
-    pk["payload_len"][rows_] = np.maximum(parsed.l4_len[rows_] - 8, 0)
-    # An error quotes the offending header and 8 bytes of its payload (RFC 792).
-    quoted = np.isin(kind, ICMP_ERROR_TYPES) & (parsed.l4_cap[rows_] >= 8 + 20)
-    q_rows = rows_[quoted]
+def _icmp_quoted(buf, parsed: Parsed, q_rows) -> None:
+    """The datagram an ICMP error quotes: its header and 8 bytes of payload (RFC 792)."""
     if not len(q_rows):
         return
+    pk = parsed.packets
     q = parsed.l4[q_rows] + 8
     qb0 = gather8(buf, q)
     q_hlen = (qb0 & 0x0F) * 4

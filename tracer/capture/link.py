@@ -17,7 +17,6 @@ from tracer.capture import columns as c
 
 MAX_VLAN_TAGS = 8
 AF_INET = 2
-VLAN_TPIDS = (c.ETH_P_8021Q, c.ETH_P_8021AD, c.ETH_P_QINQ1)
 
 
 def gather8(buf: np.ndarray, pos: np.ndarray) -> np.ndarray:
@@ -90,8 +89,9 @@ def decode(buf: np.ndarray, start: np.ndarray, caplen: np.ndarray,
                     np.full(n, -1, np.int32), np.full(n, c.NO_VLAN, np.int16),
                     np.full(n, c.NO_VLAN, np.int16), np.full(n, -1, np.int8),
                     np.full(n, -1, np.int32))
-    for lt in np.unique(linktype):
-        sel = np.flatnonzero(linktype == lt)
+    uniform = len(linktype) and (linktype == linktype[0]).all()
+    for lt in ([linktype[0]] if uniform else np.unique(linktype)):
+        sel = np.arange(n) if uniform else np.flatnonzero(linktype == lt)
         if lt == c.LINKTYPE_ETHERNET:
             _ethernet(buf, start[sel], caplen[sel], sel, out)
         elif lt in (c.LINKTYPE_LINUX_SLL, c.LINKTYPE_LINUX_SLL2):
@@ -117,7 +117,8 @@ def _ethernet(buf, start, caplen, sel, out: LinkLayer) -> None:
     ethertype = gather16(buf, start + off)
     vlans = [np.full(len(sel), c.NO_VLAN, np.int16) for _ in range(2)]
     for depth in range(MAX_VLAN_TAGS):
-        tagged = ok & np.isin(ethertype, VLAN_TPIDS)
+        tagged = ok & ((ethertype == c.ETH_P_8021Q) | (ethertype == c.ETH_P_8021AD)
+                       | (ethertype == c.ETH_P_QINQ1))
         if not tagged.any():
             break
         ok &= ~tagged | (caplen >= off + 6)

@@ -172,17 +172,18 @@ class _Reader:
     def _parse(self, rows: np.ndarray) -> None:
         """(Re)read the headers of ``rows`` at their current datagram."""
         w = self.where
-        self.l4 = getattr(self, "l4", np.zeros(len(w.l3), np.int64))
-        self.l4_cap = getattr(self, "l4_cap", np.zeros(len(w.l3), np.int64))
-        self.l4_len = getattr(self, "l4_len", np.zeros(len(w.l3), np.int64))
+        if not hasattr(self, "l4"):
+            self.l4, self.l4_cap, self.l4_len = (np.zeros(len(w.l3), np.int64) for _ in range(3))
         for src, buf in w.buffers():
             sel = rows[w.src[rows] == src]
             if not len(sel):
                 continue
             parsed = headers.parse_ipv4(buf, w.l3[sel], w.cap[sel], w.wire[sel])
-            if len(sel) == len(w.l3):                # every row, in order: no fancy copies
+            if len(sel) == len(w.l3):                # every row, in order: no copies at all
+                self.packets = parsed.packets
                 sel = slice(None)
-            self.packets[sel] = parsed.packets
+            else:
+                self.packets[sel] = parsed.packets
             self.meta["reason"][sel] = parsed.reason
             self.frag[sel], self.ip_id[sel] = parsed.frag_off, parsed.ip_id
             self.l4[sel], self.l4_cap[sel], self.l4_len[sel] = (parsed.l4, parsed.l4_cap,
@@ -224,7 +225,10 @@ class _Reader:
         meta, pk, w = self.meta, self.packets, self.where
         cand = self.alive & (meta["reason"] == 0) & ((self.frag & 0x3FFF) == 0)
         cand &= meta["tunnel"] == c.Tunnel.NONE
-        rows = np.flatnonzero(cand & ((pk["protocol"] == p.IPIP) | (pk["protocol"] == p.UDP)))
+        proto, sport, dport = pk["protocol"], pk["sport"], pk["dport"]
+        udp = (proto == p.UDP) & ((dport == self.vxlan_port) | (dport == self.wireguard_port)
+                                  | (sport == self.wireguard_port))
+        rows = np.flatnonzero(cand & ((proto == p.IPIP) | udp))
         changed: list[np.ndarray] = []
         for src, buf in w.buffers():
             sel = rows[w.src[rows] == src]
