@@ -320,8 +320,10 @@ def _pcapng_times(raw: np.ndarray, ifaces: np.ndarray, kinds: np.ndarray,
         u = units[sel]
         if base == 10 and exp <= 9:
             ns = u * np.uint64(10 ** (9 - exp))
-        elif base == 10:
+        elif base == 10 and exp - 9 < 20:
             ns = u // np.uint64(10 ** (exp - 9))
+        elif base == 10:                   # finer than 1e-28 s: every 64-bit count is < 1 ns
+            ns = np.zeros(len(u), np.uint64)
         else:
             exp = min(exp, 63)
             sec = u >> np.uint64(exp)

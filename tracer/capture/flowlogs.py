@@ -70,6 +70,7 @@ ENDPOINT_TYPES = {"WorkloadEndpoint": "wep", "HostEndpoint": "hep", "NetworkSet"
 FELIX_TYPES = ("wep", "hep", "ns", "net")
 WHISKER_NAMES = {"PUBLIC NETWORK": "pub", "PRIVATE NETWORK": "pvt"}
 NONE = "-"            # felix's "not included / aggregated" marker
+MAX_SECONDS = 9_000_000_000      # year 2255: inside pandas' nanosecond datetime range
 
 
 class _Bad(Exception):
@@ -208,8 +209,11 @@ def _time(record: dict, name: str) -> pd.Timestamp:
             raise _Bad(name, f"not an RFC 3339 time: {value!r}") from None
         if stamp.tzinfo is None:
             stamp = stamp.replace(tzinfo=timezone.utc)
-        return pd.Timestamp(stamp).tz_convert("UTC")
-    seconds = _int(record, name, nullable=False, hi=2**40)
+        try:
+            return pd.Timestamp(stamp).tz_convert("UTC")
+        except (OverflowError, ValueError):         # pandas holds 1677..2262 in ns
+            raise _Bad(name, f"time out of range: {value!r}") from None
+    seconds = _int(record, name, nullable=False, hi=MAX_SECONDS)
     return pd.Timestamp(seconds, unit="s", tz="UTC")
 
 
@@ -240,6 +244,22 @@ def _counts(record: dict) -> dict[str, int | None]:
     return out
 
 
+def _obj(value: Any, field: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _Bad(field, f"expected an object, got {value!r}")
+    return value
+
+
+def _list(value: Any, field: str) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _Bad(field, f"expected a list, got {value!r}")
+    return value
+
+
 # ------------------------------------------------------------------------------ felix
 def _felix(r: dict) -> dict[str, Any]:
     number, name = _protocol(r.get("proto"), "proto")
@@ -262,12 +282,11 @@ def _felix(r: dict) -> dict[str, Any]:
                dest_service_name=_str(r, "dest_service_name", NONE),
                dest_service_port_name=_str(r, "dest_service_port", NONE),
                dest_service_port=_int(r, "dest_service_port_num", hi=65535))
-    policies = r.get("policies") or {}
-    if not isinstance(policies, dict):
-        raise _Bad("policies", "expected an object with all_policies")
-    row["policies"] = [_felix_policy(text) for text in policies.get("all_policies") or []]
+    policies = _obj(r.get("policies"), "policies")
+    row["policies"] = [_felix_policy(text)
+                       for text in _list(policies.get("all_policies"), "policies")]
     row["pending_policies"] = [_felix_policy(text)
-                               for text in policies.get("pending_policies") or []]
+                               for text in _list(policies.get("pending_policies"), "policies")]
     row.update(_counts(r))
     return row
 
@@ -288,10 +307,9 @@ def _felix_policy(text: Any) -> dict[str, Any]:
 def _hit(hit: Any, field: str) -> dict[str, Any]:
     if not isinstance(hit, dict):
         raise _Bad(field, "expected a policy hit object")
-    action = hit.get("action", "")
     return {"policy_index": _int(hit, "policy_index") or 0, "tier": _str(hit, "tier"),
             "namespace": _str(hit, "namespace"), "name": _str(hit, "name"),
-            "action": str(action).lower() if action else "", "kind": str(hit.get("kind", "")),
+            "action": _str(hit, "action").lower(), "kind": str(_get(hit, "kind", default="")),
             "rule_index": _int(hit, "rule_index", lo=-1)}
 
 
@@ -325,17 +343,18 @@ def _common(r: dict, key: dict, fmt: str, proto_field: str) -> dict[str, Any]:
 
 def _goldmane(r: dict, key: dict) -> dict[str, Any]:
     row = _common(r, key, "goldmane", "proto")
-    trace = key.get("policies") or {}
-    row["policies"] = [_hit(h, "policies") for h in _get(trace, "enforced_policies", default=[])
-                       or []]
+    trace = _obj(key.get("policies"), "policies")
+    row["policies"] = [_hit(h, "policies")
+                       for h in _list(_get(trace, "enforced_policies"), "policies")]
     row["pending_policies"] = [_hit(h, "policies")
-                               for h in _get(trace, "pending_policies", default=[]) or []]
+                               for h in _list(_get(trace, "pending_policies"), "policies")]
     return row
 
 
 def _whisker(r: dict) -> dict[str, Any]:
     row = _common(r, r, "whisker", "protocol")
-    trace = r.get("policies") or {}
-    row["policies"] = [_hit(h, "policies") for h in trace.get("enforced") or []]
-    row["pending_policies"] = [_hit(h, "policies") for h in trace.get("pending") or []]
+    trace = _obj(r.get("policies"), "policies")
+    row["policies"] = [_hit(h, "policies") for h in _list(trace.get("enforced"), "policies")]
+    row["pending_policies"] = [_hit(h, "policies")
+                               for h in _list(trace.get("pending"), "policies")]
     return row
