@@ -91,7 +91,7 @@ def decode(buf: np.ndarray, start: np.ndarray, caplen: np.ndarray,
                     np.full(n, -1, np.int32))
     uniform = len(linktype) and (linktype == linktype[0]).all()
     for lt in ([linktype[0]] if uniform else np.unique(linktype)):
-        sel = np.arange(n) if uniform else np.flatnonzero(linktype == lt)
+        sel = slice(None) if uniform else np.flatnonzero(linktype == lt)
         if lt == c.LINKTYPE_ETHERNET:
             _ethernet(buf, start[sel], caplen[sel], sel, out)
         elif lt in (c.LINKTYPE_LINUX_SLL, c.LINKTYPE_LINUX_SLL2):
@@ -102,20 +102,21 @@ def decode(buf: np.ndarray, start: np.ndarray, caplen: np.ndarray,
             if lt == c.LINKTYPE_IPV4:
                 skip[:] = 0               # IPv4 by definition; a bad version is malformed
             skip[caplen[sel] < 1] = c.Skip.TRUNCATED_LINK_HEADER
+            out.l3_offset[sel] = 0
             out.skip[sel] = skip
         elif lt == c.LINKTYPE_IPV6:
             out.skip[sel] = c.Skip.IPV6
         elif lt in (c.LINKTYPE_NULL, c.LINKTYPE_LOOP):
             _null(buf, start[sel], caplen[sel], sel, out,
-                  np.ones(len(sel), bool) if lt == c.LINKTYPE_LOOP else big_endian[sel])
+                  np.ones(len(start[sel]), bool) if lt == c.LINKTYPE_LOOP else big_endian[sel])
     return out
 
 
 def _ethernet(buf, start, caplen, sel, out: LinkLayer) -> None:
-    off = np.full(len(sel), 12, np.int64)
+    off = np.full(len(start), 12, np.int64)
     ok = caplen >= 14
-    ethertype = gather16(buf, start + off)
-    vlans = [np.full(len(sel), c.NO_VLAN, np.int16) for _ in range(2)]
+    ethertype = be16(rows(buf, start + 12, 2), 0)
+    vlans = [np.full(len(start), c.NO_VLAN, np.int16) for _ in range(2)]
     for depth in range(MAX_VLAN_TAGS):
         tagged = ok & ((ethertype == c.ETH_P_8021Q) | (ethertype == c.ETH_P_8021AD)
                        | (ethertype == c.ETH_P_QINQ1))
