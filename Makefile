@@ -40,7 +40,7 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_matrix.py --pods 1000 --policies 1000
 	$(PY) benchmarks/bench_encap.py 3000
 	$(PY) -m pip install -q -e '.[bench]'
-	$(PY) benchmarks/bench_capture.py --packets 1000000 --flows 10000 --repeat 3 --write
+	$(PY) benchmarks/bench_capture.py --packets 1000000 --flows 10000 --repeat 5 --write
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

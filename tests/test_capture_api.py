@@ -48,3 +48,22 @@ def test_every_reason_has_a_category_and_text():
     from tracer.capture import REASONS, SKIPS, Reason, Skip, category
     assert set(REASONS) == set(Reason) and set(SKIPS) == set(Skip)
     assert {category(r) for r in Reason} == {"", "malformed", "fragment", "unreadable"}
+
+
+def test_module_entry_point_summarises_and_fails_with_status_2(tmp_path):
+    import subprocess
+    import sys
+
+    good = Path(__file__).resolve().parent / "data" / "captures" / "tcp-handshake.pcap"
+    done = subprocess.run([sys.executable, "-m", "tracer.capture", str(good)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0
+    assert done.stdout.splitlines()[0] == f"{good}: 18 frames, 10 packets"
+    assert "  skipped: 2 ARP" in done.stdout
+    bad = tmp_path / "notes.pcap"
+    bad.write_text("not a capture\n")
+    done = subprocess.run([sys.executable, "-m", "tracer.capture", str(bad)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr == (f"calico-trace: error: {bad}: not a pcap or pcapng capture "
+                           "(file starts with 6e6f7420)\n")

@@ -26,7 +26,7 @@ import numpy as np
 
 from tracer import protocols as p
 from tracer.capture.columns import Reason
-from tracer.capture.link import be16, be32, gather8, gather16, gather32, rows
+from tracer.capture.link import be16, gather8, gather16, gather32, rows
 from tracer.dataplane.batch import NO_PORT, PACKET_DTYPE
 
 IP_MF, IP_DF, IP_OFFSET = 0x2000, 0x4000, 0x1FFF
