@@ -238,3 +238,18 @@ def test_batch_columns_default_to_none_markers(tmp_path):
     assert list(pk["sport"]) == [40000, 53, -1, -1] and list(pk["iif"]) == [-1] * 4
     assert list(pk["icmp_type"]) == [-1, -1, 8, 3] and list(pk["icmp_id"][2:3]) == [0x1234]
     assert np.all(pk["tcp_flags"][1:] == -1)
+
+
+def test_decoding_into_a_batch_writes_every_field():
+    from tracer.capture import headers
+    from tracer.dataplane.batch import PACKET_DTYPE
+
+    datagrams = [bytes(p) for p in ip_packets()] + [d for d, _ in malformed_cases()]
+    buf = np.frombuffer(b"".join(datagrams) + bytes(64), np.uint8)
+    starts = np.cumsum([0] + [len(d) for d in datagrams[:-1]])
+    sizes = np.array([len(d) for d in datagrams])
+    garbage = np.empty(len(datagrams), PACKET_DTYPE)
+    garbage.view(np.uint8)[:] = 0xAB
+    headers.parse_ipv4(buf, starts, sizes, sizes, out=garbage)
+    fresh = headers.parse_ipv4(buf, starts, sizes, sizes)
+    assert garbage.tobytes() == fresh.packets.tobytes()

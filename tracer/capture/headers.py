@@ -54,7 +54,6 @@ class Parsed:
     reason: np.ndarray          # uint8 Reason
     ip_id: np.ndarray           # int64
     frag_off: np.ndarray        # int64, flags + offset word
-    tos: np.ndarray             # int64
     hlen: np.ndarray            # int64
     l4: np.ndarray              # int64, absolute offset of the L4 header in the buffer
     l4_cap: np.ndarray          # int64, bytes of the L4 part the buffer holds
@@ -73,6 +72,10 @@ def _decode(ip, l4b, cap, wire, opt_sum, pk, reason, frag_off, l4_cap, l4_len, q
         rec.sport = rec.dport = rec.tcp_flags = NO_PORT
         rec.icmp_type = rec.icmp_code = rec.inner_sport = rec.inner_dport = NO_PORT
         rec.iif = -1
+        rec.seq = rec.ack_seq = rec.inner_saddr = rec.inner_daddr = rec.mark = 0
+        rec.window = rec.icmp_id = 0
+        rec.has_inner = rec.inner_protocol = 0
+        rec.tstamp = 0.0
         b0 = np.int64(ip[i, 0])
         hlen = (b0 & 0x0F) * 4
         tot = (np.int64(ip[i, 2]) << 8) | ip[i, 3]
@@ -91,7 +94,7 @@ def _decode(ip, l4b, cap, wire, opt_sum, pk, reason, frag_off, l4_cap, l4_len, q
         elif hlen > cap[i]:
             r = SNAPPED
         else:
-            total = opt_sum[i]
+            total = opt_sum[i] if hlen > 20 else 0
             for w in range(10):
                 total += (np.int64(ip[i, 2 * w]) << 8) | ip[i, 2 * w + 1]
             while total >> 16:
@@ -170,27 +173,28 @@ def _l4(l4b, i, rec, proto, seg, held, whole, quoted):
         rec.payload_len = max(seg - 12, 0)
 
 
-def parse_ipv4(buf: np.ndarray, l3: np.ndarray, cap: np.ndarray, wire: np.ndarray) -> Parsed:
-    """Fields of the IPv4 datagrams starting at ``l3`` (absolute offsets into ``buf``)."""
+def parse_ipv4(buf: np.ndarray, l3: np.ndarray, cap: np.ndarray, wire: np.ndarray,
+               out: np.ndarray | None = None) -> Parsed:
+    """Fields of the IPv4 datagrams starting at ``l3`` (absolute offsets into ``buf``), decoded
+    into ``out`` (PACKET_DTYPE rows, every field written) or a new array."""
     n = len(l3)
     ip = rows(buf, l3, 20)                          # every IPv4 header, one gather
     hlen = (ip[:, 0] & 0x0F).astype(np.int64) * 4
-    opt_sum = np.zeros(n, np.int64)
     more = np.flatnonzero(hlen > 20)                # options: the rest of the header
+    opt_sum = np.zeros(n if len(more) else 1, np.int64)
     if len(more):
         opts = rows(buf, l3[more] + 20, 40).view(">u2").astype(np.int64)
         opts[np.arange(20) >= (hlen[more, None] - 20) // 2] = 0
         opt_sum[more] = opts.sum(axis=1)
     l4 = l3 + hlen
     l4b = rows(buf, l4, 20)                         # every L4 header, one gather
-    pk = np.zeros(n, PACKET_DTYPE)
-    reason = np.zeros(n, np.uint8)
-    frag, l4_cap, l4_len = (np.zeros(n, np.int64) for _ in range(3))
+    pk = np.zeros(n, PACKET_DTYPE) if out is None else out
+    reason = np.empty(n, np.uint8)
+    frag, l4_cap, l4_len = (np.empty(n, np.int64) for _ in range(3))
     quoted = np.zeros(n, np.bool_)
-    _decode(ip, l4b, cap.astype(np.int64), wire.astype(np.int64), opt_sum, pk, reason, frag,
-            l4_cap, l4_len, quoted)
-    parsed = Parsed(pk, reason, be16(ip, 4), frag, ip[:, 1].astype(np.int64), hlen, l4,
-                    l4_cap, l4_len)
+    _decode(ip, l4b, np.asarray(cap, np.int64), np.asarray(wire, np.int64), opt_sum, pk,
+            reason, frag, l4_cap, l4_len, quoted)
+    parsed = Parsed(pk, reason, be16(ip, 4), frag, hlen, l4, l4_cap, l4_len)
     _icmp_quoted(buf, parsed, np.flatnonzero(quoted))
     return parsed
 
