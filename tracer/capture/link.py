@@ -80,6 +80,9 @@ def _ethertype_skip(ethertype: np.ndarray) -> np.ndarray:
     return skip
 
 
+CHUNK = 1 << 16                  # records per pass: the temporaries stay in the cache
+
+
 def decode(buf: np.ndarray, start: np.ndarray, caplen: np.ndarray,
            linktype: np.ndarray, big_endian: np.ndarray) -> LinkLayer:
     """``start``/``caplen``/``linktype``/``big_endian`` per record (``big_endian``: the byte
@@ -89,6 +92,15 @@ def decode(buf: np.ndarray, start: np.ndarray, caplen: np.ndarray,
                     np.full(n, -1, np.int32), np.full(n, c.NO_VLAN, np.int16),
                     np.full(n, c.NO_VLAN, np.int16), np.full(n, -1, np.int8),
                     np.full(n, -1, np.int32))
+    for first in range(0, n, CHUNK):
+        part = slice(first, first + CHUNK)
+        view = LinkLayer(*(getattr(out, f)[part] for f in LinkLayer.__dataclass_fields__))
+        _decode(buf, start[part], caplen[part], linktype[part], big_endian[part], view)
+    return out
+
+
+def _decode(buf, start, caplen, linktype, big_endian, out: LinkLayer) -> None:
+    n = len(start)
     uniform = len(linktype) and (linktype == linktype[0]).all()
     for lt in ([linktype[0]] if uniform else np.unique(linktype)):
         sel = slice(None) if uniform else np.flatnonzero(linktype == lt)
@@ -109,7 +121,6 @@ def decode(buf: np.ndarray, start: np.ndarray, caplen: np.ndarray,
         elif lt in (c.LINKTYPE_NULL, c.LINKTYPE_LOOP):
             _null(buf, start[sel], caplen[sel], sel, out,
                   np.ones(len(start[sel]), bool) if lt == c.LINKTYPE_LOOP else big_endian[sel])
-    return out
 
 
 def _ethernet(buf, start, caplen, sel, out: LinkLayer) -> None:
