@@ -15,6 +15,7 @@ packets and its rate is extrapolated, as the table says. Medians of ``--repeat``
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import platform
 import statistics
@@ -124,10 +125,16 @@ def run_scapy(path: str, sample: int) -> int:
 
 
 def timed(fn, *args) -> tuple[int, float, float]:
-    """(count, CPU seconds of this process, wall seconds)."""
-    cpu, wall = time.process_time(), time.perf_counter()
-    count = fn(*args)
-    return count, time.process_time() - cpu, time.perf_counter() - wall
+    """(count, CPU seconds of this process, wall seconds), with the garbage of the previous
+    parser collected first and the cyclic GC off while timing, as ``timeit`` does."""
+    gc.collect()
+    gc.disable()
+    try:
+        cpu, wall = time.process_time(), time.perf_counter()
+        count = fn(*args)
+        return count, time.process_time() - cpu, time.perf_counter() - wall
+    finally:
+        gc.enable()
 
 
 def main() -> None:
@@ -169,7 +176,9 @@ def main() -> None:
         f"Python {platform.python_version()}. Rates are packets per CPU second of the parsing "
         "process (`time.process_time`; all three parse on one thread): the 2 cores are shared "
         f"with other jobs (load average {load:.1f} at the end of the run), which makes wall "
-        "time swing by 2-3x between runs; the wall-clock medians are listed too.", "",
+        "time swing by 2-3x between runs; the wall-clock medians are listed too. Before each "
+        "timed run the previous parser's garbage is collected and the cyclic GC is off while "
+        "timing (as `timeit` does).", "",
         "| parser | packets/CPU-s (median) | runs | wall packets/s (median) | ours is |",
         "| --- | ---: | --- | ---: | ---: |",
         f"| ours (`tracer.capture.read_capture`) | {med['ours']:,.0f} | {runs['ours']} | "

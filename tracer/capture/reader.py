@@ -14,6 +14,7 @@ treats both alike.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -105,7 +106,10 @@ def read_capture(path: str, *, vxlan_port: int = p.VXLAN_DEFAULT_PORT,
     """Read a pcap or pcapng file. Bad files raise :class:`InputError`; a file cut short gives
     the packets before the cut and a warning in ``Capture.warnings``."""
     try:
-        buf = np.fromfile(path, dtype=np.uint8)
+        # Mapped, not read: the page cache's own pages, no copy into fresh memory.
+        size = os.path.getsize(path)
+        buf = (np.memmap(path, dtype=np.uint8, mode="r") if size
+               else np.zeros(0, np.uint8))
     except (OSError, ValueError) as err:
         raise InputError(f"cannot read capture: {err}", file=str(path)) from None
     rec = containers.scan(buf, str(path))
