@@ -11,6 +11,10 @@ import shutil
 import subprocess
 from ipaddress import IPv4Address
 
+import pytest
+
+from tracer.capture import Reason, Skip, Tunnel, read_capture
+
 FIELDS = ("frame.number", "frame.protocols", "frame.len", "frame.cap_len", "frame.time_epoch",
           "ip.src", "ip.dst", "ip.proto", "ip.ttl", "ip.len", "ip.flags.df", "ip.id",
           "tcp.srcport", "tcp.dstport", "tcp.flags", "tcp.seq_raw", "tcp.ack_raw",
@@ -94,3 +98,58 @@ def outer(frame: dict[str, list[str]]) -> dict[str, int]:
             "vni": _int(frame["vxlan.vni"], 0),
             "outer_sport": _int(frame["udp.srcport"], 0),
             "outer_dport": _int(frame["udp.dstport"], 0)}
+
+
+def ns_of(epoch: str) -> int:
+    sec, _, frac = epoch.partition(".")
+    return int(sec) * 1_000_000_000 + int((frac + "000000000")[:9])
+
+
+def assert_agrees_with_tshark(path) -> None:
+    """Every frame of ``path``: a row equal to tshark's dissection, or a skip it explains."""
+    name = path.name
+    frames = dissect(path)
+    cap = read_capture(str(path))
+    assert not cap.warnings
+    assert cap.frames == len(frames)
+    rows = {int(f): i for i, f in enumerate(cap.meta["frame"])}
+    skipped = {int(s["frame"]): int(s["reason"]) for s in cap.skipped}
+    assert len(rows) + len(skipped) == len(frames)
+    for frame in frames:
+        number = int(frame["frame.number"][0])
+        layers = frame["frame.protocols"][0].split(":")
+        if "ip" not in layers:
+            assert skipped[number] in (Skip.ARP, Skip.IPV6), number
+            continue
+        reassembled_in = frame["ip.reassembled_in"]
+        if reassembled_in and int(reassembled_in[-1]) != number:
+            assert skipped[number] == Skip.FRAGMENT_QUEUED, number
+            continue
+        i = rows[number]
+        meta, row = cap.meta[i], cap.packets[i]
+        assert meta["reason"] == Reason.OK, (number, Reason(meta["reason"]))
+        for field, value in expected_row(frame).items():
+            assert row[field] == value, (name, number, field, row[field], value)
+        assert meta["ts_ns"] == ns_of(frame["frame.time_epoch"][0])
+        assert row["tstamp"] == pytest.approx(meta["ts_ns"] / 1e9)
+        assert meta["wire_len"] == int(frame["frame.len"][0])
+        assert meta["caplen"] == int(frame["frame.cap_len"][0])
+        assert meta["vlan"] == (int(frame["vlan.id"][0]) if frame["vlan.id"] else -1)
+        if frame["sll.pkttype"]:
+            assert meta["pkttype"] == int(frame["sll.pkttype"][0])
+        if frame["sll.ifindex"]:
+            assert meta["sll_ifindex"] == int(frame["sll.ifindex"][0])
+        if frame["vxlan.vni"]:
+            assert meta["tunnel"] == Tunnel.VXLAN
+            for field, value in outer(frame).items():
+                assert meta[field] == value, (name, number, field)
+        else:
+            assert meta["tunnel"] == Tunnel.NONE
+        fragments = frame["ip.fragment"]
+        if fragments:
+            assert meta["frags"] == len(fragments)
+            assert meta["first_frame"] == int(fragments[0])
+        else:
+            assert meta["frags"] == 0
+            assert row["tot_len"] == int(frame["ip.len"][-1 if meta["tunnel"] else 0]) or \
+                row["protocol"] == 1

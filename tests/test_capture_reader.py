@@ -9,17 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from capture_tshark import dissect, expected_row, outer
-from tracer.capture import Reason, Skip, Tunnel, read_capture
+from capture_tshark import assert_agrees_with_tshark
+from tracer.capture import Tunnel, read_capture
 from tracer.capture.columns import LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2
 
 CAPTURES = Path(__file__).resolve().parent / "data" / "captures"
 BUNDLED = sorted(p.name for p in CAPTURES.iterdir() if p.suffix in (".pcap", ".pcapng"))
-
-
-def ns_of(epoch: str) -> int:
-    sec, _, frac = epoch.partition(".")
-    return int(sec) * 1_000_000_000 + int((frac + "000000000")[:9])
 
 
 def test_every_scenario_of_the_brief_is_bundled():
@@ -30,52 +25,7 @@ def test_every_scenario_of_the_brief_is_bundled():
 
 @pytest.mark.parametrize("name", BUNDLED)
 def test_reader_agrees_with_tshark_on_every_frame(name):
-    path = CAPTURES / name
-    frames = dissect(path)
-    cap = read_capture(str(path))
-    assert not cap.warnings
-    assert cap.frames == len(frames)
-    rows = {int(f): i for i, f in enumerate(cap.meta["frame"])}
-    skipped = {int(s["frame"]): int(s["reason"]) for s in cap.skipped}
-    assert len(rows) + len(skipped) == len(frames)
-    for frame in frames:
-        number = int(frame["frame.number"][0])
-        layers = frame["frame.protocols"][0].split(":")
-        if "ip" not in layers:
-            assert skipped[number] in (Skip.ARP, Skip.IPV6), number
-            continue
-        reassembled_in = frame["ip.reassembled_in"]
-        if reassembled_in and int(reassembled_in[-1]) != number:
-            assert skipped[number] == Skip.FRAGMENT_QUEUED, number
-            continue
-        i = rows[number]
-        meta, row = cap.meta[i], cap.packets[i]
-        assert meta["reason"] == Reason.OK, (number, Reason(meta["reason"]))
-        for field, value in expected_row(frame).items():
-            assert row[field] == value, (name, number, field, row[field], value)
-        assert meta["ts_ns"] == ns_of(frame["frame.time_epoch"][0])
-        assert row["tstamp"] == pytest.approx(meta["ts_ns"] / 1e9)
-        assert meta["wire_len"] == int(frame["frame.len"][0])
-        assert meta["caplen"] == int(frame["frame.cap_len"][0])
-        assert meta["vlan"] == (int(frame["vlan.id"][0]) if frame["vlan.id"] else -1)
-        if frame["sll.pkttype"]:
-            assert meta["pkttype"] == int(frame["sll.pkttype"][0])
-        if frame["sll.ifindex"]:
-            assert meta["sll_ifindex"] == int(frame["sll.ifindex"][0])
-        if frame["vxlan.vni"]:
-            assert meta["tunnel"] == Tunnel.VXLAN
-            for field, value in outer(frame).items():
-                assert meta[field] == value, (name, number, field)
-        else:
-            assert meta["tunnel"] == Tunnel.NONE
-        fragments = frame["ip.fragment"]
-        if fragments:
-            assert meta["frags"] == len(fragments)
-            assert meta["first_frame"] == int(fragments[0])
-        else:
-            assert meta["frags"] == 0
-            assert row["tot_len"] == int(frame["ip.len"][-1 if meta["tunnel"] else 0]) or \
-                row["protocol"] == 1
+    assert_agrees_with_tshark(CAPTURES / name)
 
 
 def test_tcp_flow_has_its_handshake_data_and_teardown():
