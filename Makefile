@@ -2,7 +2,7 @@
 VENV   := .venv
 PY     := $(VENV)/bin/python
 CT     := $(VENV)/bin/calico-trace
-SYSTEM_PACKAGES := iptables ipset conntrack tshark iproute2 tcpdump iperf3
+SYSTEM_PACKAGES := iptables ipset conntrack tshark iproute2 tcpdump iperf3 curl iputils-ping
 SYSTEM_BINARIES := iptables-restore ipset conntrack tshark ip xtables-monitor tcpdump
 
 .PHONY: demo test venv system-deps clean bench
@@ -39,6 +39,8 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_conntrack.py --packets 1000000 --repeat 3 --write
 	$(PY) benchmarks/bench_matrix.py --pods 1000 --policies 1000
 	$(PY) benchmarks/bench_encap.py 3000
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) benchmarks/bench_capture.py --packets 1000000 --flows 10000 --repeat 5 --write
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
