@@ -38,7 +38,12 @@ except KeyboardInterrupt:
 
 
 def start_lab_process() -> tuple[subprocess.Popen, list[str]]:
-    proc = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, text=True)
+    # The child imports the test samples, as this module does: give it the tests folder.
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        filter(None, [tests_dir, os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, text=True,
+                            env=env)
     line = proc.stdout.readline().split()
     assert line and line[0] == "READY", f"child did not build its lab (exit {proc.poll()})"
     return proc, line[1:]

@@ -151,7 +151,7 @@ def simulate_forward(node, src, dst, dport, sport, iif, oif):
 @pytest.mark.parametrize("dport", [80, 8080])
 def test_reference_interpreter_agrees_with_the_kernel(one_node, dport):
     result = run_probe(one_node, Probe("default/client", WEB_1, "tcp", dport))
-    sport = int(result.events[0].rule_text.split("--sport ")[1].split()[0])
+    sport = result.sport
     node = one_node.spec.nodes[0]
     sim_events, sim_delivered = simulate_forward(node, "10.65.0.2", WEB_1, dport, sport,
                                                  POD_A, POD_B)
@@ -162,7 +162,7 @@ def test_reference_interpreter_agrees_with_the_kernel(one_node, dport):
 def test_a_wrong_simulation_is_caught(one_node):
     result = run_probe(one_node, Probe("default/client", WEB_1, "tcp", 80))
     node = one_node_topology(b_ingress=8080).nodes[0]     # the simulator believes port 8080
-    sport = int(result.events[0].rule_text.split("--sport ")[1].split()[0])
+    sport = result.sport
     sim_events, sim_delivered = simulate_forward(node, "10.65.0.2", WEB_1, 80, sport,
                                                  POD_A, POD_B)
     verdict = compare(sim_events, result.events, sim_delivered, result.delivered)

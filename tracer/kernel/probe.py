@@ -68,6 +68,7 @@ class ProbeResult:
     events: tuple[KernelEvent, ...]                 # first probe packet, per node
     all_events: tuple[KernelEvent, ...]             # every traced packet (retransmits too)
     lines: dict[str, tuple[str, ...]] = field(default_factory=dict)   # raw monitor output
+    sport: int | None = None                        # the source port the sender was given
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ def run_probe(lab: KernelLab, probe: Probe) -> ProbeResult:
         lines = {m.node: tuple(m.stop()) for m in monitors}
     all_events = [e for m in monitors for e in m.events()]
     return ProbeResult(probe=probe, delivered=delivered, events=tuple(first_packet(all_events)),
-                       all_events=tuple(all_events), lines=lines)
+                       all_events=tuple(all_events), lines=lines, sport=sender.sport)
 
 
 def _stop_quietly(monitor: TraceMonitor) -> None:
