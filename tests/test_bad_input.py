@@ -198,3 +198,24 @@ def test_other_bad_values(tmp_path, doc, needle):
 def test_missing_path(tmp_path):
     with pytest.raises(InputError, match="no such file"):
         load_cluster([tmp_path / "missing.yaml"])
+
+
+def test_named_port_declared_by_an_endpoint_slice_loads(tmp_path):
+    """A port named only in an EndpointSlice is declared (it once crashed the check)."""
+    (tmp_path / "ok.yaml").write_text(GOOD + """---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-1, namespace: default, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{name: metrics, protocol: TCP, port: 9090}]
+endpoints: [{addresses: ["10.65.0.9"], conditions: {ready: true}}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: np, namespace: default}
+spec:
+  podSelector: {}
+  ingress: [{ports: [{port: metrics}]}]
+""")
+    cluster = load_cluster([tmp_path])
+    assert len(cluster.policies) == 1

@@ -309,8 +309,8 @@ class _Builder:
 
     def _check_named_ports(self) -> None:
         declared = {p.name for pod in self.cluster.pods.values() for p in pod.ports if p.name}
-        declared |= {p.name for slice_ in self.cluster.endpoint_slices
-                     for p, _, _ in slice_.ports if p}
+        declared |= {name for slice_ in self.cluster.endpoint_slices
+                     for name, _, _ in slice_.ports if name}
         for policy in self.cluster.policies:
             for direction in ("ingress", "egress"):
                 for index, rule in enumerate(policy.rules(direction)):
