@@ -202,6 +202,13 @@ def test_oversized_packet_with_df_is_dropped_for_mtu():
     assert "1450" in result.hops[-1].stages[-1].detail
 
 
+def test_established_size_applies_to_the_data_not_the_handshake():
+    result = trace("multinode-vxlan", "shop/frontend-7d4b9", "shop/backend-5f8c2", port=6379,
+                   size=1500, state="established")     # the pod's MTU is 1450
+    assert "SYN delivered, SYN-ACK delivered, ACK delivered" in result.assumptions[1]
+    assert result.verdict == "dropped" and result.reason == "mtu-exceeded"
+
+
 # --------------------------------------------------------------------------- scenarios
 
 

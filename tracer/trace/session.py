@@ -21,6 +21,7 @@ from tracer.protocols import (ACK, FIN, ICMP, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST
 from tracer.trace.assemble import Dataplane
 
 CLIENT_ISN, SERVER_ISN = 1_000, 5_000
+TCP_SEGMENT_NO_DATA = 40              # IPv4 + TCP headers: the handshake carries no data
 PACKET_INTERVAL = 0.001               # seconds between packets of a scripted exchange
 
 
@@ -79,7 +80,8 @@ class Session:
         if first.protocol != TCP:
             return exchange, replace(probe, packet=request)
         if delivered is not None:
-            ack = first.with_(tcp_flags=ACK, seq=CLIENT_ISN + 1, ack_seq=SERVER_ISN + 1)
+            ack = first.with_(tcp_flags=ACK, seq=CLIENT_ISN + 1, ack_seq=SERVER_ISN + 1,
+                              length=TCP_SEGMENT_NO_DATA, payload_len=0)
             self._step(exchange, "ACK", replace(probe, packet=ack), ack)
         return exchange, self._next(probe, first, CLIENT_ISN + 1, SERVER_ISN + 1)
 
@@ -117,7 +119,8 @@ class Session:
 def opening(first: Packet) -> Packet:
     """The packet that opens ``first``'s connection: a SYN, the datagram, the echo request."""
     if first.protocol == TCP:
-        return first.with_(tcp_flags=SYN, seq=CLIENT_ISN, ack_seq=0)
+        return first.with_(tcp_flags=SYN, seq=CLIENT_ISN, ack_seq=0,
+                           length=TCP_SEGMENT_NO_DATA, payload_len=0)
     if first.protocol == ICMP and first.icmp_type == ICMP_ECHO_REQUEST:
         return first.with_(icmp_id=7)
     return first
