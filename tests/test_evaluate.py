@@ -306,6 +306,7 @@ def test_staged_policy_is_reported_not_enforced(cluster):
     outcomes = {s.policy_key: (s.outcome, s.rule_index) for s in decision.staged}
     assert outcomes == {"staged-block": ("deny", 0), "default/staged-deny": ("no-match", None)}
     assert "would have denied" in decision.staged[0].describe()
+    assert decision.applied_policies == ()      # staged policies select nothing for real
 
 
 def test_staged_allow_before_enforced_deny(cluster):

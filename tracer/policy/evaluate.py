@@ -707,7 +707,8 @@ class _Walk:
 
     def _decide(self, allowed: bool, reason: str, deciding: RuleRef | None = None,
                 tier: str | None = None, profile: str | None = None) -> DirectionDecision:
-        applied = tuple(policy_label(p) for tp in self.tiers for p in tp.policies)
+        applied = tuple(policy_label(p) for tp in self.tiers for p in tp.policies
+                        if not p.staged)     # staged policies enforce nothing: listed apart
         return DirectionDecision(
             endpoint=self.endpoint.key, direction=self.direction, allowed=allowed,
             reason=reason, deciding=deciding, tier=tier, profile=profile,
