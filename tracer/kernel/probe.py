@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import Literal
 
+from tracer.encap.ipv4 import internet_checksum
 from tracer.errors import InputError
 from tracer.kernel import nsexec
 from tracer.kernel.realise import KernelLab
@@ -296,18 +297,9 @@ def _sender(ends: _Endpoints, probe: Probe) -> Iterator[_Sender]:
         sender.close()
 
 
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    total = (total >> 16) + (total & 0xFFFF)
-    total += total >> 16
-    return ~total & 0xFFFF
-
-
 def _echo_request(ident: int, payload: bytes) -> bytes:
     header = struct.pack("!BBHHH", 8, 0, 0, ident, 1)
-    checksum = _checksum(header + payload)
+    checksum = internet_checksum(header + payload)
     return struct.pack("!BBHHH", 8, 0, checksum, ident, 1) + payload
 
 
