@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Interface
@@ -21,7 +22,7 @@ from typing import Any
 import yaml
 
 from tracer import DEFAULT_CALICO_VERSION
-from tracer.errors import InputError
+from tracer.errors import InputError, escape, quote, shorten
 from tracer.model import schema
 from tracer.model.cluster import (
     BUILTIN_TIERS, Cluster, FelixConfig, IPPool, Namespace, Node, Origin, Pod, Policy,
@@ -113,9 +114,9 @@ def load_cluster(paths: Sequence[str | os.PathLike], *,
     objects: list[RawObject] = []
     skipped: dict[str, list[str]] = {}
     for file in manifest_files(paths):
-        for doc in read_documents(file):
-            for item in expand_lists(doc, file):
-                raw = classify(item, file, skipped)
+        for index, doc in enumerate(read_documents(file), start=1):
+            for item, where in expand_lists(doc, file, f"document {index}"):
+                raw = classify(item, file, skipped, where)
                 if raw is not None:
                     objects.append(raw)
     for kind, files in sorted(skipped.items()):
@@ -180,81 +181,191 @@ def manifest_files(paths: Sequence[str | os.PathLike]) -> list[str]:
 
 
 def read_documents(file: str) -> Iterator[Any]:
-    """Every non-empty document of a YAML or JSON file; syntax errors name line and column."""
+    """Every non-empty document of a YAML or JSON file; syntax errors name line and column.
+
+    What a file can make the reader do is bounded before anything is built: control characters
+    are refused where YAML forbids them, alias expansion ("billion laughs") is counted from the
+    parser's events, and no document may nest deeper than :data:`MAX_DEPTH`."""
     try:
-        text = Path(file).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise InputError(f"cannot read: {err}", file=file) from None
+        text = Path(file).read_bytes().decode("utf-8")
+    except OSError as err:
+        raise InputError(f"cannot read: {err.strerror or err}", file=file) from None
+    except UnicodeDecodeError as err:
+        raise InputError(f"not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset "
+                         f"{err.start})", file=file) from None
     if file.endswith(".json"):
-        try:
-            yield json.loads(text)
-        except json.JSONDecodeError as err:
-            raise InputError(f"broken JSON at line {err.lineno} column {err.colno}: {err.msg}",
-                             file=file) from None
-        return
+        docs = [_read_json(text, file)]
+    else:
+        docs = _read_yaml(text, file)
+    for doc in docs:
+        if doc is not None:
+            _check_depth(doc, file)
+            yield doc
+
+
+MAX_DEPTH = 64                  # nesting levels of a document; real manifests use about 12
+MAX_YAML_NODES = 1_000_000      # nodes after alias expansion
+# Characters YAML 1.1 forbids in a stream (printable: tab, LF, CR, x20-x7E, NEL, xA0 onwards
+# except surrogates and xFFFE/xFFFF); JSON forbids raw control characters too.
+FORBIDDEN = re.compile("[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd"
+                       "\U00010000-\U0010ffff]")
+
+
+def _line_column(text: str, offset: int) -> str:
+    line = text.count("\n", 0, offset) + 1
+    return f"line {line} column {offset - (text.rfind(chr(10), 0, offset) + 1) + 1}"
+
+
+def _read_json(text: str, file: str) -> Any:
+    bad = FORBIDDEN.search(text)
+    if bad and bad.group() not in "\x85":
+        raise InputError(f"control character {quote(bad.group())} at "
+                         f"{_line_column(text, bad.start())}", file=file)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InputError(f"broken JSON at line {err.lineno} column {err.colno}: {err.msg}",
+                         file=file) from None
+    except RecursionError:
+        raise InputError(f"JSON nested deeper than {MAX_DEPTH} levels", file=file) from None
+
+
+def _read_yaml(text: str, file: str) -> list[Any]:
+    bad = FORBIDDEN.search(text)
+    if bad:
+        raise InputError(f"control character {quote(bad.group())} at "
+                         f"{_line_column(text, bad.start())} (not allowed in YAML)", file=file)
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        docs = list(yaml.load_all(text, Loader=loader))
+        _check_expansion(text, loader, file)
+        return list(yaml.load_all(text, Loader=loader))
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err)
         raise InputError(f"broken YAML{where}: {problem}", file=file) from None
-    for doc in docs:
-        if doc is not None:
-            yield doc
+    except RecursionError:
+        raise InputError(f"YAML nested deeper than {MAX_DEPTH} levels", file=file) from None
 
 
-def expand_lists(doc: Any, file: str) -> Iterator[dict]:
-    """A ``kind: List`` (or ``FooList``) yields its items; other documents yield themselves."""
-    if not isinstance(doc, dict):
-        raise InputError(f"a manifest document must be a mapping, got {type(doc).__name__}",
-                         file=file)
-    kind = str(doc.get("kind") or "")
-    if kind.endswith("List") and "items" in doc:
-        for item in doc.get("items") or ():
-            yield from expand_lists(item, file)
-        return
-    yield doc
+def _check_expansion(text: str, loader: type, file: str) -> None:
+    """Refuse a stream whose aliases would expand past :data:`MAX_YAML_NODES` or that nests
+    deeper than :data:`MAX_DEPTH`, from parser events (nothing is built)."""
+    sizes: dict[str, int] = {}          # anchor -> expanded node count
+    open_nodes: list[list] = []         # [anchor, count] per open collection
+    expanded = 0                        # nodes the stream would build
+    for event in yaml.parse(text, Loader=loader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            open_nodes.append([event.anchor, 1])
+            if len(open_nodes) > MAX_DEPTH:
+                raise InputError(f"YAML nested deeper than {MAX_DEPTH} levels at "
+                                 f"line {event.start_mark.line + 1}", file=file)
+            expanded += 1
+            continue
+        if isinstance(event, yaml.CollectionEndEvent):
+            anchor, size = open_nodes.pop()
+        elif isinstance(event, yaml.AliasEvent):
+            anchor, size = None, sizes.get(event.anchor, 1)
+            expanded += size
+        elif isinstance(event, yaml.ScalarEvent):
+            anchor, size = event.anchor, 1
+            expanded += 1
+        else:
+            continue
+        if anchor is not None:
+            sizes[anchor] = size
+        if open_nodes:
+            open_nodes[-1][1] += size
+        if expanded > MAX_YAML_NODES:
+            raise InputError(f"YAML aliases expand to more than {MAX_YAML_NODES:,} nodes "
+                             f"(an alias bomb?) at line {event.start_mark.line + 1}", file=file)
 
 
-def classify(doc: dict, file: str, skipped: dict[str, list[str]]) -> RawObject | None:
+def _check_depth(doc: Any, file: str) -> None:
+    """Iteratively: no document deeper than :data:`MAX_DEPTH` (the converters recurse)."""
+    stack = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise InputError(f"document nested deeper than {MAX_DEPTH} levels", file=file)
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+
+
+def expand_lists(doc: Any, file: str, where: str) -> Iterator[tuple[dict, str]]:
+    """A ``kind: List`` (or ``FooList``) yields its items; other documents yield themselves.
+
+    Each comes with where it is (``document 2``, ``document 2 items[3]``) for errors about
+    objects that have no usable name."""
+    stack = [(doc, where)]
+    while stack:
+        doc, where = stack.pop()
+        if not isinstance(doc, dict):
+            raise InputError(f"a manifest object must be a mapping, got "
+                             f"{type(doc).__name__ if doc is not None else 'null'}",
+                             file=file, obj=where)
+        kind = doc.get("kind")
+        if isinstance(kind, str) and kind.endswith("List") and "items" in doc:
+            items = doc.get("items")
+            if items is None:
+                continue
+            if not isinstance(items, list):
+                raise InputError(f"items: expected a list, got {type(items).__name__}",
+                                 file=file, obj=f"{where} ({kind})")
+            stack.extend((item, f"{where} items[{i}]") for i, item in reversed(list(
+                enumerate(items))))
+            continue
+        yield doc, where
+
+
+def classify(doc: dict, file: str, skipped: dict[str, list[str]],
+             where: str = "") -> RawObject | None:
     """Schema key of a document, or None (recorded in ``skipped``) for kinds not modelled."""
-    kind = str(doc.get("kind") or "")
-    api_version = str(doc.get("apiVersion") or "")
+    kind, api_version = doc.get("kind"), doc.get("apiVersion")
     if not kind or not api_version:
-        name = (doc.get("metadata") or {}).get("name", "?")
-        raise InputError("object without apiVersion/kind", file=file, obj=str(name))
+        raise InputError("object without apiVersion/kind", file=file,
+                         obj=_describe(doc, where))
+    if not isinstance(kind, str) or not isinstance(api_version, str):
+        raise InputError(f"apiVersion and kind must be strings, got {quote(api_version)} and "
+                         f"{quote(kind)}", file=file, obj=where)
     group = api_version.rsplit("/", 1)[0] if "/" in api_version else ""
     if group in CALICO_GROUPS and kind in CALICO_KINDS:
         key = f"calico/{kind}"
     elif (group, kind) in K8S_KINDS:
         key = K8S_KINDS[(group, kind)]
     else:
-        skipped.setdefault(f"{api_version} {kind}", []).append(file)
+        skipped.setdefault(f"{escape(shorten(api_version, 60))} {escape(shorten(kind, 60))}",
+                           []).append(file)
         return None
+    meta = doc.get("metadata")
+    if not isinstance(meta, dict):
+        problem = "metadata: missing" if meta is None else \
+            f"metadata: expected a mapping, got {type(meta).__name__}"
+        raise InputError(problem, file=file, obj=f"{kind} ({where})")
+    problem = schema.check(meta, schema.OBJECT_META, "metadata")
+    if problem is not None:
+        raise InputError(str(problem), file=file, obj=_describe(doc, where))
     raw = RawObject(key=key, doc=doc, file=file)
     if not raw.name:
-        raise InputError("object without metadata.name", file=file, obj=kind)
+        raise InputError("object without metadata.name", file=file, obj=f"{kind} ({where})")
     problem = schema.check(doc, schema.KIND_SCHEMAS[key])
     if problem is not None:
         raise InputError(str(problem), file=file, obj=f"{kind} {raw.ident}")
-    _check_string_map(raw, "labels")
-    _check_string_map(raw, "annotations")
     return raw
 
 
-def _check_string_map(raw: RawObject, name: str) -> None:
-    values = (raw.doc.get("metadata") or {}).get(name)
-    if values is None:
-        return
-    if not isinstance(values, dict):
-        raise InputError(f"metadata.{name}: expected a mapping", file=raw.file,
-                         obj=f"{raw.kind} {raw.ident}")
-    for key, value in values.items():
-        if not isinstance(value, str):
-            raise InputError(f"metadata.{name}.{key}: value must be a string, got {value!r} "
-                             f"(quote it)", file=raw.file, obj=f"{raw.kind} {raw.ident}")
+def _describe(doc: dict, where: str) -> str:
+    """``Kind namespace/name`` as far as the document says it, else where it is."""
+    meta = doc.get("metadata")
+    name = meta.get("name") if isinstance(meta, dict) else None
+    namespace = meta.get("namespace") if isinstance(meta, dict) else None
+    kind = doc.get("kind") if isinstance(doc.get("kind"), str) else None
+    if isinstance(name, str) and name:
+        ident = f"{namespace}/{name}" if isinstance(namespace, str) and namespace else name
+        return escape(shorten(f"{kind} {ident}" if kind else ident, 120))
+    return f"{escape(shorten(kind, 60))} ({where})" if kind else where
 
 
 # ================================================================================= building
