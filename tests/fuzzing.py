@@ -392,19 +392,22 @@ def mutated_dump(draw, text: str) -> str:
 
 
 def _jump_chain(lines: list[str], length: int, *, loop: bool) -> list[str]:
-    """A linear chain of ``length`` jumps from filter FORWARD (a loop if ``loop``)."""
+    """A linear chain of ``length`` jumps entered first thing in filter FORWARD (a loop if
+    ``loop``): deep enough to break anything that recurses per jump."""
     try:
-        commit = lines.index("COMMIT", lines.index("*filter"))
+        start = lines.index("*filter")
+        commit = lines.index("COMMIT", start)
     except ValueError:
         return lines
     names = [f"fz-{i}" for i in range(length)]
-    declared = [f":{name} - [0:0]" for name in names]
     rules = [f"-A {a} -j {b}" for a, b in zip(names, names[1:])]
     if loop:
         rules.append(f"-A {names[-1]} -j {names[0]}")
-    rules.append(f"-I FORWARD 1 -j {names[0]}")
-    return lines[:lines.index("*filter") + 1] + declared + lines[lines.index("*filter") + 1:commit] \
-        + rules + lines[commit:]
+    body = lines[start + 1:commit]
+    first = next((i for i, line in enumerate(body) if line.startswith("-A FORWARD ")), len(body))
+    body = [f":{name} - [0:0]" for name in names] + body[:first] + \
+        [f"-A FORWARD -j {names[0]}"] + body[first:] + rules
+    return lines[:start + 1] + body + lines[commit:]
 
 
 @st.composite
