@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from tracer.commands.options import manifest_option
+from tracer.commands.options import check_output_file, manifest_option, writing
 from tracer.dataplane.ipsets import parse_ipsets
 from tracer.dataplane.iptables_save import parse_ruleset
 from tracer.errors import InputError
@@ -56,13 +56,14 @@ from tracer.trace.tracing import TraceRequest, build_probe, trace_packet
                    "(default node: where the packet first enters).")
 @click.option("--ipsets", "ipset_dumps", multiple=True, metavar="[NODE=]FILE",
               help="The ipset save/list output that goes with --iptables-save.")
-@click.option("--write-pcap", "pcap_path", type=click.Path(dir_okay=False, writable=True),
+@click.option("--write-pcap", "pcap_path", type=click.Path(),
               help="Write the packet at each point of its path (source, underlay with its "
                    "framing, destination) to this pcap file.")
 def packet(paths, source, destination, endpoint, protocol, port, sport, state, size, icmp_type,
            icmp_code, reply, output, verbosity, calico_version, dumps, ipset_dumps,
            pcap_path) -> None:
     """Trace one packet from --from to --to through every node's Calico dataplane."""
+    check_output_file(pcap_path, "--write-pcap")
     cluster = load_cluster(paths, calico_version=calico_version)
     for warning in cluster.warnings:
         click.echo(f"warning: {warning}", err=True)
@@ -81,14 +82,16 @@ def packet(paths, source, destination, endpoint, protocol, port, sport, state, s
                  for fork in trace_forks(dataplane, request, endpoint)]
         text = render_forks(forks, output, verbosity)
         if pcap_path:
-            write_trace_pcap(pcap_path, forks[0].trace)
+            with writing(pcap_path, "--write-pcap"):
+                write_trace_pcap(pcap_path, forks[0].trace)
     elif endpoint is not None:
         raise InputError("--endpoint needs --to svc/NAMESPACE/NAME", obj="--endpoint")
     else:
         trace = explain(dataplane, trace_packet(dataplane, request))
         text = render_json(trace) if output == "json" else render_text(trace, verbosity)
         if pcap_path:
-            write_trace_pcap(pcap_path, trace)
+            with writing(pcap_path, "--write-pcap"):
+                write_trace_pcap(pcap_path, trace)
     click.echo(text, nl=False)
     sys.stdout.flush()
 
