@@ -335,6 +335,7 @@ def manifest_cases(draw) -> Case:
     scenario = scenarios()[index]
     name = draw(st.sampled_from(scenario.files))
     text = (scenario.path / name).read_text()
+    removed: list[str] = []
     if draw(st.integers(0, 3)) == 0:
         content: str | bytes = draw(mutated_file_text(text))
     else:
@@ -344,13 +345,13 @@ def manifest_cases(draw) -> Case:
         if draw(st.booleans()) and name != "scenario.yaml":
             docs = [{"apiVersion": "v1", "kind": "List", "items": docs}]
         content = _dump_yaml(docs)
-    removed: list[str] = []
-    if draw(st.integers(0, 5)) == 0 and name != "scenario.yaml" and isinstance(content, str):
-        try:            # the same damage, as JSON
-            content = json.dumps(list(yaml.safe_load_all(content)), ensure_ascii=False)
-            removed, name = [name], name.rsplit(".", 1)[0] + ".json"
-        except Exception:      # noqa: BLE001 - not expressible as JSON: keep the YAML
-            pass
+        if draw(st.integers(0, 5)) == 0 and name != "scenario.yaml":
+            try:        # the same damage, as JSON (one document: a List of them)
+                content = json.dumps({"apiVersion": "v1", "kind": "List", "items": docs},
+                                     ensure_ascii=False)
+                removed, name = [name], name.rsplit(".", 1)[0] + ".json"
+            except ValueError:      # not expressible as JSON (a non-string key): keep YAML
+                pass
     command = command_for(scenario, draw)
     return Case(command[:1] + ["-f", "{dir}"] + command[1:], files={name: content},
                 copy_from=scenario.path, removed=removed)

@@ -187,6 +187,10 @@ def read_documents(file: str) -> Iterator[Any]:
     are refused where YAML forbids them, alias expansion ("billion laughs") is counted from the
     parser's events, and no document may nest deeper than :data:`MAX_DEPTH`."""
     try:
+        size = Path(file).stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise InputError(f"{size:,} bytes: larger than the {MAX_FILE_BYTES >> 20} MiB a "
+                             f"manifest file may have", file=file)
         text = Path(file).read_bytes().decode("utf-8")
     except OSError as err:
         raise InputError(f"cannot read: {err.strerror or err}", file=file) from None
@@ -203,6 +207,7 @@ def read_documents(file: str) -> Iterator[Any]:
             yield doc
 
 
+MAX_FILE_BYTES = 64 << 20       # a cluster's worth of manifests is a few MiB
 MAX_DEPTH = 64                  # nesting levels of a document; real manifests use about 12
 MAX_YAML_NODES = 1_000_000      # nodes after alias expansion
 # Characters YAML 1.1 forbids in a stream (printable: tab, LF, CR, x20-x7E, NEL, xA0 onwards
