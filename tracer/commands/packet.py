@@ -10,7 +10,7 @@ import click
 from tracer.commands.options import check_output_file, manifest_option, writing
 from tracer.dataplane.ipsets import parse_ipsets
 from tracer.dataplane.iptables_save import parse_ruleset
-from tracer.errors import InputError
+from tracer.errors import InputError, quote
 from tracer.explain import explain
 from tracer.kubeproxy.probe import is_service_ref
 from tracer.model.loader import load_cluster
@@ -110,7 +110,7 @@ def load_dumps(dumps, ipset_dumps, *, default_node: str, nodes: set[str]):
     for spec in dumps:
         node, path = _split(spec, default_node)
         if node not in nodes:
-            raise InputError(f"no node {node!r} in the cluster", file=path,
+            raise InputError(f"no node {quote(node)} in the cluster", file=path,
                              obj="--iptables-save")
         ruleset = parse_ruleset(_read(path), filename=path, ipsets=ipsets_by_node.get(node, {}))
         rulesets[node] = (ruleset, f"iptables-save dump {path}")

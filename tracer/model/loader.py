@@ -153,7 +153,7 @@ def parse_version(text: str) -> tuple[int, int]:
     try:
         return int(parts[0]), int(parts[1])
     except (IndexError, ValueError):
-        raise InputError(f"bad Calico version {text!r} (expected e.g. 3.31)") from None
+        raise InputError(f"bad Calico version {quote(text)} (expected e.g. 3.31)") from None
 
 
 # ================================================================================= reading
@@ -435,8 +435,8 @@ class _Builder:
                         for port in entity.ports + entity.not_ports:
                             if port.is_named and port.name not in declared:
                                 raise InputError(
-                                    f"{direction}[{index}].{side}: named port {port.name!r} is "
-                                    f"not declared by any pod", file=policy.origin.file,
+                                    f"{direction}[{index}].{side}: named port {quote(port.name)} "
+                                    f"is not declared by any pod", file=policy.origin.file,
                                     obj=policy.origin.describe())
 
     # ------------------------------------------------------------------ felix, pools, tiers
@@ -484,7 +484,8 @@ class _Builder:
         if name in BUILTIN_TIERS:
             self.cluster.tiers[name] = BUILTIN_TIERS[name]
             return
-        raise InputError(f"spec.tier: tier {name!r} does not exist (no Tier object declares it)",
+        raise InputError(f"spec.tier: tier {quote(name)} does not exist (no Tier object "
+                         f"declares it)",
                          file=raw.file, obj=f"{raw.kind} {raw.ident}")
 
     # ------------------------------------------------------------------ namespaces, SAs
@@ -514,7 +515,7 @@ class _Builder:
             return
         if name not in BUILTIN_NAMESPACES:
             self.cluster.warnings.append(
-                f"{raw.file}: {raw.kind} {raw.ident}: namespace {name!r} is not declared; "
+                f"{raw.file}: {raw.kind} {raw.ident}: namespace {quote(name)} is not declared; "
                 f"assumed to exist with no labels")
         self._add_namespace(name, {}, Origin("<implicit>", "Namespace", name))
 
@@ -626,7 +627,8 @@ class _Builder:
             if pod.service_account and key not in self.cluster.service_accounts:
                 self.cluster.warnings.append(
                     f"{pod.origin.file}: Pod {pod.key}: service account "
-                    f"{pod.service_account!r} is not declared; assumed to exist with no labels")
+                    f"{quote(pod.service_account)} is not declared; assumed to exist with no "
+                    f"labels")
                 self.cluster.service_accounts[key] = ServiceAccount(
                     pod.namespace, pod.service_account, {}, Origin("<implicit>",
                                                                    "ServiceAccount", key))
@@ -673,7 +675,7 @@ class _Builder:
         for policy in out:
             ident = (policy.kind, policy.namespace, policy.name)
             if ident in seen:
-                raise InputError(f"duplicate policy name {policy.key!r} (also defined in "
+                raise InputError(f"duplicate policy name {quote(policy.key)} (also defined in "
                                  f"{seen[ident].origin.file})", file=policy.origin.file,
                                  obj=policy.origin.describe())
             seen[ident] = policy
@@ -702,7 +704,7 @@ class _Builder:
         for raw in self._of("calico/HostEndpoint"):
             hep = convert_calico.host_endpoint(raw.name, raw.labels, raw.spec, self._ctx(raw))
             if hep.node not in self.cluster.nodes:
-                raise InputError(f"spec.node: node {hep.node!r} does not exist", file=raw.file,
+                raise InputError(f"spec.node: node {quote(hep.node)} does not exist", file=raw.file,
                                  obj=f"HostEndpoint {raw.name}")
             missing = [p for p in hep.profiles if p not in self.cluster.profiles]
             if missing:

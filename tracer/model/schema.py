@@ -486,6 +486,6 @@ def _fields_problem(value: dict, schema: dict, path: str) -> SchemaProblem | Non
     for key in value:
         if key not in schema:
             hint = difflib.get_close_matches(str(key), [k for k in schema if k != OPEN], n=1)
-            suffix = f" (did you mean {hint[0]!r}?)" if hint else ""
+            suffix = f" (did you mean {quote(hint[0])}?)" if hint else ""
             return SchemaProblem("", f"unknown field {quote(_join(path, str(key)), 120)}{suffix}")
     return None
