@@ -193,6 +193,8 @@ def command_for(scenario: Scenario, draw) -> list[str]:
         return ["render", "--node", scenario.nodes[0] if scenario.nodes else "node-1", "--ipsets"]
     if which == "conntrack":
         return ["conntrack", "--connect", f"{src},{dst},tcp/80"]
+    if draw(st.integers(0, 3)) == 0:         # through a Service (the bundled ones are "web")
+        dst = f"svc/{dst.split('/')[0]}/web"
     return ["packet", "--from", src, "--to", dst, "--port", "80"]
 
 
@@ -482,19 +484,29 @@ OPTION_VALUES = ("myns/frontend", "myns/backend", "svc/myns/none", "svc/x", "nod
 
 @st.composite
 def argument_cases(draw) -> Case:
-    """Random options of a real subcommand around a valid ``-f`` (or none)."""
+    """A well-formed command about a bundled scenario with one to four arguments damaged:
+    a value replaced, an option of the command added with a random value, a word dropped."""
     import click
-    from tracer.cli import COMMANDS, cli
-    name = draw(st.sampled_from(sorted(set(COMMANDS) - {"verify"})))
-    command = cli.get_command(click.Context(cli), name)
+    from tracer.cli import cli
+    scenario = draw(st.sampled_from(scenarios()))
+    base = command_for(scenario, draw)
+    argv = base[:1] + ["-f", str(scenario.path)] + base[1:]
+    command = cli.get_command(click.Context(cli), argv[0])
     options = [opt for param in command.params for opt in getattr(param, "opts", ())]
-    argv = [name]
-    if draw(st.integers(0, 9)):
-        argv += ["-f", str(SCENARIOS / "backend-from-frontend")]
-    for _ in range(draw(st.integers(0, 6))):
-        argv.append(draw(st.sampled_from(options + ["--bogus", "-x"])))
-        if draw(st.integers(0, 4)):
-            argv.append(draw(st.one_of(st.sampled_from(OPTION_VALUES), hostile_text())))
+    known = [*scenario.pods, *scenario.nodes, *(f"svc/{pod.split('/')[0]}/web:80"
+                                                for pod in scenario.pods[:1])]
+    values = st.one_of(st.sampled_from(OPTION_VALUES), st.sampled_from(known or ["x"]),
+                       hostile_text())
+    for _ in range(draw(st.integers(1, 4))):
+        op = draw(st.sampled_from(("replace", "add", "drop")))
+        at = draw(st.integers(1, len(argv) - 1)) if len(argv) > 1 else 0
+        if op == "replace" and len(argv) > 1:
+            argv[at] = draw(values)
+        elif op == "drop" and len(argv) > 1:
+            del argv[at]
+        else:
+            argv += [draw(st.sampled_from(options + ["--bogus", "-x"]))] + \
+                ([draw(values)] if draw(st.integers(0, 4)) else [])
     return Case([a.replace("\x00", "") for a in argv])
 
 

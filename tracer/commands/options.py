@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,10 +21,10 @@ def check_output_file(path: str | None, option: str) -> None:
     Devices and pipes (``/dev/stdout``) are fine; errors while writing are :func:`writing`'s."""
     if path is None:
         return
-    target = Path(path)
-    if target.is_dir():
+    target = Path(path)               # os.path's checks: an unusable name is just "not there"
+    if os.path.isdir(target):
         raise InputError("is a directory, not a file", file=path, obj=option)
-    if not target.parent.is_dir():
+    if not os.path.isdir(target.parent):
         raise InputError(f"folder {quote(str(target.parent))} does not exist", file=path,
                          obj=option)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -64,6 +65,9 @@ def packet(paths, source, destination, endpoint, protocol, port, sport, state, s
            pcap_path) -> None:
     """Trace one packet from --from to --to through every node's Calico dataplane."""
     check_output_file(pcap_path, "--write-pcap")
+    if ipset_dumps and not dumps:
+        raise InputError("--ipsets goes with --iptables-save (the ipsets of a real node's "
+                         "dump); the rendered ruleset brings its own", obj="--ipsets")
     cluster = load_cluster(paths, calico_version=calico_version)
     for warning in cluster.warnings:
         click.echo(f"warning: {warning}", err=True)
@@ -98,7 +102,7 @@ def packet(paths, source, destination, endpoint, protocol, port, sport, state, s
 
 def _split(spec: str, default_node: str) -> tuple[str, str]:
     node, sep, path = spec.partition("=")
-    return (node, path) if sep and not Path(spec).exists() else (default_node, spec)
+    return (node, path) if sep and not os.path.exists(spec) else (default_node, spec)
 
 
 def load_dumps(dumps, ipset_dumps, *, default_node: str, nodes: set[str]):

@@ -134,10 +134,11 @@ def load_cluster(paths: Sequence[str | os.PathLike], *,
 def load_scenario_meta(path: str | os.PathLike) -> dict:
     """The contents of a scenario directory's ``scenario.yaml`` (or that file itself), or {}."""
     target = Path(path)
-    candidates = [target] if target.is_file() and target.name in SCENARIO_FILES else \
-        [target / name for name in SCENARIO_FILES] if target.is_dir() else []
+    kind = _entry_kind(target)
+    candidates = [target] if kind == "file" and target.name in SCENARIO_FILES else \
+        [target / name for name in SCENARIO_FILES] if kind == "dir" else []
     for candidate in candidates:
-        if candidate.is_file():
+        if _entry_kind(candidate) == "file":
             docs = list(read_documents(str(candidate)))
             if not docs:
                 return {}
@@ -165,11 +166,16 @@ def manifest_files(paths: Sequence[str | os.PathLike]) -> list[str]:
     seen: set[Path] = set()
     for path in paths:
         target = Path(path)
-        if target.is_dir():
-            found = sorted(p for p in target.iterdir()
-                           if p.is_file() and p.suffix in MANIFEST_SUFFIXES
-                           and p.name not in SCENARIO_FILES)
-        elif target.is_file():
+        kind = _entry_kind(target)
+        if kind == "dir":
+            try:
+                found = sorted(p for p in target.iterdir()
+                               if p.is_file() and p.suffix in MANIFEST_SUFFIXES
+                               and p.name not in SCENARIO_FILES)
+            except OSError as err:
+                raise InputError(f"cannot read: {err.strerror or err}", file=str(path)) \
+                    from None
+        elif kind == "file":
             found = [] if target.name in SCENARIO_FILES else [target]
         else:
             raise InputError("no such file or directory", file=str(path))
@@ -178,6 +184,19 @@ def manifest_files(paths: Sequence[str | os.PathLike]) -> list[str]:
                 seen.add(file.resolve())
                 files.append(str(file))
     return files
+
+
+def _entry_kind(path: Path) -> str | None:
+    """"dir", "file" (anything else readable) or None when absent; other errors (a name too
+    long, a loop of links, no permission) are the user's to hear about."""
+    try:
+        return "dir" if path.stat().st_mode & 0o170000 == 0o040000 else "file"
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise InputError(f"cannot read: {err.strerror or err}", file=str(path)) from None
+    except ValueError as err:                  # an embedded NUL byte
+        raise InputError(f"bad path: {err}", file=str(path)) from None
 
 
 def read_documents(file: str) -> Iterator[Any]:
