@@ -5,7 +5,7 @@ CT     := $(VENV)/bin/calico-trace
 SYSTEM_PACKAGES := iptables ipset conntrack tshark iproute2 tcpdump iperf3 curl iputils-ping
 SYSTEM_BINARIES := iptables-restore ipset conntrack tshark ip xtables-monitor tcpdump
 
-.PHONY: demo test venv system-deps clean bench
+.PHONY: demo test venv system-deps clean bench fuzz
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -41,6 +41,11 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_encap.py 3000
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) benchmarks/bench_capture.py --packets 1000000 --flows 10000 --repeat 5 --write
+
+# The long fuzz campaign (tests/fuzzing.py strategies through the real entry point); its
+# figures go to FUZZING.md. The fixed-seed part runs in `make test` (tests/test_fuzz_cli.py).
+fuzz: $(VENV)/.installed
+	$(PY) benchmarks/fuzz_campaign.py --cases 10000 --seed 9 --write
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -8,7 +8,7 @@ import sys
 import click
 
 from tracer import DEFAULT_CALICO_VERSION, __version__
-from tracer.errors import InputError
+from tracer.errors import MESSAGE_LIMIT, InputError, escape, shorten
 
 # Subcommands, registered explicitly (no import-time side effects): name -> "module:function".
 COMMANDS = {
@@ -48,18 +48,30 @@ def cli() -> None:
     """Rebuild a Calico node's iptables dataplane in userspace and trace packets through it."""
 
 
-def main() -> None:
-    """Entry point: bad input is one line on stderr and exit status 2, never a traceback."""
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: bad input is one line on stderr and exit status 2, never a traceback.
+
+    ``argv`` (default: ``sys.argv[1:]``) lets tests drive the real entry point in-process."""
     try:
-        cli.main(standalone_mode=False)
+        cli.main(args=argv, prog_name="calico-trace", standalone_mode=False)
     except InputError as err:
-        click.echo(f"calico-trace: error: {err}", err=True)
-        sys.exit(2)
+        _fail(str(err))
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)
+    except click.exceptions.NoArgsIsHelpError as err:
+        click.echo(err.ctx.get_help())
+        _fail(f"{err.ctx.command_path}: no command given (see above)")
+    except click.UsageError as err:
+        command = err.ctx.command_path if err.ctx is not None else "calico-trace"
+        _fail(f"{command}: {err.format_message()}")
     except click.ClickException as err:
-        err.show()
-        sys.exit(2 if err.exit_code == 2 else err.exit_code)
+        _fail(err.format_message(), status=err.exit_code)
     except click.exceptions.Exit as err:
         sys.exit(err.exit_code)
+
+
+def _fail(message: str, status: int = 2) -> None:
+    """One bounded, printable line on stderr, then exit (click's usage errors are three)."""
+    click.echo(f"calico-trace: error: {escape(shorten(message, MESSAGE_LIMIT))}", err=True)
+    sys.exit(status)

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import click
 
-from tracer.commands.options import manifest_option
+from tracer.commands.options import check_output_file, manifest_option, writing
 from tracer.dataplane.ipsets import parse_ipsets
 from tracer.dataplane.iptables_save import parse_ruleset
-from tracer.errors import InputError
+from tracer.errors import InputError, quote
 from tracer.explain import explain
 from tracer.kubeproxy.probe import is_service_ref
 from tracer.model.loader import load_cluster
@@ -56,13 +57,17 @@ from tracer.trace.tracing import TraceRequest, build_probe, trace_packet
                    "(default node: where the packet first enters).")
 @click.option("--ipsets", "ipset_dumps", multiple=True, metavar="[NODE=]FILE",
               help="The ipset save/list output that goes with --iptables-save.")
-@click.option("--write-pcap", "pcap_path", type=click.Path(dir_okay=False, writable=True),
+@click.option("--write-pcap", "pcap_path", type=click.Path(),
               help="Write the packet at each point of its path (source, underlay with its "
                    "framing, destination) to this pcap file.")
 def packet(paths, source, destination, endpoint, protocol, port, sport, state, size, icmp_type,
            icmp_code, reply, output, verbosity, calico_version, dumps, ipset_dumps,
            pcap_path) -> None:
     """Trace one packet from --from to --to through every node's Calico dataplane."""
+    check_output_file(pcap_path, "--write-pcap")
+    if ipset_dumps and not dumps:
+        raise InputError("--ipsets goes with --iptables-save (the ipsets of a real node's "
+                         "dump); the rendered ruleset brings its own", obj="--ipsets")
     cluster = load_cluster(paths, calico_version=calico_version)
     for warning in cluster.warnings:
         click.echo(f"warning: {warning}", err=True)
@@ -81,21 +86,23 @@ def packet(paths, source, destination, endpoint, protocol, port, sport, state, s
                  for fork in trace_forks(dataplane, request, endpoint)]
         text = render_forks(forks, output, verbosity)
         if pcap_path:
-            write_trace_pcap(pcap_path, forks[0].trace)
+            with writing(pcap_path, "--write-pcap"):
+                write_trace_pcap(pcap_path, forks[0].trace)
     elif endpoint is not None:
         raise InputError("--endpoint needs --to svc/NAMESPACE/NAME", obj="--endpoint")
     else:
         trace = explain(dataplane, trace_packet(dataplane, request))
         text = render_json(trace) if output == "json" else render_text(trace, verbosity)
         if pcap_path:
-            write_trace_pcap(pcap_path, trace)
+            with writing(pcap_path, "--write-pcap"):
+                write_trace_pcap(pcap_path, trace)
     click.echo(text, nl=False)
     sys.stdout.flush()
 
 
 def _split(spec: str, default_node: str) -> tuple[str, str]:
     node, sep, path = spec.partition("=")
-    return (node, path) if sep and not Path(spec).exists() else (default_node, spec)
+    return (node, path) if sep and not os.path.exists(spec) else (default_node, spec)
 
 
 def load_dumps(dumps, ipset_dumps, *, default_node: str, nodes: set[str]):
@@ -107,7 +114,7 @@ def load_dumps(dumps, ipset_dumps, *, default_node: str, nodes: set[str]):
     for spec in dumps:
         node, path = _split(spec, default_node)
         if node not in nodes:
-            raise InputError(f"no node {node!r} in the cluster", file=path,
+            raise InputError(f"no node {quote(node)} in the cluster", file=path,
                              obj="--iptables-save")
         ruleset = parse_ruleset(_read(path), filename=path, ipsets=ipsets_by_node.get(node, {}))
         rulesets[node] = (ruleset, f"iptables-save dump {path}")

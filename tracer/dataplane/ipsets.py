@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, ip_address, ip_network
 
 from tracer.dataplane.ir import IpSet
-from tracer.errors import InputError
+from tracer.errors import InputError, quote
 from tracer.protocols import PROTOCOL_NUMBERS
 
 # Dimension kinds per set type: "ip" (single address), "net" (prefix), "port"
@@ -79,7 +79,7 @@ def _parse_save(text: str, filename: str) -> dict[str, IpSet]:
             if len(args) < 2:
                 raise _error(lineno, "create needs a name and a type", line, filename)
             if args[0] in drafts:
-                raise _error(lineno, f"set {args[0]!r} created twice", line, filename)
+                raise _error(lineno, f"set {quote(args[0])} created twice", line, filename)
             drafts[args[0]] = _draft_from_header(args[0], args[1], args[2:], lineno, line,
                                                  filename)
         elif command == "add":
@@ -87,11 +87,11 @@ def _parse_save(text: str, filename: str) -> dict[str, IpSet]:
                 raise _error(lineno, "add needs a set name and a member", line, filename)
             draft = drafts.get(args[0])
             if draft is None:
-                raise _error(lineno, f"add to set {args[0]!r} before its create line", line,
+                raise _error(lineno, f"add to set {quote(args[0])} before its create line", line,
                              filename)
             _add_member(draft, args[1], args[2:], lineno, line, filename)
         else:
-            raise _error(lineno, f"unsupported ipset command {command!r}", line, filename)
+            raise _error(lineno, f"unsupported ipset command {quote(command)}", line, filename)
     return {name: _finish(d) for name, d in drafts.items()}
 
 
@@ -121,7 +121,7 @@ def _parse_list(text: str, filename: str) -> dict[str, IpSet]:
                 if name is None or set_type is None:
                     raise _error(lineno, "Members: before Name:/Type:", line, filename)
                 if name in drafts:
-                    raise _error(lineno, f"set {name!r} listed twice", line, filename)
+                    raise _error(lineno, f"set {quote(name)} listed twice", line, filename)
                 current = _draft_from_header(name, set_type, header, lineno, line, filename)
                 drafts[name] = current
                 in_members = True
@@ -139,9 +139,9 @@ def _parse_list(text: str, filename: str) -> dict[str, IpSet]:
 def _draft_from_header(name: str, set_type: str, options: list[str], lineno: int, line: str,
                        filename: str) -> _Draft:
     if set_type not in SET_TYPE_DIMS:
-        raise _error(lineno, f"unsupported ipset type {set_type!r}", line, filename)
+        raise _error(lineno, f"unsupported ipset type {quote(set_type)}", line, filename)
     if len(name) > 31:
-        raise _error(lineno, f"set name {name!r} is longer than 31 characters", line, filename)
+        raise _error(lineno, f"set name {quote(name)} is longer than 31 characters", line, filename)
     family, maxelem = "inet", 65536
     i = 0
     while i < len(options):
@@ -150,11 +150,11 @@ def _draft_from_header(name: str, set_type: str, options: list[str], lineno: int
             i += 1
             continue
         if opt not in _CREATE_VALUE_OPTIONS or i + 1 >= len(options):
-            raise _error(lineno, f"unsupported create option {opt!r}", line, filename)
+            raise _error(lineno, f"unsupported create option {quote(opt)}", line, filename)
         value = options[i + 1]
         if opt == "family":
             if value not in ("inet", "inet6"):
-                raise _error(lineno, f"unknown family {value!r}", line, filename)
+                raise _error(lineno, f"unknown family {quote(value)}", line, filename)
             family = value
         elif opt == "maxelem":
             maxelem = _int(value, lineno, line, filename)
@@ -169,7 +169,7 @@ def _add_member(draft: _Draft, member: str, options: list[str], lineno: int, lin
     try:
         draft.members.extend(canonical_members(draft.set_type, draft.family, member))
     except ValueError as err:
-        raise _error(lineno, f"bad member {member!r} for {draft.set_type}: {err}", line,
+        raise _error(lineno, f"bad member {quote(member)} for {draft.set_type}: {err}", line,
                      filename) from None
 
 
@@ -189,7 +189,7 @@ def _int(text: str, lineno: int, line: str, filename: str) -> int:
     try:
         return int(text, 0)
     except ValueError:
-        raise _error(lineno, f"not a number: {text!r}", line, filename) from None
+        raise _error(lineno, f"not a number: {quote(text)}", line, filename) from None
 
 
 def _error(lineno: int, problem: str, line: str, filename: str) -> InputError:
@@ -277,7 +277,7 @@ def _proto_ports(part: str) -> tuple[int, list[int]]:
     lo, _, hi = port_text.partition("-")
     first, last = int(lo), int(hi or lo)
     if not 0 <= first <= last <= 65535:
-        raise ValueError(f"bad port {port_text!r}")
+        raise ValueError(f"bad port {quote(port_text)}")
     return proto, list(range(first, last + 1))
 
 

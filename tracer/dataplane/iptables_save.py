@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import socket
 from dataclasses import dataclass, field, replace
-from ipaddress import IPv4Network
+from ipaddress import IPv4Address, IPv4Network
 
 from tracer.dataplane.ir import (
     BUILTIN_CHAINS, AddressMatch, AddrTypeMatch, Chain, Cidr, ConnmarkMatch,
@@ -24,7 +24,8 @@ from tracer.dataplane.ir import (
     ProtocolModuleMatch, Reject, RpfilterMatch, Rule, Ruleset, SetMark, SetMatch, Snat,
     StatisticMatch, Table, Target, TcpFlagsMatch, TraceTarget, Verdict,
 )
-from tracer.errors import InputError
+from tracer.dataplane.interpreter import MAX_DEPTH as MAX_JUMP_DEPTH
+from tracer.errors import InputError, quote, shorten
 from tracer.protocols import PROTOCOL_NUMBERS
 
 # ----------------------------------------------------------------------------- name tables
@@ -653,6 +654,10 @@ def _target_log(opts) -> Target:
 def _target_nflog(opts) -> Target:
     # --nflog-range is accepted and dropped, as iptables 1.8.9 does ("has never worked").
     size = opts.get("nflog-size")
+    for key, high in (("nflog-group", 0xFFFF), ("nflog-size", 0xFFFFFFFF)):
+        value = opts.get(key)
+        if value is not None and not (value.isdigit() and int(value) <= high):
+            raise _RuleError(f"--{key}: expected a number 0-{high}, got {quote(value)}")
     return Nflog(group=int(opts.get("nflog-group") or 0), prefix=opts.get("nflog-prefix") or "",
                  size=int(size) if size is not None else None)
 
@@ -660,9 +665,38 @@ def _target_nflog(opts) -> Target:
 def _target_masquerade(opts) -> Target:
     ports = None
     if "to-ports" in opts:
-        lo, _, hi = opts["to-ports"].partition("-")
-        ports = (int(lo), int(hi or lo))
+        ports = _nat_ports(opts["to-ports"], "--to-ports")
     return Masquerade(ports, random_fully="random-fully" in opts, random="random" in opts)
+
+
+def _nat_ports(text: str, option: str) -> tuple[int, int]:
+    """``PORT[-PORT]`` of a NAT target (libxt_NAT/libxt_MASQUERADE), 1-65535."""
+    lo_text, _, hi_text = text.partition("-")
+    if not lo_text.isdigit() or not (hi_text or lo_text).isdigit():
+        raise _RuleError(f"{option}: bad port range {quote(text)}")
+    lo, hi = int(lo_text), int(hi_text or lo_text)
+    if not 1 <= lo <= hi <= 65535:
+        raise _RuleError(f"{option}: port range {quote(text)} outside 1-65535")
+    return lo, hi
+
+
+def _nat_to(text: str, target: str, option: str) -> str:
+    """``ADDR[:PORT[-PORT]]`` of -j SNAT/DNAT, checked now: the trace reads it later.
+
+    iptables also takes an address range (``ADDR-ADDR``) and DNAT a port range; the tracer
+    binds one address and port per connection, so those are refused as not modelled."""
+    address, sep, ports = text.partition(":")
+    if "-" in address:
+        raise _RuleError(f"-j {target} {option} {quote(text)}: address ranges are not modelled")
+    try:
+        IPv4Address(address)
+    except ValueError:
+        raise _RuleError(f"-j {target} {option}: bad IPv4 address {quote(address)}") from None
+    if sep:
+        lo, hi = _nat_ports(ports, option)
+        if target == "DNAT" and lo != hi:
+            raise _RuleError(f"-j DNAT {option} {quote(text)}: port ranges are not modelled")
+    return text
 
 
 def _target_reject(opts) -> Target:
@@ -686,9 +720,10 @@ _TARGET_BUILDERS = {
     "CT": lambda o: NoTrack(ct=True) if "notrack" in o else _unsupported_ct(),
     "REJECT": _target_reject, "MARK": _target_mark, "CONNMARK": _target_connmark,
     "LOG": _target_log, "NFLOG": _target_nflog, "MASQUERADE": _target_masquerade,
-    "SNAT": lambda o: Snat(_require(o, "to-source", "SNAT"), random_fully="random-fully" in o,
-                           random="random" in o),
-    "DNAT": lambda o: Dnat(_require(o, "to-destination", "DNAT")),
+    "SNAT": lambda o: Snat(_nat_to(_require(o, "to-source", "SNAT"), "SNAT", "--to-source"),
+                           random_fully="random-fully" in o, random="random" in o),
+    "DNAT": lambda o: Dnat(_nat_to(_require(o, "to-destination", "DNAT"), "DNAT",
+                                   "--to-destination")),
 }
 
 
@@ -971,7 +1006,8 @@ def parse_ruleset(text: str, *, filename: str = "<input>",
     current: _TableDraft | None = None
 
     def fail(lineno: int, problem: str, line: str) -> InputError:
-        return InputError(f"line {lineno}: {problem} in: {line.strip()}", file=filename)
+        return InputError(f"line {lineno}: {problem} in: {shorten(line.strip(), 120)}",
+                          file=filename)
 
     for lineno, line in enumerate(text.splitlines(), 1):
         stripped = line.strip()
@@ -1049,22 +1085,53 @@ def _check_table(draft: _TableDraft, filename: str) -> None:
 
 
 def _check_loops(edges: dict[str, list[tuple[str, int]]], table: Table, filename: str) -> None:
+    """Depth-first, with an explicit stack: a dump can chain thousands of jumps."""
     state: dict[str, int] = {}                 # 1 = on the DFS path, 2 = done
-
-    def visit(chain: str, path: list[str]) -> None:
-        state[chain] = 1
-        for target, lineno in edges[chain]:
+    for root in edges:
+        if root in state:
+            continue
+        state[root] = 1
+        path, stack = [root], [iter(edges[root])]
+        while stack:
+            step = next(stack[-1], None)
+            if step is None:
+                state[path.pop()] = 2
+                stack.pop()
+                continue
+            target, lineno = step
             if state.get(target) == 1:
                 cycle = " -> ".join(path[path.index(target):] + [target])
-                raise InputError(f"line {lineno}: chain loop in table {table.value}: {cycle}",
-                                 file=filename)
+                raise InputError(f"line {lineno}: chain loop in table {table.value}: "
+                                 f"{shorten(cycle, 200)}", file=filename)
             if state.get(target) is None:
-                visit(target, path + [target])
-        state[chain] = 2
+                state[target] = 1
+                path.append(target)
+                stack.append(iter(edges[target]))
+    _check_depth(edges, table, filename)
 
-    for chain in edges:
-        if chain not in state:
-            visit(chain, [chain])
+
+def _check_depth(edges: dict[str, list[tuple[str, int]]], table: Table, filename: str) -> None:
+    """Refuse jumps nested deeper than the interpreter's stack (loops are already refused, so
+    depths follow in one pass over the chains in reverse topological order)."""
+    order: list[str] = []
+    seen: set[str] = set()
+    for root in edges:
+        stack = [(root, False)]
+        while stack:
+            chain, done = stack.pop()
+            if done:
+                order.append(chain)
+            elif chain not in seen:
+                seen.add(chain)
+                stack.append((chain, True))
+                stack.extend((target, False) for target, _ in edges[chain])
+    depth: dict[str, int] = {}
+    for chain in order:                        # callees before callers
+        depth[chain] = 1 + max((depth[t] for t, _ in edges[chain]), default=0)
+        if depth[chain] > MAX_JUMP_DEPTH:
+            lineno = edges[chain][0][1]
+            raise InputError(f"line {lineno}: jumps from chain {chain!r} nest deeper than "
+                             f"{MAX_JUMP_DEPTH} chains in table {table.value}", file=filename)
 
 
 def format_ruleset(ruleset: Ruleset) -> str:

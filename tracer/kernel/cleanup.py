@@ -14,7 +14,9 @@ Four layers, each covering what the previous one cannot:
 4. :func:`reap_orphans`, called when every lab starts, removes any ``ctk-<pid>-<n>``
    namespace whose owner process is gone (say the machine's watchdog was killed as well).
    The owner is identified by pid *and* process start time, recorded in ``/run/ctk/<pid>``,
-   so a recycled pid does not protect a stale namespace.
+   so a recycled pid does not protect a stale namespace. The record lives only while its
+   lab does: ``Watchdog.release`` (or the watchdog, after reaping) removes it, and a reaper
+   removes another owner's record only when that process is provably gone.
 
 Removing a namespace first kills the processes still inside it (xtables-monitor, for
 example): otherwise the namespace would outlive its name. Every interface we create lives
@@ -71,16 +73,31 @@ def lab_namespaces(pid: int | None = None) -> list[str]:
 
 
 def process_start_time(pid: int) -> str | None:
-    """Field 22 of ``/proc/<pid>/stat`` (start time in clock ticks), or None if gone."""
+    """Field 22 of ``/proc/<pid>/stat`` (start time in clock ticks), or None if gone.
+
+    A process that exists but whose stat cannot be read counts as alive ("?")."""
     try:
         with open(f"/proc/{pid}/stat") as handle:
             stat = handle.read()
     except (FileNotFoundError, ProcessLookupError):
-        return None
+        return None if not _signalable(pid) else "?"
+    except OSError:
+        return "?"
     fields = stat[stat.rindex(")") + 2:].split()   # comm may hold spaces and parentheses
     if fields[0] == "Z":                           # a zombie is dead for our purposes
         return None
     return fields[19]
+
+
+def _signalable(pid: int) -> bool:
+    """Whether a process ``pid`` exists (signal 0 checks without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True                                # exists, but not ours to signal
+    return True
 
 
 def register_owner() -> str:
@@ -94,10 +111,24 @@ def register_owner() -> str:
     return start
 
 
+def forget_owner(pid: int, start: str) -> None:
+    """Remove ``pid``'s record if it is still the one written with ``start``."""
+    path = os.path.join(OWNER_DIR, str(pid))
+    try:
+        with open(path) as handle:
+            if handle.read().strip() != start:
+                return                             # a newer owner with a recycled pid
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def owner_alive(pid: int) -> bool:
     start = process_start_time(pid)
     if start is None:
         return False
+    if start == "?":
+        return True
     try:
         with open(os.path.join(OWNER_DIR, str(pid))) as handle:
             recorded = handle.read().strip()
@@ -159,9 +190,12 @@ def _forget_dead_owners() -> None:
     for entry in entries:
         if entry.isdigit() and int(entry) not in live and not owner_alive(int(entry)):
             try:
-                os.unlink(os.path.join(OWNER_DIR, entry))
+                with open(os.path.join(OWNER_DIR, entry)) as handle:
+                    recorded = handle.read().strip()
             except FileNotFoundError:
-                pass
+                continue
+            if not owner_alive(int(entry)):         # again: it may have re-registered
+                forget_owner(int(entry), recorded)
 
 
 class Watchdog:
@@ -170,9 +204,10 @@ class Watchdog:
     def __init__(self) -> None:
         self._proc: subprocess.Popen | None = None
         self._owner = os.getpid()
+        self._start = ""
 
     def start(self) -> None:
-        start = register_owner()
+        start = self._start = register_owner()
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "tracer.kernel.cleanup", "--watch", str(os.getpid()), start],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
@@ -194,6 +229,8 @@ class Watchdog:
             self._proc.kill()
             self._proc.wait()
         self._proc = None
+        if not lab_namespaces(self._owner):        # no other lab of ours still open
+            forget_owner(self._owner, self._start)
 
     def _send(self, line: str) -> None:
         assert self._proc is not None and self._proc.stdin is not None
@@ -223,6 +260,8 @@ def watch(owner: int, start: str, poll: float = 0.5) -> None:
             break                                      # owner died, pipe held open elsewhere
     for name in names:
         remove_namespace(name)
+    if process_start_time(owner) != start:
+        forget_owner(owner, start)                     # the owner is gone: so is its record
 
 
 @contextmanager

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
-from tracer.errors import InputError
+from tracer.errors import InputError, quote
 from tracer.kubeproxy.services import Backend, ServicePortView, service_ports
 from tracer.model.cluster import Cluster
 
@@ -74,7 +74,7 @@ def _split(text: str) -> tuple[str, str, str | None]:
     ref, sep, port = rest.partition(":")
     parts = ref.split("/")
     if len(parts) != 2 or not all(parts) or (sep and not port):
-        raise InputError(f"{text!r}: expected svc/NAMESPACE/NAME or svc/NAMESPACE/NAME:PORT",
+        raise InputError(f"{quote(text)}: expected svc/NAMESPACE/NAME or svc/NAMESPACE/NAME:PORT",
                          obj="--to")
     return parts[0], parts[1], port if sep else None
 
@@ -118,5 +118,5 @@ def pick_endpoint(target: ServiceTarget, choice: str) -> int:
         if choice in names:
             return index
     known = ", ".join(b.describe() for b in backends)
-    raise InputError(f"{choice!r} is not an endpoint of {target.label} (endpoints: {known})",
+    raise InputError(f"{quote(choice)} is not an endpoint of {target.label} (endpoints: {known})",
                      obj="--endpoint")

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Network, IPv6Network, ip_network
 from typing import Any
 
-from tracer.errors import InputError
+from tracer.errors import InputError, quote
 from tracer.selector.selector import SelectorError, parse_selector
 from tracer.model.cluster import (
     EntityRule, FelixConfig, HostEndpoint, IcmpFields, IPPool, NetworkSet, Origin, Policy,
@@ -62,7 +62,7 @@ def check_selector(text: str, field_path: str, ctx: Ctx) -> str:
     except SelectorError as err:
         column = getattr(err, "column", None)
         where = f" at column {column}" if column is not None else ""
-        raise ctx.error(f"{field_path}: invalid selector {text!r}{where}: {err}") from None
+        raise ctx.error(f"{field_path}: invalid selector {quote(text)}{where}: {err}") from None
     return text
 
 
@@ -73,7 +73,7 @@ def prefixed(text: str, prefix: str, field_path: str, ctx: Ctx) -> str:
     except SelectorError as err:
         column = getattr(err, "column", None)
         where = f" at column {column}" if column is not None else ""
-        raise ctx.error(f"{field_path}: invalid selector {text!r}{where}: {err}") from None
+        raise ctx.error(f"{field_path}: invalid selector {quote(text)}{where}: {err}") from None
 
 
 def endpoint_selector(namespace_selector: str | None, selector: str | None, sa_selector: str,
@@ -112,7 +112,7 @@ def _canonical(text: str, field_path: str, ctx: Ctx) -> str:
     try:
         return parse_selector(text).canonical
     except SelectorError as err:
-        raise ctx.error(f"{field_path}: invalid selector {text!r}: {err}") from None
+        raise ctx.error(f"{field_path}: invalid selector {quote(text)}: {err}") from None
 
 
 # ------------------------------------------------------------------------------ scalars
@@ -123,7 +123,7 @@ def parse_net(text: Any, field_path: str, ctx: Ctx) -> IPv4Network | IPv6Network
     try:
         return ip_network(str(text).strip(), strict=False)
     except ValueError:
-        raise ctx.error(f"{field_path}: bad CIDR {text!r}") from None
+        raise ctx.error(f"{field_path}: bad CIDR {quote(text)}") from None
 
 
 def parse_nets(values: Any, field_path: str, ctx: Ctx) -> tuple[tuple[IPv4Network, ...], bool]:
@@ -147,7 +147,7 @@ def parse_protocol(value: Any, field_path: str, ctx: Ctx) -> str | None:
         return str(number)
     name = PROTOCOL_NAMES.get(str(value).lower())
     if name is None:
-        raise ctx.error(f"{field_path}: unknown protocol {value!r}")
+        raise ctx.error(f"{field_path}: unknown protocol {quote(value)}")
     return name
 
 
@@ -163,9 +163,9 @@ def parse_port(value: Any, field_path: str, ctx: Ctx) -> PortSpec:
     except ValueError:
         if isinstance(value, str) and text and text[0].isalpha() and ":" not in text:
             return PortSpec(name=text)
-        raise ctx.error(f"{field_path}: bad port {value!r}") from None
+        raise ctx.error(f"{field_path}: bad port {quote(value)}") from None
     if not (0 <= first <= 65535 and 0 <= last <= 65535) or first > last:
-        raise ctx.error(f"{field_path}: bad port range {value!r}")
+        raise ctx.error(f"{field_path}: bad port range {quote(value)}")
     return PortSpec(first=first, last=last)
 
 
@@ -175,14 +175,14 @@ def parse_order(value: Any, field_path: str, ctx: Ctx) -> float | None:
     try:
         return float(value)
     except (TypeError, ValueError):
-        raise ctx.error(f"{field_path}: order must be a number, got {value!r}") from None
+        raise ctx.error(f"{field_path}: order must be a number, got {quote(value)}") from None
 
 
 def _str(value: Any, field_path: str, ctx: Ctx) -> str | None:
     if value is None or value == "":
         return None
     if not isinstance(value, str):
-        raise ctx.error(f"{field_path}: expected a string, got {value!r}")
+        raise ctx.error(f"{field_path}: expected a string, got {quote(value)}")
     return value
 
 
@@ -224,12 +224,12 @@ def api_rule(raw: Any, field_path: str, ctx: Ctx) -> Rule | None:
     action = ACTIONS.get(str(raw.get("action", "")).lower())
     if action is None:
         raise ctx.error(f"{field_path}.action: expected Allow, Deny, Pass or Log, "
-                        f"got {raw.get('action')!r}")
+                        f"got {quote(raw.get('action'))}")
     source, src_v6 = api_entity(raw.get("source"), f"{field_path}.source", ctx)
     destination, dst_v6 = api_entity(raw.get("destination"), f"{field_path}.destination", ctx)
     ip_version = raw.get("ipVersion")
     if ip_version not in (None, 4, 6):
-        raise ctx.error(f"{field_path}.ipVersion: expected 4 or 6, got {ip_version!r}")
+        raise ctx.error(f"{field_path}.ipVersion: expected 4 or 6, got {quote(ip_version)}")
     if src_v6 or dst_v6:
         # felix FilterRuleToIPVersion: a net list left empty for IPv4 drops the whole rule.
         ctx.warn(f"{field_path}: only IPv6 CIDRs in a net match, rule not rendered for IPv4")
@@ -255,7 +255,7 @@ def _icmp(raw: Any, field_path: str, ctx: Ctx) -> IcmpFields | None:
     for key in ("type", "code"):
         value = raw.get(key)
         if value is not None and (not isinstance(value, int) or not 0 <= value <= 255):
-            raise ctx.error(f"{field_path}.{key}: expected 0-255, got {value!r}")
+            raise ctx.error(f"{field_path}.{key}: expected 0-255, got {quote(value)}")
         values[key] = value
     return IcmpFields(**values)
 
@@ -307,7 +307,8 @@ def policy_types(raw: Any, ingress: Any, egress: Any, field_path: str,
         for index, value in enumerate(raw):
             kind = POLICY_TYPES.get(str(value).lower())
             if kind is None:
-                raise ctx.error(f"{field_path}[{index}]: expected Ingress or Egress, got {value!r}")
+                raise ctx.error(f"{field_path}[{index}]: expected Ingress or Egress, "
+                                f"got {quote(value)}")
             types.append(kind)
         return tuple(dict.fromkeys(types))
     # libcalico-go/lib/clientv3 defaultPolicyTypesField.
@@ -323,11 +324,11 @@ def backend_policy_name(name: str, tier: str, ctx: Ctx) -> str:
         return name
     if "." not in name:
         if tier != "default":
-            raise ctx.error(f"metadata.name: Calico <=3.31 requires a policy in tier {tier!r} "
+            raise ctx.error(f"metadata.name: Calico <=3.31 requires a policy in tier {quote(tier)} "
                             f"to be named '{tier}.<name>'")
         return f"default.{name}"
     if not name.startswith(f"{tier}."):
-        raise ctx.error(f"metadata.name: policy name {name!r} does not start with its tier "
+        raise ctx.error(f"metadata.name: policy name {quote(name)} does not start with its tier "
                         f"'{tier}.' (required by Calico <=3.31)")
     return name
 
@@ -378,7 +379,7 @@ def _append_prefixed(current: str, extra: str, prefix: str, field_path: str, ctx
 def tier(name: str, spec: dict, ctx: Ctx) -> Tier:
     action = str(spec.get("defaultAction") or "Deny").capitalize()
     if action not in ("Deny", "Pass"):
-        raise ctx.error(f"spec.defaultAction: expected Deny or Pass, got {action!r}")
+        raise ctx.error(f"spec.defaultAction: expected Deny or Pass, got {quote(action)}")
     return Tier(name=name, order=parse_order(spec.get("order"), "spec.order", ctx),
                 default_action=action, origin=ctx.origin)
 
@@ -427,13 +428,13 @@ def ippool(name: str, spec: dict, ctx: Ctx) -> IPPool | None:
     try:
         cidr = ip_network(str(spec["cidr"]), strict=True)
     except ValueError as err:
-        raise ctx.error(f"spec.cidr: bad CIDR {spec['cidr']!r} ({err})") from None
+        raise ctx.error(f"spec.cidr: bad CIDR {quote(spec['cidr'])} ({err})") from None
     if not isinstance(cidr, IPv4Network):
         ctx.warn("IPv6 pool skipped (calico-trace models IPv4 only)")
         return None
     block_size = spec.get("blockSize", 26)
     if not isinstance(block_size, int) or not 20 <= block_size <= 32:
-        raise ctx.error(f"spec.blockSize: IPv4 block size must be 20-32, got {block_size!r}")
+        raise ctx.error(f"spec.blockSize: IPv4 block size must be 20-32, got {quote(block_size)}")
     if block_size < cidr.prefixlen:
         raise ctx.error(f"spec.blockSize: /{block_size} is larger than the pool {cidr}")
     ipip = spec.get("ipipMode")
@@ -444,7 +445,8 @@ def ippool(name: str, spec: dict, ctx: Ctx) -> IPPool | None:
     for key, value in (("ipipMode", ipip), ("vxlanMode", spec.get("vxlanMode"))):
         mode = ENCAP_MODES.get(str(value or "").lower())
         if mode is None:
-            raise ctx.error(f"spec.{key}: expected Always, CrossSubnet or Never, got {value!r}")
+            raise ctx.error(f"spec.{key}: expected Always, CrossSubnet or Never, "
+                            f"got {quote(value)}")
         modes[key] = mode
     if modes["ipipMode"] != "Never" and modes["vxlanMode"] != "Never":
         raise ctx.error("spec: ipipMode and vxlanMode cannot both be enabled on one pool")
@@ -465,7 +467,7 @@ def _choice(options: tuple[str, ...]):
         for option in options:
             if str(value).lower() == option.lower():
                 return option
-        raise ctx.error(f"{field_path}: expected one of {', '.join(options)}, got {value!r}")
+        raise ctx.error(f"{field_path}: expected one of {', '.join(options)}, got {quote(value)}")
     return convert
 
 
@@ -474,7 +476,7 @@ def _int(value: Any, field_path: str, ctx: Ctx) -> int:
         try:
             return int(str(value), 0)
         except ValueError:
-            raise ctx.error(f"{field_path}: expected an integer, got {value!r}") from None
+            raise ctx.error(f"{field_path}: expected an integer, got {quote(value)}") from None
     return value
 
 
@@ -483,7 +485,7 @@ def _bool(value: Any, field_path: str, ctx: Ctx) -> bool:
         return value
     if str(value).lower() in ("true", "false"):
         return str(value).lower() == "true"
-    raise ctx.error(f"{field_path}: expected true or false, got {value!r}")
+    raise ctx.error(f"{field_path}: expected true or false, got {quote(value)}")
 
 
 def _text(value: Any, field_path: str, ctx: Ctx) -> str:

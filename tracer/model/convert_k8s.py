@@ -12,6 +12,7 @@ import hashlib
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, ip_address, ip_interface
 from typing import Any
 
+from tracer.errors import quote
 from tracer.model.cluster import (
     ContainerPort, EndpointSlice, EntityRule, Namespace, Node, Pod, Policy, PortSpec, Profile,
     Rule, Service, ServiceAccount, ServicePort, WorkloadEndpoint)
@@ -52,7 +53,7 @@ def k8s_selector(raw: Any, *, pod: bool, field_path: str, ctx: Ctx) -> str:
         values = [str(v) for v in expr.get("values") or ()]
         if operator not in LABEL_SELECTOR_OPS or not key:
             raise ctx.error(f"{where}: operator must be one of {', '.join(LABEL_SELECTOR_OPS)} "
-                            f"with a key, got {operator!r}")
+                            f"with a key, got {quote(operator)}")
         if operator in ("In", "NotIn") and not values:
             raise ctx.error(f"{where}: operator {operator} needs values")
         listed = "', '".join(values)
@@ -74,7 +75,7 @@ def _k8s_port(raw: dict, field_path: str, ctx: Ctx) -> tuple[str, PortSpec | Non
     protocol = parse_protocol(raw.get("protocol") or "TCP", f"{field_path}.protocol", ctx)
     if protocol not in ("TCP", "UDP", "SCTP"):
         raise ctx.error(f"{field_path}.protocol: NetworkPolicy allows TCP, UDP or SCTP, "
-                        f"got {raw.get('protocol')!r}")
+                        f"got {quote(raw.get('protocol'))}")
     port, end = raw.get("port"), raw.get("endPort")
     if port is None:
         if end is not None:
@@ -215,7 +216,8 @@ def network_policy(name: str, namespace: str, spec: dict, ctx: Ctx, *,
         raw_types = ["Ingress"] + (["Egress"] if spec.get("egress") else [])
     for index, value in enumerate(raw_types):
         if value not in ("Ingress", "Egress"):
-            raise ctx.error(f"spec.policyTypes[{index}]: expected Ingress or Egress, got {value!r}")
+            raise ctx.error(f"spec.policyTypes[{index}]: expected Ingress or Egress, "
+                            f"got {quote(value)}")
     if "Ingress" in raw_types:
         types.append("ingress")
     if "Egress" in raw_types:
@@ -303,9 +305,9 @@ def pod(doc: dict, namespace: str, nodes: dict[str, Node], ctx: Ctx) -> tuple[Po
     node_name = spec.get("nodeName")
     if not node_name:
         node_name = sorted(nodes)[0]
-        ctx.warn(f"spec.nodeName not set (pod not scheduled); placed on node {node_name!r}")
+        ctx.warn(f"spec.nodeName not set (pod not scheduled); placed on node {quote(node_name)}")
     if node_name not in nodes:
-        raise ctx.error(f"spec.nodeName: node {node_name!r} does not exist")
+        raise ctx.error(f"spec.nodeName: node {quote(node_name)} does not exist")
     host_network = bool(spec.get("hostNetwork"))
     ip = nodes[node_name].address.ip if host_network else _pod_ip(meta, status, ctx)
     account = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
@@ -334,7 +336,7 @@ def _pod_ip(meta: dict, status: dict, ctx: Ctx) -> IPv4Address | None:
         try:
             parsed = ip_interface(text).ip
         except ValueError:
-            raise ctx.error(f"{where}: bad pod IP {text!r}") from None
+            raise ctx.error(f"{where}: bad pod IP {quote(text)}") from None
         if isinstance(parsed, IPv4Address):
             return parsed
     return None
@@ -350,7 +352,7 @@ def _container_ports(spec: dict, ctx: Ctx) -> tuple[ContainerPort, ...]:
                 number = raw.get("containerPort")
                 if not isinstance(number, int) or not 0 <= number <= 65535:
                     raise ctx.error(f"{where}.containerPort: expected a port number, "
-                                    f"got {number!r}")
+                                    f"got {quote(number)}")
                 if not number or not (raw.get("hostPort") or raw.get("name")):
                     continue
                 protocol = str(raw.get("protocol") or "TCP")
@@ -396,7 +398,7 @@ def node(k8s_doc: dict | None, calico_doc: dict | None, ctx: Ctx) -> Node:
         try:
             parsed = ip_interface(str(text)).ip
         except ValueError:
-            raise ctx.error(f"{field_path}: bad address {text!r}") from None
+            raise ctx.error(f"{field_path}: bad address {quote(text)}") from None
         return parsed if isinstance(parsed, IPv4Address) else None
 
     return Node(
@@ -435,7 +437,7 @@ def _node_address(calico_text: Any, k8s_doc: dict | None, calico_spec: dict,
         try:
             address = ip_interface(text)
         except ValueError:
-            raise ctx.error(f"bad node address {calico_text!r}") from None
+            raise ctx.error(f"bad node address {quote(calico_text)}") from None
         if isinstance(address, IPv4Interface):
             return address
     for entry in ((k8s_doc or {}).get("status") or {}).get("addresses") or ():
@@ -443,7 +445,7 @@ def _node_address(calico_text: Any, k8s_doc: dict | None, calico_spec: dict,
             try:
                 address = ip_interface(f"{entry.get('address')}/24")
             except ValueError:
-                raise ctx.error(f"status.addresses: bad InternalIP {entry.get('address')!r}") \
+                raise ctx.error(f"status.addresses: bad InternalIP {quote(entry.get('address'))}") \
                     from None
             if isinstance(address, IPv4Interface):
                 ctx.warn(f"no {NODE_IPV4_ANNOTATION} annotation; using InternalIP "
@@ -464,12 +466,12 @@ def service(doc: dict, namespace: str, ctx: Ctx) -> Service:
         try:
             cluster_ip = IPv4Address(str(text))
         except ValueError:
-            raise ctx.error(f"spec.clusterIP: bad address {text!r}") from None
+            raise ctx.error(f"spec.clusterIP: bad address {quote(text)}") from None
     ports = []
     for index, raw in enumerate(spec.get("ports") or ()):
         port = raw.get("port")
         if not isinstance(port, int):
-            raise ctx.error(f"spec.ports[{index}].port: expected a number, got {port!r}")
+            raise ctx.error(f"spec.ports[{index}].port: expected a number, got {quote(port)}")
         target = raw.get("targetPort", port)
         ports.append(ServicePort(port=port, target_port=target,
                                  protocol=str(raw.get("protocol") or "TCP"),
@@ -490,7 +492,8 @@ def endpoint_slice(doc: dict, namespace: str, ctx: Ctx) -> EndpointSlice:
             try:
                 parsed = ip_address(str(text))
             except ValueError:
-                raise ctx.error(f"endpoints[{index}].addresses: bad address {text!r}") from None
+                raise ctx.error(f"endpoints[{index}].addresses: bad address {quote(text)}") \
+                    from None
             if isinstance(parsed, IPv4Address):
                 addresses.append(parsed)
     ports = tuple((p.get("name") or None, int(p.get("port") or 0), str(p.get("protocol") or "TCP"))

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 
 from tracer.model.cluster import IPPool
+from tracer.errors import quote
 
 
 class IPAMExhausted(Exception):
@@ -85,7 +86,7 @@ class BlockAllocator:
                  if not p.disabled and use(p) and self._node_matches(p, node)
                  and (pool_names is None or p.name in pool_names)]
         if not pools:
-            raise IPAMExhausted(f"no enabled IPPool selects node {node!r}")
+            raise IPAMExhausted(f"no enabled IPPool selects node {quote(node)}")
         for pool in pools:                       # 1. free address in a block the node owns
             for block in self._owned(pool, node):
                 ip = block.first_free()
@@ -106,7 +107,7 @@ class BlockAllocator:
                     block.used.add(ip)
                     return ip
         raise IPAMExhausted(f"IPPool(s) {', '.join(p.name for p in pools)} have no free address "
-                            f"for node {node!r}")
+                            f"for node {quote(node)}")
 
     # -------------------------------------------------------------------- helpers
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Interface
@@ -21,7 +22,7 @@ from typing import Any
 import yaml
 
 from tracer import DEFAULT_CALICO_VERSION
-from tracer.errors import InputError
+from tracer.errors import InputError, escape, quote, shorten
 from tracer.model import schema
 from tracer.model.cluster import (
     BUILTIN_TIERS, Cluster, FelixConfig, IPPool, Namespace, Node, Origin, Pod, Policy,
@@ -113,9 +114,9 @@ def load_cluster(paths: Sequence[str | os.PathLike], *,
     objects: list[RawObject] = []
     skipped: dict[str, list[str]] = {}
     for file in manifest_files(paths):
-        for doc in read_documents(file):
-            for item in expand_lists(doc, file):
-                raw = classify(item, file, skipped)
+        for index, doc in enumerate(read_documents(file), start=1):
+            for item, where in expand_lists(doc, file, f"document {index}"):
+                raw = classify(item, file, skipped, where)
                 if raw is not None:
                     objects.append(raw)
     for kind, files in sorted(skipped.items()):
@@ -133,10 +134,11 @@ def load_cluster(paths: Sequence[str | os.PathLike], *,
 def load_scenario_meta(path: str | os.PathLike) -> dict:
     """The contents of a scenario directory's ``scenario.yaml`` (or that file itself), or {}."""
     target = Path(path)
-    candidates = [target] if target.is_file() and target.name in SCENARIO_FILES else \
-        [target / name for name in SCENARIO_FILES] if target.is_dir() else []
+    kind = _entry_kind(target)
+    candidates = [target] if kind == "file" and target.name in SCENARIO_FILES else \
+        [target / name for name in SCENARIO_FILES] if kind == "dir" else []
     for candidate in candidates:
-        if candidate.is_file():
+        if _entry_kind(candidate) == "file":
             docs = list(read_documents(str(candidate)))
             if not docs:
                 return {}
@@ -152,7 +154,7 @@ def parse_version(text: str) -> tuple[int, int]:
     try:
         return int(parts[0]), int(parts[1])
     except (IndexError, ValueError):
-        raise InputError(f"bad Calico version {text!r} (expected e.g. 3.31)") from None
+        raise InputError(f"bad Calico version {quote(text)} (expected e.g. 3.31)") from None
 
 
 # ================================================================================= reading
@@ -164,11 +166,16 @@ def manifest_files(paths: Sequence[str | os.PathLike]) -> list[str]:
     seen: set[Path] = set()
     for path in paths:
         target = Path(path)
-        if target.is_dir():
-            found = sorted(p for p in target.iterdir()
-                           if p.is_file() and p.suffix in MANIFEST_SUFFIXES
-                           and p.name not in SCENARIO_FILES)
-        elif target.is_file():
+        kind = _entry_kind(target)
+        if kind == "dir":
+            try:
+                found = sorted(p for p in target.iterdir()
+                               if p.is_file() and p.suffix in MANIFEST_SUFFIXES
+                               and p.name not in SCENARIO_FILES)
+            except OSError as err:
+                raise InputError(f"cannot read: {err.strerror or err}", file=str(path)) \
+                    from None
+        elif kind == "file":
             found = [] if target.name in SCENARIO_FILES else [target]
         else:
             raise InputError("no such file or directory", file=str(path))
@@ -179,82 +186,210 @@ def manifest_files(paths: Sequence[str | os.PathLike]) -> list[str]:
     return files
 
 
-def read_documents(file: str) -> Iterator[Any]:
-    """Every non-empty document of a YAML or JSON file; syntax errors name line and column."""
+def _entry_kind(path: Path) -> str | None:
+    """"dir", "file" (anything else readable) or None when absent; other errors (a name too
+    long, a loop of links, no permission) are the user's to hear about."""
     try:
-        text = Path(file).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise InputError(f"cannot read: {err}", file=file) from None
+        return "dir" if path.stat().st_mode & 0o170000 == 0o040000 else "file"
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise InputError(f"cannot read: {err.strerror or err}", file=str(path)) from None
+    except ValueError as err:                  # an embedded NUL byte
+        raise InputError(f"bad path: {err}", file=str(path)) from None
+
+
+def read_documents(file: str) -> Iterator[Any]:
+    """Every non-empty document of a YAML or JSON file; syntax errors name line and column.
+
+    What a file can make the reader do is bounded before anything is built: control characters
+    are refused where YAML forbids them, alias expansion ("billion laughs") is counted from the
+    parser's events, and no document may nest deeper than :data:`MAX_DEPTH`."""
+    try:
+        size = Path(file).stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise InputError(f"{size:,} bytes: larger than the {MAX_FILE_BYTES >> 20} MiB a "
+                             f"manifest file may have", file=file)
+        text = Path(file).read_bytes().decode("utf-8")
+    except OSError as err:
+        raise InputError(f"cannot read: {err.strerror or err}", file=file) from None
+    except UnicodeDecodeError as err:
+        raise InputError(f"not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset "
+                         f"{err.start})", file=file) from None
     if file.endswith(".json"):
-        try:
-            yield json.loads(text)
-        except json.JSONDecodeError as err:
-            raise InputError(f"broken JSON at line {err.lineno} column {err.colno}: {err.msg}",
-                             file=file) from None
-        return
+        docs = [_read_json(text, file)]
+    else:
+        docs = _read_yaml(text, file)
+    for doc in docs:
+        if doc is not None:
+            _check_depth(doc, file)
+            yield doc
+
+
+MAX_FILE_BYTES = 64 << 20       # a cluster's worth of manifests is a few MiB
+MAX_DEPTH = 64                  # nesting levels of a document; real manifests use about 12
+MAX_YAML_NODES = 1_000_000      # nodes after alias expansion
+# Characters YAML 1.1 forbids in a stream (printable: tab, LF, CR, x20-x7E, NEL, xA0 onwards
+# except surrogates and xFFFE/xFFFF); JSON forbids raw control characters too.
+FORBIDDEN = re.compile("[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd"
+                       "\U00010000-\U0010ffff]")
+
+
+def _line_column(text: str, offset: int) -> str:
+    line = text.count("\n", 0, offset) + 1
+    return f"line {line} column {offset - (text.rfind(chr(10), 0, offset) + 1) + 1}"
+
+
+def _read_json(text: str, file: str) -> Any:
+    bad = FORBIDDEN.search(text)
+    if bad and bad.group() not in "\x85":
+        raise InputError(f"control character {quote(bad.group())} at "
+                         f"{_line_column(text, bad.start())}", file=file)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InputError(f"broken JSON at line {err.lineno} column {err.colno}: {err.msg}",
+                         file=file) from None
+    except RecursionError:
+        raise InputError(f"JSON nested deeper than {MAX_DEPTH} levels", file=file) from None
+
+
+def _read_yaml(text: str, file: str) -> list[Any]:
+    bad = FORBIDDEN.search(text)
+    if bad:
+        raise InputError(f"control character {quote(bad.group())} at "
+                         f"{_line_column(text, bad.start())} (not allowed in YAML)", file=file)
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        docs = list(yaml.load_all(text, Loader=loader))
+        _check_expansion(text, loader, file)
+        return list(yaml.load_all(text, Loader=loader))
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err)
         raise InputError(f"broken YAML{where}: {problem}", file=file) from None
-    for doc in docs:
-        if doc is not None:
-            yield doc
+    except RecursionError:
+        raise InputError(f"YAML nested deeper than {MAX_DEPTH} levels", file=file) from None
 
 
-def expand_lists(doc: Any, file: str) -> Iterator[dict]:
-    """A ``kind: List`` (or ``FooList``) yields its items; other documents yield themselves."""
-    if not isinstance(doc, dict):
-        raise InputError(f"a manifest document must be a mapping, got {type(doc).__name__}",
-                         file=file)
-    kind = str(doc.get("kind") or "")
-    if kind.endswith("List") and "items" in doc:
-        for item in doc.get("items") or ():
-            yield from expand_lists(item, file)
-        return
-    yield doc
+def _check_expansion(text: str, loader: type, file: str) -> None:
+    """Refuse a stream whose aliases would expand past :data:`MAX_YAML_NODES` or that nests
+    deeper than :data:`MAX_DEPTH`, from parser events (nothing is built)."""
+    sizes: dict[str, int] = {}          # anchor -> expanded node count
+    open_nodes: list[list] = []         # [anchor, count] per open collection
+    expanded = 0                        # nodes the stream would build
+    for event in yaml.parse(text, Loader=loader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            open_nodes.append([event.anchor, 1])
+            if len(open_nodes) > MAX_DEPTH:
+                raise InputError(f"YAML nested deeper than {MAX_DEPTH} levels at "
+                                 f"line {event.start_mark.line + 1}", file=file)
+            expanded += 1
+            continue
+        if isinstance(event, yaml.CollectionEndEvent):
+            anchor, size = open_nodes.pop()
+        elif isinstance(event, yaml.AliasEvent):
+            anchor, size = None, sizes.get(event.anchor, 1)
+            expanded += size
+        elif isinstance(event, yaml.ScalarEvent):
+            anchor, size = event.anchor, 1
+            expanded += 1
+        else:
+            continue
+        if anchor is not None:
+            sizes[anchor] = size
+        if open_nodes:
+            open_nodes[-1][1] += size
+        if expanded > MAX_YAML_NODES:
+            raise InputError(f"YAML aliases expand to more than {MAX_YAML_NODES:,} nodes "
+                             f"(an alias bomb?) at line {event.start_mark.line + 1}", file=file)
 
 
-def classify(doc: dict, file: str, skipped: dict[str, list[str]]) -> RawObject | None:
+def _check_depth(doc: Any, file: str) -> None:
+    """Iteratively: no document deeper than :data:`MAX_DEPTH` (the converters recurse)."""
+    stack = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise InputError(f"document nested deeper than {MAX_DEPTH} levels", file=file)
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+
+
+def expand_lists(doc: Any, file: str, where: str) -> Iterator[tuple[dict, str]]:
+    """A ``kind: List`` (or ``FooList``) yields its items; other documents yield themselves.
+
+    Each comes with where it is (``document 2``, ``document 2 items[3]``) for errors about
+    objects that have no usable name."""
+    stack = [(doc, where)]
+    while stack:
+        doc, where = stack.pop()
+        if not isinstance(doc, dict):
+            raise InputError(f"a manifest object must be a mapping, got "
+                             f"{type(doc).__name__ if doc is not None else 'null'}",
+                             file=file, obj=where)
+        kind = doc.get("kind")
+        if isinstance(kind, str) and kind.endswith("List") and "items" in doc:
+            items = doc.get("items")
+            if items is None:
+                continue
+            if not isinstance(items, list):
+                raise InputError(f"items: expected a list, got {type(items).__name__}",
+                                 file=file, obj=f"{where} ({kind})")
+            stack.extend((item, f"{where} items[{i}]") for i, item in reversed(list(
+                enumerate(items))))
+            continue
+        yield doc, where
+
+
+def classify(doc: dict, file: str, skipped: dict[str, list[str]],
+             where: str = "") -> RawObject | None:
     """Schema key of a document, or None (recorded in ``skipped``) for kinds not modelled."""
-    kind = str(doc.get("kind") or "")
-    api_version = str(doc.get("apiVersion") or "")
+    kind, api_version = doc.get("kind"), doc.get("apiVersion")
     if not kind or not api_version:
-        name = (doc.get("metadata") or {}).get("name", "?")
-        raise InputError("object without apiVersion/kind", file=file, obj=str(name))
+        raise InputError("object without apiVersion/kind", file=file,
+                         obj=_describe(doc, where))
+    if not isinstance(kind, str) or not isinstance(api_version, str):
+        raise InputError(f"apiVersion and kind must be strings, got {quote(api_version)} and "
+                         f"{quote(kind)}", file=file, obj=where)
     group = api_version.rsplit("/", 1)[0] if "/" in api_version else ""
     if group in CALICO_GROUPS and kind in CALICO_KINDS:
         key = f"calico/{kind}"
     elif (group, kind) in K8S_KINDS:
         key = K8S_KINDS[(group, kind)]
     else:
-        skipped.setdefault(f"{api_version} {kind}", []).append(file)
+        skipped.setdefault(f"{escape(shorten(api_version, 60))} {escape(shorten(kind, 60))}",
+                           []).append(file)
         return None
+    meta = doc.get("metadata")
+    if not isinstance(meta, dict):
+        problem = "metadata: missing" if meta is None else \
+            f"metadata: expected a mapping, got {type(meta).__name__}"
+        raise InputError(problem, file=file, obj=f"{kind} ({where})")
+    problem = schema.check(meta, schema.OBJECT_META, "metadata")
+    if problem is not None:
+        raise InputError(str(problem), file=file, obj=_describe(doc, where))
     raw = RawObject(key=key, doc=doc, file=file)
     if not raw.name:
-        raise InputError("object without metadata.name", file=file, obj=kind)
+        raise InputError("object without metadata.name", file=file, obj=f"{kind} ({where})")
     problem = schema.check(doc, schema.KIND_SCHEMAS[key])
     if problem is not None:
         raise InputError(str(problem), file=file, obj=f"{kind} {raw.ident}")
-    _check_string_map(raw, "labels")
-    _check_string_map(raw, "annotations")
     return raw
 
 
-def _check_string_map(raw: RawObject, name: str) -> None:
-    values = (raw.doc.get("metadata") or {}).get(name)
-    if values is None:
-        return
-    if not isinstance(values, dict):
-        raise InputError(f"metadata.{name}: expected a mapping", file=raw.file,
-                         obj=f"{raw.kind} {raw.ident}")
-    for key, value in values.items():
-        if not isinstance(value, str):
-            raise InputError(f"metadata.{name}.{key}: value must be a string, got {value!r} "
-                             f"(quote it)", file=raw.file, obj=f"{raw.kind} {raw.ident}")
+def _describe(doc: dict, where: str) -> str:
+    """``Kind namespace/name`` as far as the document says it, else where it is."""
+    meta = doc.get("metadata")
+    name = meta.get("name") if isinstance(meta, dict) else None
+    namespace = meta.get("namespace") if isinstance(meta, dict) else None
+    kind = doc.get("kind") if isinstance(doc.get("kind"), str) else None
+    if isinstance(name, str) and name:
+        ident = f"{namespace}/{name}" if isinstance(namespace, str) and namespace else name
+        return escape(shorten(f"{kind} {ident}" if kind else ident, 120))
+    return f"{escape(shorten(kind, 60))} ({where})" if kind else where
 
 
 # ================================================================================= building
@@ -319,8 +454,8 @@ class _Builder:
                         for port in entity.ports + entity.not_ports:
                             if port.is_named and port.name not in declared:
                                 raise InputError(
-                                    f"{direction}[{index}].{side}: named port {port.name!r} is "
-                                    f"not declared by any pod", file=policy.origin.file,
+                                    f"{direction}[{index}].{side}: named port {quote(port.name)} "
+                                    f"is not declared by any pod", file=policy.origin.file,
                                     obj=policy.origin.describe())
 
     # ------------------------------------------------------------------ felix, pools, tiers
@@ -368,7 +503,8 @@ class _Builder:
         if name in BUILTIN_TIERS:
             self.cluster.tiers[name] = BUILTIN_TIERS[name]
             return
-        raise InputError(f"spec.tier: tier {name!r} does not exist (no Tier object declares it)",
+        raise InputError(f"spec.tier: tier {quote(name)} does not exist (no Tier object "
+                         f"declares it)",
                          file=raw.file, obj=f"{raw.kind} {raw.ident}")
 
     # ------------------------------------------------------------------ namespaces, SAs
@@ -398,7 +534,7 @@ class _Builder:
             return
         if name not in BUILTIN_NAMESPACES:
             self.cluster.warnings.append(
-                f"{raw.file}: {raw.kind} {raw.ident}: namespace {name!r} is not declared; "
+                f"{raw.file}: {raw.kind} {raw.ident}: namespace {quote(name)} is not declared; "
                 f"assumed to exist with no labels")
         self._add_namespace(name, {}, Origin("<implicit>", "Namespace", name))
 
@@ -510,7 +646,8 @@ class _Builder:
             if pod.service_account and key not in self.cluster.service_accounts:
                 self.cluster.warnings.append(
                     f"{pod.origin.file}: Pod {pod.key}: service account "
-                    f"{pod.service_account!r} is not declared; assumed to exist with no labels")
+                    f"{quote(pod.service_account)} is not declared; assumed to exist with no "
+                    f"labels")
                 self.cluster.service_accounts[key] = ServiceAccount(
                     pod.namespace, pod.service_account, {}, Origin("<implicit>",
                                                                    "ServiceAccount", key))
@@ -557,7 +694,7 @@ class _Builder:
         for policy in out:
             ident = (policy.kind, policy.namespace, policy.name)
             if ident in seen:
-                raise InputError(f"duplicate policy name {policy.key!r} (also defined in "
+                raise InputError(f"duplicate policy name {quote(policy.key)} (also defined in "
                                  f"{seen[ident].origin.file})", file=policy.origin.file,
                                  obj=policy.origin.describe())
             seen[ident] = policy
@@ -586,7 +723,7 @@ class _Builder:
         for raw in self._of("calico/HostEndpoint"):
             hep = convert_calico.host_endpoint(raw.name, raw.labels, raw.spec, self._ctx(raw))
             if hep.node not in self.cluster.nodes:
-                raise InputError(f"spec.node: node {hep.node!r} does not exist", file=raw.file,
+                raise InputError(f"spec.node: node {quote(hep.node)} does not exist", file=raw.file,
                                  obj=f"HostEndpoint {raw.name}")
             missing = [p for p in hep.profiles if p not in self.cluster.profiles]
             if missing:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, ip_address
 from typing import Literal
 
-from tracer.errors import InputError
+from tracer.errors import InputError, quote
 from tracer.model.cluster import Cluster, WorkloadEndpoint
 
 PlaceKind = Literal["pod", "host", "external", "service"]
@@ -32,12 +32,12 @@ def resolve(cluster: Cluster, text: str, role: str) -> Place:
             pod = cluster.pods.get(text)
             if pod is not None and pod.host_network:
                 return Place("host", pod.ip, f"host {pod.node}", node=pod.node)
-            raise InputError(f"no pod {text!r} in the cluster", obj=f"--{role}")
+            raise InputError(f"no pod {quote(text)} in the cluster", obj=f"--{role}")
         return Place("pod", ep.pod.ip, ep.key, node=ep.pod.node, endpoint=ep)
     try:
         addr = ip_address(text)
     except ValueError:
-        raise InputError(f"{text!r} is neither NAMESPACE/POD nor an IPv4 address",
+        raise InputError(f"{quote(text)} is neither NAMESPACE/POD nor an IPv4 address",
                          obj=f"--{role}") from None
     if not isinstance(addr, IPv4Address):
         raise InputError("only IPv4 is modelled", obj=f"--{role}")

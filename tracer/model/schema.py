@@ -1,19 +1,28 @@
 """Known fields of every kind calico-trace reads, so a misspelt field is an error, not a no-op.
 
-A schema is a nested description: a ``dict`` maps field name -> schema of its value,
-:class:`ListOf` describes a list, :data:`ANY` accepts anything (free-form maps such as labels,
-or parts of an object we never interpret, e.g. a container's probes). Field names come from the
-Kubernetes API types and from ``api/pkg/apis/projectcalico/v3/*.go`` (json tags, v3.29 ... HEAD).
+A schema is a nested description: a ``dict`` maps field name -> schema of its value (an
+``OPEN`` key lets other fields through), :class:`ListOf` describes a list, :class:`Required`
+marks a field that must be there, a :class:`Leaf` checks a scalar (type, range, CIDR, address,
+label syntax) and :data:`ANY` accepts anything (parts of an object we never interpret, e.g. a
+container's probes). Field names come from the Kubernetes API types and from
+``api/pkg/apis/projectcalico/v3/*.go`` (json tags, v3.29 ... HEAD); the leaf types and ranges
+from the same Go types and their validators, so the converters can trust what they read.
 
-:func:`check` returns the dotted path of the first field the schema does not know, with a
-close match if there is one; the loader turns that into an :class:`~tracer.errors.InputError`.
+:func:`check` returns the dotted path of the first field that does not fit (an unknown field
+with a close match if there is one); the loader turns that into an
+:class:`~tracer.errors.InputError`. It walks with an explicit stack: input controls the depth.
 """
 
 from __future__ import annotations
 
 import difflib
+import math
+import re
 from dataclasses import dataclass
-from typing import Any, Union
+from ipaddress import ip_address, ip_interface, ip_network
+from typing import Any, Callable, Union
+
+from tracer.errors import escape, quote, shorten
 
 
 class _Any:
@@ -28,12 +37,154 @@ ANY = _Any()
 
 @dataclass(frozen=True)
 class ListOf:
-    """A list whose items all follow ``item``."""
+    """A list whose items all follow ``item``; null items only where the API tolerates them
+    (``ingress: [null]`` is an empty Kubernetes rule)."""
 
     item: "Schema"
+    nulls: bool = False
 
 
-Schema = Union[_Any, ListOf, dict]
+@dataclass(frozen=True)
+class Required:
+    """A field that must be present and not null."""
+
+    schema: "Schema"
+
+
+@dataclass(frozen=True)
+class Leaf:
+    """A scalar (or flat map) check: ``test(value)`` returns the problem, or None (or, for a
+    map, the key and the problem)."""
+
+    name: str
+    test: Callable[[Any], Any]
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+Schema = Union[_Any, ListOf, Required, Leaf, dict]
+OPEN = "..."                    # as a key of a mapping schema: other fields are allowed
+
+
+def _type_name(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _string(value: Any) -> str | None:
+    return None if isinstance(value, str) else f"expected a string, got {_type_name(value)}"
+
+
+def _boolean(value: Any) -> str | None:
+    return None if isinstance(value, bool) else \
+        f"expected true or false, got {quote(value)}"
+
+
+def integer(low: int, high: int) -> Leaf:
+    def test(value: Any) -> str | None:
+        if not _is_int(value):
+            return f"expected an integer, got {quote(value)}"
+        return None if low <= value <= high else f"{value} is out of range {low}-{high}"
+    return Leaf(f"integer {low}-{high}", test)
+
+
+def _number(value: Any) -> str | None:
+    try:
+        number = float(value) if _is_int(value) or isinstance(value, (float, str)) else None
+    except (ValueError, OverflowError):
+        number = None
+    if number is None or not math.isfinite(number):
+        return f"expected a number, got {quote(value)}"
+    return None
+
+
+def _int_or_string(value: Any) -> str | None:
+    if isinstance(value, str):
+        return None if value else "expected a port number or name, got ''"
+    return PORT.test(value)
+
+
+DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+LABEL_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
+
+
+def _object_name(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return f"expected a name (string), got {_type_name(value)}"
+    if not DNS_SUBDOMAIN.fullmatch(value):
+        return (f"{quote(value)} is not a valid name (lower-case letters, digits, '-' and '.', "
+                f"at most 253)")
+    return None
+
+
+def label_key_problem(key: Any) -> str | None:
+    """Kubernetes' label key syntax: ``[prefix/]name`` (IsQualifiedName)."""
+    if not isinstance(key, str):
+        return f"label key {quote(key)} is not a string (quote it)"
+    prefix, _, name = key.rpartition("/")
+    if (prefix and not DNS_SUBDOMAIN.fullmatch(prefix)) or not LABEL_NAME.fullmatch(name):
+        return f"label key {quote(key)} is not a valid [prefix/]name"
+    return None
+
+
+def label_value_problem(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return f"value must be a string, got {quote(value)} (quote it)"
+    if value and not LABEL_NAME.fullmatch(value):
+        return f"label value {quote(value)} is not valid (at most 63 letters, digits, '-_.')"
+    return None
+
+
+def _map_of(key_test: Callable[[Any], str | None], value_test: Callable[[Any], str | None]
+            ) -> Callable[[Any], str | tuple[str, str] | None]:
+    """A flat map's check; a bad value's problem comes with its key (to extend the path)."""
+    def test(value: Any) -> str | tuple[str, str] | None:
+        if not isinstance(value, dict):
+            return f"expected a mapping, got {_type_name(value)}"
+        for key, item in value.items():
+            problem = key_test(key)
+            if problem is not None:
+                return problem
+            problem = value_test(item)
+            if problem is not None:
+                return key, problem
+        return None
+    return test
+
+
+def _string_key(key: Any) -> str | None:
+    return None if isinstance(key, str) else f"key {quote(key)} is not a string (quote it)"
+
+
+def _parses(kind: str, parse: Callable[[str], Any]) -> Callable[[Any], str | None]:
+    def test(value: Any) -> str | None:
+        if not isinstance(value, str):
+            return f"expected {kind} (string), got {_type_name(value)}"
+        try:
+            parse(value.strip())
+        except ValueError:
+            return f"bad {kind} {quote(value)}"
+        return None
+    return test
+
+
+STR = Leaf("string", _string)
+BOOL = Leaf("boolean", _boolean)
+NUMBER = Leaf("number", _number)
+PORT = integer(1, 65535)
+PORT_OR_ZERO = integer(0, 65535)
+PORT_OR_NAME = Leaf("port number or name", _int_or_string)
+NAME = Leaf("name", _object_name)
+LABELS = Leaf("labels", _map_of(label_key_problem, label_value_problem))
+STRING_MAP = Leaf("string map", _map_of(_string_key, _string))
+CIDR = Leaf("CIDR", _parses("CIDR", lambda text: ip_network(text, strict=False)))
+IP = Leaf("IP address", _parses("IP address", ip_address))
+IP_OR_CIDR = Leaf("address", _parses("address", ip_interface))
+STRINGS = ListOf(STR)
 
 
 def _fields(names: str, value: Schema = ANY) -> dict:
@@ -42,68 +193,87 @@ def _fields(names: str, value: Schema = ANY) -> dict:
 
 # ------------------------------------------------------------------------- Kubernetes shapes
 
-OBJECT_META = _fields(
-    "name generateName namespace selfLink uid resourceVersion generation creationTimestamp "
-    "deletionTimestamp deletionGracePeriodSeconds labels annotations ownerReferences "
-    "finalizers managedFields clusterName")
-
-LABEL_SELECTOR = {
-    "matchLabels": ANY,
-    "matchExpressions": ListOf(_fields("key operator values")),
+OBJECT_META = {
+    **_fields("generateName selfLink uid resourceVersion generation creationTimestamp "
+              "deletionTimestamp deletionGracePeriodSeconds ownerReferences finalizers "
+              "managedFields clusterName"),
+    "name": NAME, "namespace": NAME, "labels": LABELS,
+    "annotations": Leaf("annotations", _map_of(label_key_problem, _string)),
 }
 
-CONTAINER_PORT = _fields("name hostPort containerPort protocol hostIP")
+LABEL_SELECTOR = {
+    "matchLabels": LABELS,
+    "matchExpressions": ListOf({"key": Required(STR), "operator": Required(STR),
+                                "values": STRINGS}),
+}
+
+CONTAINER_PORT = {"name": STR, "hostPort": PORT_OR_ZERO, "containerPort": Required(PORT),
+                  "protocol": STR, "hostIP": STR}
 
 CONTAINER = {
-    **_fields("name image command args workingDir envFrom env resources resizePolicy "
+    **_fields("image command args workingDir envFrom env resources resizePolicy "
               "restartPolicy restartPolicyRules volumeMounts volumeDevices livenessProbe "
               "readinessProbe startupProbe lifecycle terminationMessagePath "
               "terminationMessagePolicy imagePullPolicy securityContext stdin stdinOnce tty"),
+    "name": STR,
     "ports": ListOf(CONTAINER_PORT),
 }
 
 POD_SPEC = {
     **_fields("volumes ephemeralContainers restartPolicy terminationGracePeriodSeconds "
-              "activeDeadlineSeconds dnsPolicy nodeSelector serviceAccountName serviceAccount "
-              "automountServiceAccountToken nodeName hostNetwork hostPID hostIPC "
+              "activeDeadlineSeconds dnsPolicy automountServiceAccountToken hostPID hostIPC "
               "shareProcessNamespace securityContext imagePullSecrets hostname subdomain "
               "affinity schedulerName tolerations hostAliases priorityClassName priority "
               "dnsConfig readinessGates runtimeClassName enableServiceLinks preemptionPolicy "
               "overhead topologySpreadConstraints setHostnameAsFQDN os hostUsers "
               "schedulingGates resourceClaims resources hostnameOverride"),
+    "nodeName": NAME, "hostNetwork": BOOL, "nodeSelector": STRING_MAP,
+    "serviceAccountName": NAME, "serviceAccount": NAME,
     "containers": ListOf(CONTAINER),
     "initContainers": ListOf(CONTAINER),
 }
 
+POD_STATUS = {OPEN: ANY, "phase": STR, "podIP": STR, "podIPs": ListOf({"ip": STR})}
+
 NETWORK_POLICY_PEER = {
     "podSelector": LABEL_SELECTOR,
     "namespaceSelector": LABEL_SELECTOR,
-    "ipBlock": _fields("cidr except"),
+    "ipBlock": {"cidr": Required(CIDR), "except": ListOf(CIDR)},
 }
 
-NETWORK_POLICY_PORT = _fields("protocol port endPort")
+NETWORK_POLICY_PORT = {"protocol": STR, "port": PORT_OR_NAME, "endPort": PORT}
 
 K8S_NETWORK_POLICY_SPEC = {
     "podSelector": LABEL_SELECTOR,
-    "policyTypes": ANY,
-    "ingress": ListOf({"from": ListOf(NETWORK_POLICY_PEER), "ports": ListOf(NETWORK_POLICY_PORT)}),
-    "egress": ListOf({"to": ListOf(NETWORK_POLICY_PEER), "ports": ListOf(NETWORK_POLICY_PORT)}),
+    "policyTypes": STRINGS,
+    "ingress": ListOf({"from": ListOf(NETWORK_POLICY_PEER, nulls=True),
+                       "ports": ListOf(NETWORK_POLICY_PORT, nulls=True)}, nulls=True),
+    "egress": ListOf({"to": ListOf(NETWORK_POLICY_PEER, nulls=True),
+                      "ports": ListOf(NETWORK_POLICY_PORT, nulls=True)}, nulls=True),
 }
 
 SERVICE_SPEC = {
-    **_fields("selector clusterIP clusterIPs type externalIPs sessionAffinity loadBalancerIP "
-              "loadBalancerSourceRanges externalName externalTrafficPolicy healthCheckNodePort "
-              "publishNotReadyAddresses sessionAffinityConfig ipFamilies ipFamilyPolicy "
-              "allocateLoadBalancerNodePorts loadBalancerClass internalTrafficPolicy "
-              "trafficDistribution"),
-    "ports": ListOf(_fields("name protocol appProtocol port targetPort nodePort")),
+    **_fields("externalIPs sessionAffinity loadBalancerIP loadBalancerSourceRanges externalName "
+              "externalTrafficPolicy healthCheckNodePort publishNotReadyAddresses "
+              "sessionAffinityConfig ipFamilies ipFamilyPolicy allocateLoadBalancerNodePorts "
+              "loadBalancerClass internalTrafficPolicy trafficDistribution"),
+    "selector": STRING_MAP, "clusterIP": STR, "clusterIPs": STRINGS, "type": STR,
+    "ports": ListOf({"name": STR, "protocol": STR, "appProtocol": STR, "port": Required(PORT),
+                     "targetPort": PORT_OR_NAME, "nodePort": PORT_OR_ZERO}),
 }
 
 NODE_SPEC = _fields("podCIDR podCIDRs providerID unschedulable taints configSource externalID")
+NODE_STATUS = {OPEN: ANY, "addresses": ListOf({"type": STR, "address": STR})}
+
+ENDPOINT_SLICE_ENDPOINT = {
+    **_fields("targetRef zone hints deprecatedTopology"),
+    "addresses": STRINGS, "hostname": STR, "nodeName": NAME,
+    "conditions": {"ready": BOOL, "serving": BOOL, "terminating": BOOL},
+}
 
 
-def _k8s(spec: Schema | None = None, **extra: Schema) -> dict:
-    top = {"apiVersion": ANY, "kind": ANY, "metadata": OBJECT_META, "status": ANY}
+def _k8s(spec: Schema | None = None, status: Schema = ANY, **extra: Schema) -> dict:
+    top = {"apiVersion": STR, "kind": STR, "metadata": OBJECT_META, "status": status}
     if spec is not None:
         top["spec"] = spec
     top.update(extra)
@@ -112,52 +282,65 @@ def _k8s(spec: Schema | None = None, **extra: Schema) -> dict:
 
 # ------------------------------------------------------------------------- Calico shapes
 
+PROTOCOL = Leaf("protocol", lambda v: None if isinstance(v, str) else integer(0, 255).test(v))
+ICMP = {"type": integer(0, 254), "code": integer(0, 255)}
+
 ENTITY_RULE = {
-    **_fields("nets notNets selector notSelector namespaceSelector ports notPorts"),
-    "services": _fields("name namespace"),
-    "serviceAccounts": _fields("names selector"),
+    "nets": ListOf(CIDR), "notNets": ListOf(CIDR), "selector": STR, "notSelector": STR,
+    "namespaceSelector": STR, "ports": ListOf(Leaf("port", lambda v: None if isinstance(v, str)
+                                                    else PORT_OR_ZERO.test(v))),
+    "services": {"name": STR, "namespace": STR},
+    "serviceAccounts": {"names": STRINGS, "selector": STR},
 }
+ENTITY_RULE["notPorts"] = ENTITY_RULE["ports"]
 
 RULE = {
-    **_fields("action ipVersion protocol notProtocol"),
-    "icmp": _fields("type code"),
-    "notICMP": _fields("type code"),
+    "action": STR, "ipVersion": integer(4, 6), "protocol": PROTOCOL, "notProtocol": PROTOCOL,
+    "icmp": ICMP,
+    "notICMP": ICMP,
     "source": ENTITY_RULE,
     "destination": ENTITY_RULE,
-    "http": {"methods": ANY, "paths": ListOf(_fields("exact prefix"))},
-    "metadata": _fields("annotations"),
+    "http": {"methods": STRINGS, "paths": ListOf({"exact": STR, "prefix": STR})},
+    "metadata": {"annotations": STRING_MAP},
 }
 
 _POLICY_COMMON = {
-    **_fields("tier order selector types serviceAccountSelector performanceHints"),
+    "tier": NAME, "order": NUMBER, "selector": STR, "types": STRINGS,
+    "serviceAccountSelector": STR, "performanceHints": STRINGS,
     "ingress": ListOf(RULE),
     "egress": ListOf(RULE),
 }
 CALICO_NP_SPEC = dict(_POLICY_COMMON)
-CALICO_GNP_SPEC = {**_POLICY_COMMON,
-                   **_fields("doNotTrack preDNAT applyOnForward namespaceSelector")}
-STAGED_NP_SPEC = {**CALICO_NP_SPEC, "stagedAction": ANY}
-STAGED_GNP_SPEC = {**CALICO_GNP_SPEC, "stagedAction": ANY}
-STAGED_KNP_SPEC = {**K8S_NETWORK_POLICY_SPEC, "stagedAction": ANY}
+CALICO_GNP_SPEC = {**_POLICY_COMMON, "doNotTrack": BOOL, "preDNAT": BOOL, "applyOnForward": BOOL,
+                   "namespaceSelector": STR}
+STAGED_NP_SPEC = {**CALICO_NP_SPEC, "stagedAction": STR}
+STAGED_GNP_SPEC = {**CALICO_GNP_SPEC, "stagedAction": STR}
+STAGED_KNP_SPEC = {**K8S_NETWORK_POLICY_SPEC, "stagedAction": STR}
 
-TIER_SPEC = _fields("order defaultAction")
-NETWORK_SET_SPEC = _fields("nets")
-HOST_ENDPOINT_SPEC = {**_fields("node interfaceName expectedIPs profiles"),
-                      "ports": ListOf(_fields("name protocol port"))}
-PROFILE_SPEC = {"ingress": ListOf(RULE), "egress": ListOf(RULE), "labelsToApply": ANY}
+TIER_SPEC = {"order": NUMBER, "defaultAction": STR}
+NETWORK_SET_SPEC = {"nets": ListOf(CIDR)}
+HOST_ENDPOINT_SPEC = {"node": NAME, "interfaceName": STR, "expectedIPs": ListOf(IP),
+                      "profiles": STRINGS,
+                      "ports": ListOf({"name": STR, "protocol": PROTOCOL, "port": PORT})}
+PROFILE_SPEC = {"ingress": ListOf(RULE), "egress": ListOf(RULE), "labelsToApply": LABELS}
 IPPOOL_SPEC = {
-    **_fields("cidr vxlanMode ipipMode natOutgoing disabled disableBGPExport blockSize "
-              "nodeSelector namespaceSelector allowedUses assignmentMode"),
+    "cidr": Required(CIDR), "vxlanMode": STR, "ipipMode": STR, "natOutgoing": BOOL,
+    "disabled": BOOL, "disableBGPExport": BOOL, "blockSize": integer(0, 128),
+    "nodeSelector": STR, "namespaceSelector": STR, "allowedUses": STRINGS,
+    "assignmentMode": STR,
     # Deprecated v1-era forms still accepted by calicoctl.
-    "ipip": _fields("enabled mode"),
-    "nat-outgoing": ANY,
+    "ipip": {"enabled": BOOL, "mode": STR},
+    "nat-outgoing": BOOL,
 }
 CALICO_NODE_SPEC = {
-    **_fields("ipv4VXLANTunnelAddr vxlanTunnelMACAddr ipv6VXLANTunnelAddr vxlanTunnelMACAddrV6 "
-              "orchRefs addresses interfaces"),
-    "bgp": _fields("asNumber ipv4Address ipv6Address ipv4IPIPTunnelAddr routeReflectorClusterID"),
-    "wireguard": _fields("interfaceIPv4Address interfaceIPv6Address"),
+    **_fields("ipv6VXLANTunnelAddr vxlanTunnelMACAddrV6 orchRefs interfaces"),
+    "ipv4VXLANTunnelAddr": IP_OR_CIDR, "vxlanTunnelMACAddr": STR,
+    "addresses": ListOf({"address": STR, "type": STR}),
+    "bgp": {**_fields("asNumber ipv6Address routeReflectorClusterID"),
+            "ipv4Address": IP_OR_CIDR, "ipv4IPIPTunnelAddr": IP_OR_CIDR},
+    "wireguard": {"interfaceIPv4Address": IP_OR_CIDR, "interfaceIPv6Address": STR},
 }
+CALICO_NODE_STATUS = {OPEN: ANY, "wireguardPublicKey": STR}
 
 # Every FelixConfigurationSpec json field from v3.29.0 to HEAD: real fields from any release
 # are accepted (those that do not change the iptables dataplane are ignored with a warning).
@@ -220,14 +403,14 @@ FELIX_CONFIG_SPEC = {name: ANY for name in FELIX_CONFIG_FIELDS}
 # Keyed by the kind name after apiVersion normalisation (see loader.KIND_KEYS).
 KIND_SCHEMAS: dict[str, dict] = {
     "Namespace": _k8s(_fields("finalizers")),
-    "Pod": _k8s(POD_SPEC),
-    "Node": _k8s(NODE_SPEC),
+    "Pod": _k8s(POD_SPEC, POD_STATUS),
+    "Node": _k8s(NODE_SPEC, NODE_STATUS),
     "ServiceAccount": _k8s(None, secrets=ANY, imagePullSecrets=ANY,
                            automountServiceAccountToken=ANY),
     "Service": _k8s(SERVICE_SPEC),
-    "EndpointSlice": _k8s(None, addressType=ANY, endpoints=ListOf(_fields(
-        "addresses conditions hostname targetRef nodeName zone hints deprecatedTopology")),
-        ports=ListOf(_fields("name protocol port appProtocol"))),
+    "EndpointSlice": _k8s(None, addressType=STR, endpoints=ListOf(ENDPOINT_SLICE_ENDPOINT),
+                          ports=ListOf({"name": STR, "protocol": STR, "port": PORT_OR_ZERO,
+                                        "appProtocol": STR})),
     "NetworkPolicy": _k8s(K8S_NETWORK_POLICY_SPEC),
     "calico/NetworkPolicy": _k8s(CALICO_NP_SPEC),
     "calico/GlobalNetworkPolicy": _k8s(CALICO_GNP_SPEC),
@@ -241,7 +424,7 @@ KIND_SCHEMAS: dict[str, dict] = {
     "calico/Profile": _k8s(PROFILE_SPEC),
     "calico/IPPool": _k8s(IPPOOL_SPEC),
     "calico/FelixConfiguration": _k8s(FELIX_CONFIG_SPEC),
-    "calico/Node": _k8s(CALICO_NODE_SPEC),
+    "calico/Node": _k8s(CALICO_NODE_SPEC, CALICO_NODE_STATUS),
 }
 
 
@@ -261,25 +444,48 @@ def _join(path: str, key: str) -> str:
 
 
 def check(value: Any, schema: Schema, path: str = "") -> SchemaProblem | None:
-    """First unknown field or shape mismatch in ``value``, or None when it fits."""
-    if isinstance(schema, _Any) or value is None:
+    """First unknown field or shape mismatch in ``value`` (document order), or None."""
+    stack: list[tuple[Any, Schema, str]] = [(value, schema, path)]
+    while stack:
+        value, schema, path = stack.pop()
+        if isinstance(schema, Required):
+            if value is None:
+                return SchemaProblem(path, "required, but missing or null")
+            schema = schema.schema
+        if isinstance(schema, _Any) or value is None:
+            continue
+        if isinstance(schema, Leaf):
+            problem = schema.test(value)
+            if isinstance(problem, tuple):
+                key, problem = problem
+                return SchemaProblem(_join(path, escape(shorten(key, 60))), problem)
+            if problem is not None:
+                return SchemaProblem(path, problem)
+        elif isinstance(schema, ListOf):
+            if not isinstance(value, list):
+                return SchemaProblem(path, f"expected a list, got {_type_name(value)}")
+            for index in reversed(range(len(value))):
+                if value[index] is None and not schema.nulls:
+                    return SchemaProblem(f"{path}[{index}]", "null list entry")
+                stack.append((value[index], schema.item, f"{path}[{index}]"))
+        elif not isinstance(value, dict):
+            return SchemaProblem(path, f"expected a mapping, got {_type_name(value)}")
+        else:
+            problem = _fields_problem(value, schema, path)
+            if problem is not None:
+                return problem
+            stack.extend((value.get(key), schema[key], _join(path, str(key)))
+                         for key in reversed(list(schema)) if key != OPEN and
+                         (key in value or isinstance(schema[key], Required)))
+    return None
+
+
+def _fields_problem(value: dict, schema: dict, path: str) -> SchemaProblem | None:
+    if OPEN in schema:
         return None
-    if isinstance(schema, ListOf):
-        if not isinstance(value, list):
-            return SchemaProblem(path, f"expected a list, got {type(value).__name__}")
-        for index, item in enumerate(value):
-            found = check(item, schema.item, f"{path}[{index}]")
-            if found:
-                return found
-        return None
-    if not isinstance(value, dict):
-        return SchemaProblem(path, f"expected a mapping, got {type(value).__name__}")
-    for key, sub in value.items():
+    for key in value:
         if key not in schema:
-            hint = difflib.get_close_matches(str(key), list(schema), n=1)
-            suffix = f" (did you mean {hint[0]!r}?)" if hint else ""
-            return SchemaProblem("", f"unknown field {_join(path, str(key))!r}{suffix}")
-        found = check(sub, schema[key], _join(path, str(key)))
-        if found:
-            return found
+            hint = difflib.get_close_matches(str(key), [k for k in schema if k != OPEN], n=1)
+            suffix = f" (did you mean {quote(hint[0])}?)" if hint else ""
+            return SchemaProblem("", f"unknown field {quote(_join(path, str(key)), 120)}{suffix}")
     return None

@@ -22,7 +22,7 @@ import enum
 import re
 from dataclasses import dataclass
 
-from tracer.errors import InputError
+from tracer.errors import InputError, quote
 
 MAX_LABEL_LENGTH = 512  # tokenizer.MaxLabelLength
 
@@ -225,5 +225,5 @@ class _Lexer:
         char = self.text[pos]
         where = "expected a label name inside has(, found" if inside_has else "unexpected character"
         if char.isspace():
-            return f"{where} {char!r} (only spaces and tabs may separate selector tokens)"
-        return f"{where} {char!r}"
+            return f"{where} {quote(char)} (only spaces and tabs may separate selector tokens)"
+        return f"{where} {quote(char)}"

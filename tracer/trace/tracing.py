@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from tracer.dataplane.packet import PROBE_PROTOCOLS, Packet, make_packet
 from tracer.dataplane.pipeline import Probe
 from tracer.dataplane.state import NO_PINS, Pins
-from tracer.errors import InputError
+from tracer.errors import InputError, quote
 from tracer.kubeproxy.probe import is_service_ref, resolve_service
 from tracer.model.cluster import Cluster
 from tracer.model.places import Place, place_of, resolve
@@ -45,7 +45,7 @@ def build_probe(dataplane: Dataplane, request: TraceRequest) -> tuple[Probe, Pla
         dst = resolve(cluster, request.destination, "to")
     proto = PROBE_PROTOCOLS.get(request.protocol.lower())
     if proto is None:
-        raise InputError(f"unknown protocol {request.protocol!r} (tcp, udp, sctp, icmp)",
+        raise InputError(f"unknown protocol {quote(request.protocol)} (tcp, udp, sctp, icmp)",
                          obj="--protocol")
     if proto != ICMP and (request.icmp_type is not None or request.icmp_code is not None):
         raise InputError("--icmp-type/--icmp-code need --protocol icmp", obj="--icmp-type")

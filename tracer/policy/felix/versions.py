@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tracer import DEFAULT_CALICO_VERSION
-from tracer.errors import InputError
+from tracer.errors import InputError, quote
 from tracer.model.cluster import Cluster, FelixConfig
 
 SUPPORTED_VERSIONS = ("3.29", "3.30", "3.31", "3.32")
@@ -55,7 +55,7 @@ def resolve_version(cluster: Cluster | None, version: str | None) -> str:
     text = str(raw).strip().lstrip("vV")
     short = ".".join(text.split(".")[:2])
     if short not in _KNOBS:
-        raise InputError(f"unsupported Calico version {raw!r} (supported: "
+        raise InputError(f"unsupported Calico version {quote(raw)} (supported: "
                          f"{', '.join(SUPPORTED_VERSIONS)})")
     return short
 
