@@ -7,9 +7,8 @@ from pathlib import Path
 
 import click
 
+from tracer.commands.dumps import load_dumps, partial_option, say_node_warnings, table_option
 from tracer.commands.options import manifest_option
-from tracer.dataplane.ipsets import parse_ipsets
-from tracer.dataplane.iptables_save import parse_ruleset
 from tracer.errors import InputError
 from tracer.explain import explain
 from tracer.kubeproxy.probe import is_service_ref
@@ -51,17 +50,19 @@ from tracer.trace.tracing import TraceRequest, build_probe, trace_packet
 @click.option("--verbosity", type=click.Choice(VERBOSITIES), default="detailed",
               show_default=True)
 @click.option("--calico-version", help="Calico release whose felix rules to render.")
-@click.option("--iptables-save", "dumps", multiple=True, metavar="[NODE=]FILE",
-              help="Use a real node's iptables-save dump instead of the rendered ruleset "
-                   "(default node: where the packet first enters).")
+@click.option("--iptables-save", "dumps", multiple=True, metavar="[NODE=][TABLE:]FILE",
+              help="Use a real node's iptables-save (or iptables -S) dump instead of the "
+                   "rendered ruleset (default node: where the packet first enters).")
+@partial_option
+@table_option
 @click.option("--ipsets", "ipset_dumps", multiple=True, metavar="[NODE=]FILE",
               help="The ipset save/list output that goes with --iptables-save.")
 @click.option("--write-pcap", "pcap_path", type=click.Path(dir_okay=False, writable=True),
               help="Write the packet at each point of its path (source, underlay with its "
                    "framing, destination) to this pcap file.")
 def packet(paths, source, destination, endpoint, protocol, port, sport, state, size, icmp_type,
-           icmp_code, reply, output, verbosity, calico_version, dumps, ipset_dumps,
-           pcap_path) -> None:
+           icmp_code, reply, output, verbosity, calico_version, dumps, partial, table,
+           ipset_dumps, pcap_path) -> None:
     """Trace one packet from --from to --to through every node's Calico dataplane."""
     cluster = load_cluster(paths, calico_version=calico_version)
     for warning in cluster.warnings:
@@ -74,7 +75,7 @@ def packet(paths, source, destination, endpoint, protocol, port, sport, state, s
     if dumps:
         first_node = build_probe(build_dataplane(cluster, version=version), request)[0].node
         rulesets = load_dumps(dumps, ipset_dumps, default_node=first_node,
-                              nodes=set(cluster.nodes))
+                              nodes=set(cluster.nodes), partial=partial, table=table)
     dataplane = build_dataplane(cluster, version=version, rulesets=rulesets)
     if is_service_ref(destination):             # kube-proxy's random pick forks the trace
         forks = [fork.with_trace(explain(dataplane, fork.trace))
@@ -89,33 +90,6 @@ def packet(paths, source, destination, endpoint, protocol, port, sport, state, s
         text = render_json(trace) if output == "json" else render_text(trace, verbosity)
         if pcap_path:
             write_trace_pcap(pcap_path, trace)
+    say_node_warnings(dataplane)
     click.echo(text, nl=False)
     sys.stdout.flush()
-
-
-def _split(spec: str, default_node: str) -> tuple[str, str]:
-    node, sep, path = spec.partition("=")
-    return (node, path) if sep and not Path(spec).exists() else (default_node, spec)
-
-
-def load_dumps(dumps, ipset_dumps, *, default_node: str, nodes: set[str]):
-    ipsets_by_node = {}
-    for spec in ipset_dumps:
-        node, path = _split(spec, default_node)
-        ipsets_by_node[node] = parse_ipsets(_read(path), filename=path)
-    rulesets = {}
-    for spec in dumps:
-        node, path = _split(spec, default_node)
-        if node not in nodes:
-            raise InputError(f"no node {node!r} in the cluster", file=path,
-                             obj="--iptables-save")
-        ruleset = parse_ruleset(_read(path), filename=path, ipsets=ipsets_by_node.get(node, {}))
-        rulesets[node] = (ruleset, f"iptables-save dump {path}")
-    return rulesets
-
-
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text()
-    except OSError as err:
-        raise InputError(f"cannot read: {err.strerror}", file=path) from None

@@ -299,9 +299,13 @@ def _set(m: SetMatch, walk: _Walk) -> bool:
 
 
 def _ipvs(m: IpvsMatch, walk: _Walk) -> bool:
-    walk.warnings.append(f"{walk.chain}: '-m ipvs' tests the kernel's IPVS table, which a dump "
-                         "does not carry: treated as not matching")
-    return False
+    """xt_ipvs ``ipvs_mt``: with ``--ipvs`` alone, ``skb->ipvs_property`` (xor its ``!``);
+    with any other option, false unless the packet is IPVS's. A dump does not carry the
+    kernel's IPVS table, so the packet is taken as not IPVS's, and the trace says so."""
+    walk.warnings.append(f"{walk.chain}: '-m ipvs' needs the kernel's IPVS table, which the "
+                         "dump lacks: the packet is taken as not an IPVS connection")
+    only_property = not any((m.vproto, m.vaddr, m.vport, m.vdir, m.vmethod, m.vportctl))
+    return only_property and "ipvs" in m.negated
 
 
 def _rpfilter(m: RpfilterMatch, walk: _Walk) -> bool:

@@ -31,7 +31,8 @@ from tracer.dataplane.codecs.header import HEADER_CODECS
 from tracer.dataplane.codecs.l4 import ICMP_NAMES, PROTOCOL_MODULES, TCP_FLAGS
 from tracer.dataplane.codecs.matches import ADDR_TYPES, CT_STATES, CT_STATUSES
 from tracer.dataplane.codecs.targets import REJECT_WITH
-from tracer.dataplane.ir import (BUILTIN_CHAINS, AddressMatch, Chain, Goto, Jump, Match,
+from tracer.dataplane.ir import (BUILTIN_CHAINS, AddressMatch, Chain, Goto, InterfaceMatch,
+                                 Jump, Match,
                                  ProtocolMatch, ProtocolModuleMatch, Rule, Ruleset, SetMatch,
                                  Table, Target)
 from tracer.errors import InputError
@@ -39,7 +40,7 @@ from tracer.errors import InputError
 # Re-exported: the vocabularies other modules and tests read.
 __all__ = ["ADDR_TYPES", "CT_STATES", "CT_STATUSES", "ICMP_NAMES", "REJECT_WITH", "TCP_FLAGS",
            "format_rule", "format_ruleset", "merge_rulesets", "normalise_rule", "parse_rule",
-           "parse_ruleset", "quote_word", "split_words"]
+           "parse_ruleset", "quote_word", "split_words", "with_gap_warnings"]
 
 _RANK = {codec.kind: codec.rank for codec in HEADER_CODECS}
 _STRUCTURAL = {"-m": "match", "--match": "match", "-j": "jump", "--jump": "jump",
@@ -594,6 +595,25 @@ def merge_rulesets(parts: list[Ruleset], *, filename: str = "<input>") -> Rulese
         ipsets.update(part.ipsets)
         warnings.extend(part.warnings)
     return Ruleset(tables=tables, ipsets=ipsets, warnings=tuple(dict.fromkeys(warnings)))
+
+
+def with_gap_warnings(ruleset: Ruleset, source: str,
+                      interfaces: frozenset[str] | None = None) -> Ruleset:
+    """``ruleset`` with warnings for what a dump leaves out that a trace may need: whole
+    tables (their hooks then pass packets untouched), and interfaces rules name that the
+    node's routes and addresses do not explain (those rules can never match)."""
+    said = [f"{source}: table {table.value} is not in the dump: its hooks pass packets "
+            "untouched" for table in Table if table not in ruleset.tables]
+    if interfaces is not None:
+        named = sorted({m.name for chains in ruleset.tables.values()
+                        for chain in chains.values() for rule in chain.rules
+                        for m in rule.matches if isinstance(m, InterfaceMatch)
+                        and not m.name.endswith("+")} - interfaces)
+        said += [f"{source}: interface {name} is named by rules but no route or address of "
+                 "the node explains it: those rules never match" for name in named]
+    if not said:
+        return ruleset
+    return replace(ruleset, warnings=tuple(dict.fromkeys(ruleset.warnings + tuple(said))))
 
 
 def format_ruleset(ruleset: Ruleset) -> str:

@@ -235,7 +235,8 @@ class StatisticMatch:
 class IpvsMatch:
     """``-m ipvs --ipvs --vaddr A --vport P ...`` (kube-proxy IPVS mode): a test on the IPVS
     connection the packet belongs to. The kernel's IPVS table is not part of a dump, so the
-    interpreter treats it as not matching and says so. ``negated`` names the negated options."""
+    interpreter takes the packet as not IPVS's and says so. ``negated`` names the negated
+    options."""
 
     ipvs: bool = False
     vproto: int | None = None

@@ -38,10 +38,11 @@ def compose(dataplane, trace: PacketTrace, decisions: tuple[Decision, ...],
     from_dumps = policies_seen_in_dumps(dataplane, trace)
     selected_by.update(from_dumps)
     drop = trace.drop
+    caveat = _traversal_caveats(trace)
     if drop is None:
-        why = _why_allowed(trace, verdicts)
+        why = _why_allowed(trace, verdicts) + caveat
         return why, "", staged, selected_by
-    why = _why_dropped(cluster, trace, drop, decisions, verdicts)
+    why = _why_dropped(cluster, trace, drop, decisions, verdicts) + caveat
     deciding_chain = decisions[0].chain if decisions else ""
     for key, names in sorted(from_dumps.items()):
         if drop.reason is DropReason.DEFAULT_DENY and key in _chain_keys(chains, deciding_chain):
@@ -49,6 +50,14 @@ def compose(dataplane, trace: PacketTrace, decisions: tuple[Decision, ...],
                     "them set the accept mark.")
     hint = fix_hint(cluster, trace, drop, verdicts, flow)
     return why, hint, staged, selected_by
+
+
+def _traversal_caveats(trace: PacketTrace) -> str:
+    """What the rule walk assumed (absent chains of a partial dump, IPVS matches), since the
+    verdict rests on it."""
+    said = dict.fromkeys(warning for hop in trace.hops for stage in hop.stages
+                         if isinstance(stage, HookRecord) for warning in stage.warnings)
+    return "".join(f" Assumed: {warning}." for warning in said)
 
 
 def _chain_keys(chains: tuple[EndpointChain, ...], chain: str) -> set[str]:

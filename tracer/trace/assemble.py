@@ -16,6 +16,7 @@ from ipaddress import IPv4Address, IPv4Network, ip_network
 from tracer.dataplane.interfaces import (IPIP_DEVICE, LOOPBACK_DEVICE, UNDERLAY_DEVICE,
                                          VXLAN_DEVICE, IfaceKind, Interface, InterfaceTable)
 from tracer.dataplane.ir import Ruleset
+from tracer.dataplane.iptables_save import with_gap_warnings
 from tracer.dataplane.node import NodeDataplane
 from tracer.dataplane.pipeline import Pipeline
 from tracer.dataplane.tunnels import TunnelDirectory
@@ -160,13 +161,14 @@ def build_dataplane(cluster: Cluster, *, version: str,
             ruleset = render_node(cluster, name, version=version)
             if cluster.services:               # kube-proxy (iptables mode) runs beside felix
                 ruleset = with_kube_proxy(cluster, name, ruleset, version=version)
-        else:
-            ruleset = given[0]
         routing = node_routing_table(cluster, name, wireguard_mark=marks.wireguard,
                                      underlay_gateway=gateway)
+        interfaces = interface_table(cluster, name)
+        if given is not None:
+            known = frozenset(i.name for i in interfaces.interfaces)
+            ruleset = with_gap_warnings(given[0], given[1], known)
         return NodeDataplane(
-            name=name, ruleset=ruleset, routing=routing,
-            interfaces=interface_table(cluster, name),
+            name=name, ruleset=ruleset, routing=routing, interfaces=interfaces,
             underlay_ip=cluster.nodes[name].address.ip, rendered=given is None,
             source=given[1] if given else f"rendered (Calico v{version})")
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import math
 
-from tracer.dataplane.codecs.base import (CodecError, MatchCodec, Option, format_ports,
-                                          hex_mask, name_set, neg, ordered, port_range,
-                                          quote_word, value_mask)
+from tracer.dataplane.codecs.base import (CodecError, MatchCodec, Option, hex_mask, name_set,
+                                          neg, ordered, port_range, quote_word, value_mask)
 from tracer.dataplane.codecs.header import protocol_number
 from tracer.dataplane.ir import (AddrTypeMatch, Cidr, ConnmarkMatch, ConntrackMatch, IpvsMatch,
                                  LimitMatch, MarkMatch, Match, RpfilterMatch, SetMatch,
@@ -261,8 +260,9 @@ IPVS_METHODS = ("GATE", "IPIP", "MASQ")
 
 class IpvsCodec(MatchCodec):
     """``-m ipvs [!] --ipvs [--vproto P] [--vaddr A[/M]] [--vport P] [--vdir D] [--vmethod M]
-    [--vportctl P]`` (kube-proxy's IPVS mode). Parsed and printed back; the interpreter cannot
-    know the kernel's IPVS table, so it treats the match as not matching and says so."""
+    [--vportctl P]`` (felix with kube-proxy in IPVS mode writes ``-m ipvs [!] --ipvs``).
+    Parsed and printed back; the interpreter cannot know the kernel's IPVS table, so it takes
+    the packet as not IPVS's and says so."""
 
     modules = ("ipvs",)
     options = (Option("ipvs", 0, True), Option("vproto", 1, True), Option("vaddr", 1, True),
@@ -308,10 +308,8 @@ class IpvsCodec(MatchCodec):
 
 
 def _ipvs_value(value) -> str:
-    if isinstance(value, Cidr):
+    if isinstance(value, Cidr):                    # libxt_ipvs prints the mask always
         return f"{value}" if value.prefix_len != 32 else f"{value}/32"
-    if isinstance(value, tuple):
-        return format_ports(value)
     return str(value)
 
 
