@@ -3,6 +3,7 @@ node, and saying on stderr what reading them had to assume."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -74,3 +75,38 @@ def read(path: str) -> str:
         return Path(path).read_text(errors="replace")
     except OSError as err:
         raise InputError(f"cannot read: {err.strerror}", file=path) from None
+
+
+diags_option = click.option(
+    "--diags", "diags", multiple=True, metavar="[NODE=]BUNDLE",
+    help="A calicoctl node diags bundle (.tar.gz or its folder) of NODE (default: the "
+         "bundle's hostname); repeatable. Traces through the bundle's own rules, sets, routes "
+         "and addresses; -f manifests become optional and add names, labels and policies.")
+
+
+def load_diags(specs, base, *, partial: bool = False):
+    """(cluster, build_dataplane keyword arguments) from ``--diags`` bundles, on top of the
+    manifests' cluster ``base`` (None without -f)."""
+    from tracer.diags.bundle import read_bundle
+    from tracer.diags.nodes import load_node, rebuild
+
+    nodes = []
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or Path(spec).exists():
+            name, path = "", spec
+        bundle = read_bundle(path)
+        name = name or bundle.hostname
+        if not name:
+            raise InputError("the bundle has no hostname file: give --diags NODE=BUNDLE",
+                             file=path)
+        if any(n.name == name for n in nodes):
+            raise InputError(f"node {name} has two bundles", file=path, obj="--diags")
+        nodes.append(load_node(name, bundle, partial=partial))
+    rebuilt = rebuild(nodes, base)
+    rulesets = {}
+    for name, (ruleset, source) in rebuilt.rulesets.items():
+        said = tuple(w.partition(": ")[2] for w in rebuilt.warnings if w.startswith(f"{name}: "))
+        rulesets[name] = (replace(ruleset, warnings=ruleset.warnings + said), source)
+    return rebuilt.cluster, {"rulesets": rulesets, "routing": rebuilt.routing,
+                             "interfaces": rebuilt.interfaces}

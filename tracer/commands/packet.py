@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from tracer.commands.dumps import load_dumps, partial_option, say_node_warnings, table_option
-from tracer.commands.options import manifest_option
+from tracer.commands.dumps import (diags_option, load_diags, load_dumps, partial_option,
+                                   say_node_warnings, table_option)
 from tracer.errors import InputError
 from tracer.explain import explain
 from tracer.kubeproxy.probe import is_service_ref
@@ -24,7 +24,10 @@ from tracer.trace.tracing import TraceRequest, build_probe, trace_packet
 
 
 @click.command()
-@manifest_option
+@click.option("-f", "--filename", "paths", multiple=True, type=click.Path(),
+              help="Manifest file or directory (repeatable), as with kubectl apply -f; "
+                   "optional with --diags.")
+@diags_option
 @click.option("--from", "source", required=True, help="NAMESPACE/POD or an IPv4 address.")
 @click.option("--to", "destination", required=True,
               help="NAMESPACE/POD, an IPv4 address, or svc/NAMESPACE/NAME[:PORT].")
@@ -60,23 +63,32 @@ from tracer.trace.tracing import TraceRequest, build_probe, trace_packet
 @click.option("--write-pcap", "pcap_path", type=click.Path(dir_okay=False, writable=True),
               help="Write the packet at each point of its path (source, underlay with its "
                    "framing, destination) to this pcap file.")
-def packet(paths, source, destination, endpoint, protocol, port, sport, state, size, icmp_type,
+def packet(paths, diags, source, destination, endpoint, protocol, port, sport, state, size, icmp_type,
            icmp_code, reply, output, verbosity, calico_version, dumps, partial, table,
            ipset_dumps, pcap_path) -> None:
     """Trace one packet from --from to --to through every node's Calico dataplane."""
-    cluster = load_cluster(paths, calico_version=calico_version)
+    if not paths and not diags:
+        raise InputError("give the cluster's manifests (-f) or a node's diags bundle (--diags)",
+                         obj="packet")
+    cluster = load_cluster(paths, calico_version=calico_version) if paths else None
+    built = {}
+    if diags:
+        cluster, built = load_diags(diags, cluster, partial=partial)
     for warning in cluster.warnings:
         click.echo(f"warning: {warning}", err=True)
     version = resolve_version(cluster, calico_version)
     request = TraceRequest(source=source, destination=destination, protocol=protocol,
                            port=port, sport=sport, state=state, size=size, icmp_type=icmp_type,
                            icmp_code=icmp_code, reply=reply)
-    rulesets = {}
     if dumps:
+        if diags:
+            raise InputError("--iptables-save and --diags both give a node's rules: use one",
+                             obj="--iptables-save")
         first_node = build_probe(build_dataplane(cluster, version=version), request)[0].node
-        rulesets = load_dumps(dumps, ipset_dumps, default_node=first_node,
-                              nodes=set(cluster.nodes), partial=partial, table=table)
-    dataplane = build_dataplane(cluster, version=version, rulesets=rulesets)
+        built = {"rulesets": load_dumps(dumps, ipset_dumps, default_node=first_node,
+                                        nodes=set(cluster.nodes), partial=partial,
+                                        table=table)}
+    dataplane = build_dataplane(cluster, version=version, **built)
     if is_service_ref(destination):             # kube-proxy's random pick forks the trace
         forks = [fork.with_trace(explain(dataplane, fork.trace))
                  for fork in trace_forks(dataplane, request, endpoint)]
