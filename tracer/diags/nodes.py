@@ -30,12 +30,14 @@ from tracer.dataplane.routing import Route, RoutingTable
 from tracer.diags.bundle import DiagsBundle
 from tracer.diags.iproute import LinkAddress, parse_addresses, parse_routes
 from tracer.errors import InputError
-from tracer.model.cluster import Cluster, IPPool, Node, Pod, WorkloadEndpoint
+from tracer.model.cluster import Cluster, IPPool, Node, Origin, Pod, WorkloadEndpoint
 
 POOLS_SET = "cali40all-ipam-pools"
 MASQ_POOLS_SET = "cali40masq-ipam-pools"
 WIREGUARD_DEVICE = "wireguard.cali"
 DEFAULT_BLOCK_SIZE = 26
+# The origin kind of a workload known only from a bundle's routes (no labels, no policies).
+BUNDLE_ORIGIN = "diags route"
 
 
 @dataclass(frozen=True)
@@ -174,7 +176,8 @@ def _merge_workloads(cluster: Cluster, node: BundleNode, prefixes: tuple[str, ..
         if from_manifests:
             out.warnings.append(f"{node.name}: workload {ip} on {veth} is in the bundle but no "
                                 f"manifest names it: traced as {node.name}/{veth}")
-        pod = Pod(namespace=node.name, name=veth, node=node.name, ip=ip)
+        pod = Pod(namespace=node.name, name=veth, node=node.name, ip=ip,
+                  origin=Origin(file=node.source, kind=BUNDLE_ORIGIN, name=f"{ip} dev {veth}"))
         cluster.pods[pod.key] = pod
         cluster.endpoints[pod.key] = WorkloadEndpoint(pod=pod, interface=veth, labels={})
 
