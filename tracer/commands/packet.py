@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import sys
-from pathlib import Path
 
 import click
 
-from tracer.commands.options import check_output_file, manifest_option, writing
-from tracer.dataplane.ipsets import parse_ipsets
-from tracer.dataplane.iptables_save import parse_ruleset
-from tracer.errors import InputError, quote
+from tracer.commands.dumps import (diags_option, load_diags, load_dumps, partial_option,
+                                   say_node_warnings, table_option)
+from tracer.commands.options import check_output_file, writing
+from tracer.errors import InputError
 from tracer.explain import explain
 from tracer.kubeproxy.probe import is_service_ref
 from tracer.model.loader import load_cluster
@@ -26,7 +24,10 @@ from tracer.trace.tracing import TraceRequest, build_probe, trace_packet
 
 
 @click.command()
-@manifest_option
+@click.option("-f", "--filename", "paths", multiple=True, type=click.Path(),
+              help="Manifest file or directory (repeatable), as with kubectl apply -f; "
+                   "optional with --diags.")
+@diags_option
 @click.option("--from", "source", required=True, help="NAMESPACE/POD or an IPv4 address.")
 @click.option("--to", "destination", required=True,
               help="NAMESPACE/POD, an IPv4 address, or svc/NAMESPACE/NAME[:PORT].")
@@ -52,35 +53,46 @@ from tracer.trace.tracing import TraceRequest, build_probe, trace_packet
 @click.option("--verbosity", type=click.Choice(VERBOSITIES), default="detailed",
               show_default=True)
 @click.option("--calico-version", help="Calico release whose felix rules to render.")
-@click.option("--iptables-save", "dumps", multiple=True, metavar="[NODE=]FILE",
-              help="Use a real node's iptables-save dump instead of the rendered ruleset "
-                   "(default node: where the packet first enters).")
+@click.option("--iptables-save", "dumps", multiple=True, metavar="[NODE=][TABLE:]FILE",
+              help="Use a real node's iptables-save (or iptables -S) dump instead of the "
+                   "rendered ruleset (default node: where the packet first enters).")
+@partial_option
+@table_option
 @click.option("--ipsets", "ipset_dumps", multiple=True, metavar="[NODE=]FILE",
               help="The ipset save/list output that goes with --iptables-save.")
 @click.option("--write-pcap", "pcap_path", type=click.Path(),
               help="Write the packet at each point of its path (source, underlay with its "
                    "framing, destination) to this pcap file.")
-def packet(paths, source, destination, endpoint, protocol, port, sport, state, size, icmp_type,
-           icmp_code, reply, output, verbosity, calico_version, dumps, ipset_dumps,
-           pcap_path) -> None:
+def packet(paths, diags, source, destination, endpoint, protocol, port, sport, state, size, icmp_type,
+           icmp_code, reply, output, verbosity, calico_version, dumps, partial, table,
+           ipset_dumps, pcap_path) -> None:
     """Trace one packet from --from to --to through every node's Calico dataplane."""
     check_output_file(pcap_path, "--write-pcap")
     if ipset_dumps and not dumps:
         raise InputError("--ipsets goes with --iptables-save (the ipsets of a real node's "
                          "dump); the rendered ruleset brings its own", obj="--ipsets")
-    cluster = load_cluster(paths, calico_version=calico_version)
+    if not paths and not diags:
+        raise InputError("give the cluster's manifests (-f) or a node's diags bundle (--diags)",
+                         obj="packet")
+    cluster = load_cluster(paths, calico_version=calico_version) if paths else None
+    built = {}
+    if diags:
+        cluster, built = load_diags(diags, cluster, partial=partial)
     for warning in cluster.warnings:
         click.echo(f"warning: {warning}", err=True)
     version = resolve_version(cluster, calico_version)
     request = TraceRequest(source=source, destination=destination, protocol=protocol,
                            port=port, sport=sport, state=state, size=size, icmp_type=icmp_type,
                            icmp_code=icmp_code, reply=reply)
-    rulesets = {}
     if dumps:
+        if diags:
+            raise InputError("--iptables-save and --diags both give a node's rules: use one",
+                             obj="--iptables-save")
         first_node = build_probe(build_dataplane(cluster, version=version), request)[0].node
-        rulesets = load_dumps(dumps, ipset_dumps, default_node=first_node,
-                              nodes=set(cluster.nodes))
-    dataplane = build_dataplane(cluster, version=version, rulesets=rulesets)
+        built = {"rulesets": load_dumps(dumps, ipset_dumps, default_node=first_node,
+                                        nodes=set(cluster.nodes), partial=partial,
+                                        table=table)}
+    dataplane = build_dataplane(cluster, version=version, **built)
     if is_service_ref(destination):             # kube-proxy's random pick forks the trace
         forks = [fork.with_trace(explain(dataplane, fork.trace))
                  for fork in trace_forks(dataplane, request, endpoint)]
@@ -96,33 +108,6 @@ def packet(paths, source, destination, endpoint, protocol, port, sport, state, s
         if pcap_path:
             with writing(pcap_path, "--write-pcap"):
                 write_trace_pcap(pcap_path, trace)
+    say_node_warnings(dataplane)
     click.echo(text, nl=False)
     sys.stdout.flush()
-
-
-def _split(spec: str, default_node: str) -> tuple[str, str]:
-    node, sep, path = spec.partition("=")
-    return (node, path) if sep and not os.path.exists(spec) else (default_node, spec)
-
-
-def load_dumps(dumps, ipset_dumps, *, default_node: str, nodes: set[str]):
-    ipsets_by_node = {}
-    for spec in ipset_dumps:
-        node, path = _split(spec, default_node)
-        ipsets_by_node[node] = parse_ipsets(_read(path), filename=path)
-    rulesets = {}
-    for spec in dumps:
-        node, path = _split(spec, default_node)
-        if node not in nodes:
-            raise InputError(f"no node {quote(node)} in the cluster", file=path,
-                             obj="--iptables-save")
-        ruleset = parse_ruleset(_read(path), filename=path, ipsets=ipsets_by_node.get(node, {}))
-        rulesets[node] = (ruleset, f"iptables-save dump {path}")
-    return rulesets
-
-
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text()
-    except OSError as err:
-        raise InputError(f"cannot read: {err.strerror}", file=path) from None

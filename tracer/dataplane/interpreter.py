@@ -27,7 +27,7 @@ from typing import Protocol
 from tracer.dataplane.events import NetfilterEvent
 from tracer.dataplane.ir import (
     AddressMatch, AddrTypeMatch, ConnmarkMatch, ConnMarkTarget, ConntrackMatch, Dnat, Goto,
-    IcmpMatch, InterfaceMatch, Jump, LimitMatch, Log, MarkMatch, Masquerade, Match, Nflog,
+    IcmpMatch, InterfaceMatch, IpvsMatch, Jump, LimitMatch, Log, MarkMatch, Masquerade, Match, Nflog,
     NoTrack, PortMatch, ProtocolMatch, ProtocolModuleMatch, Reject, RpfilterMatch, Rule,
     Ruleset, SetMark, SetMatch, Snat, StatisticMatch, Table, Target, TcpFlagsMatch,
     TraceTarget, Verdict,
@@ -157,6 +157,9 @@ def run_hook(ruleset: Ruleset, table: Table, chain: str, packet: PacketView,
                                          f"(chain loop through {current}?)")
                     stack.append((current, index))
                 current, index = target_chain, 0
+                if chains[current].placeholder:
+                    walk.warnings.append(f"chain {current} is not in the dump: verdict assumes "
+                                         "it returns")
                 continue
             if effect != "RETURN":
                 verdict = "ACCEPT" if effect in ("DNAT", "SNAT", "MASQUERADE") else effect
@@ -295,6 +298,16 @@ def _set(m: SetMatch, walk: _Walk) -> bool:
     return walk.env.ipset_contains(m, walk.packet) ^ m.negated
 
 
+def _ipvs(m: IpvsMatch, walk: _Walk) -> bool:
+    """xt_ipvs ``ipvs_mt``: with ``--ipvs`` alone, ``skb->ipvs_property`` (xor its ``!``);
+    with any other option, false unless the packet is IPVS's. A dump does not carry the
+    kernel's IPVS table, so the packet is taken as not IPVS's, and the trace says so."""
+    walk.warnings.append(f"{walk.chain}: '-m ipvs' needs the kernel's IPVS table, which the "
+                         "dump lacks: the packet is taken as not an IPVS connection")
+    only_property = not any((m.vproto, m.vaddr, m.vport, m.vdir, m.vmethod, m.vportctl))
+    return only_property and "ipvs" in m.negated
+
+
 def _rpfilter(m: RpfilterMatch, walk: _Walk) -> bool:
     return walk.env.rpf_ok(walk.packet, m) ^ m.invert
 
@@ -354,5 +367,5 @@ _MATCHERS = {
     ProtocolModuleMatch: _protocol_module, MarkMatch: _mark, ConnmarkMatch: _connmark_match,
     ConntrackMatch: lambda m, walk: _conntrack(m, walk.packet),
     SetMatch: _set, AddrTypeMatch: _addrtype, RpfilterMatch: _rpfilter, LimitMatch: _limit,
-    StatisticMatch: _statistic,
+    StatisticMatch: _statistic, IpvsMatch: _ipvs,
 }

@@ -231,9 +231,26 @@ class StatisticMatch:
     negated: bool = False
 
 
+@dataclass(frozen=True)
+class IpvsMatch:
+    """``-m ipvs --ipvs --vaddr A --vport P ...`` (kube-proxy IPVS mode): a test on the IPVS
+    connection the packet belongs to. The kernel's IPVS table is not part of a dump, so the
+    interpreter takes the packet as not IPVS's and says so. ``negated`` names the negated
+    options."""
+
+    ipvs: bool = False
+    vproto: int | None = None
+    vaddr: Cidr | None = None
+    vport: int | None = None
+    vdir: str | None = None
+    vmethod: str | None = None
+    vportctl: int | None = None
+    negated: tuple[str, ...] = ()
+
+
 Match = Union[ProtocolMatch, AddressMatch, InterfaceMatch, PortMatch, IcmpMatch, MarkMatch,
               ConnmarkMatch, ConntrackMatch, SetMatch, AddrTypeMatch, RpfilterMatch, LimitMatch,
-              TcpFlagsMatch, ProtocolModuleMatch, StatisticMatch]
+              TcpFlagsMatch, ProtocolModuleMatch, StatisticMatch, IpvsMatch]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -388,6 +405,9 @@ class Chain:
     name: str
     rules: tuple[Rule, ...] = ()
     policy: Literal["ACCEPT", "DROP"] | None = None   # built-in chains only
+    # Not in the dump it was read from (``--partial``): assumed empty, and a trace that
+    # reaches it says so.
+    placeholder: bool = False
 
 
 @dataclass(frozen=True)
@@ -408,6 +428,8 @@ class Ruleset:
 
     tables: dict[Table, dict[str, Chain]]
     ipsets: dict[str, IpSet] = field(default_factory=dict)
+    # What reading a dump had to assume (absent chains, sets, tables): said to the user.
+    warnings: tuple[str, ...] = ()
 
     def chain(self, table: Table, name: str) -> Chain:
         return self.tables[table][name]

@@ -35,6 +35,11 @@ class NodeDataplane:
         if self.ipsets is None:
             object.__setattr__(self, "ipsets", IpSetIndex(self.ruleset.ipsets))
 
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What reading this node's dump had to assume (absent chains, sets, tables)."""
+        return self.ruleset.warnings
+
     def environment(self, pins: Pins) -> "NodeEnvironment":
         return NodeEnvironment(self, pins)
 

@@ -131,7 +131,7 @@ class Netfilter(Stage):
         walk.records.append(HookRecord(
             node=walk.node.name, hook=hook, table=table.value, packet=packet, iif=walk.iif,
             oif=oif, events=result.events, verdict=result.verdict, mark_before=walk.mark,
-            mark_after=view.mark))
+            mark_after=view.mark, warnings=result.warnings))
         walk.mark = view.mark
         if result.verdict in ("DROP", "REJECT"):
             reason, detail = classify_drop(result.deciding, table.value)

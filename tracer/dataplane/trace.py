@@ -28,6 +28,8 @@ class HookRecord:
     verdict: str                       # ACCEPT, DROP, REJECT
     mark_before: int
     mark_after: int
+    # What the traversal had to assume (an absent chain, an unknown ipset, an IPVS match).
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ direction (that is what makes a default deny), the rule that matched, and the pe
 
 from __future__ import annotations
 
+from tracer.diags.nodes import BUNDLE_ORIGIN
 from tracer.dataplane.packet import Packet
 from tracer.protocols import ICMP
 from tracer.dataplane.reasons import DropReason
@@ -31,17 +32,18 @@ def compose(dataplane, trace: PacketTrace, decisions: tuple[Decision, ...],
     flow = flow_of(_policy_view(trace))
     verdicts: list[DirectionDecision] = []
     for chain in chains:
-        if chain.endpoint is not None:
+        if chain.endpoint is not None and _from_manifests(cluster, chain.endpoint):
             verdicts.append(evaluate_direction(cluster, chain.endpoint, chain.direction, flow))
     staged = tuple(outcome.describe() for v in verdicts for outcome in v.staged)
     selected_by = {f"{v.direction} {v.endpoint}": v.applied_policies for v in verdicts}
     from_dumps = policies_seen_in_dumps(dataplane, trace)
     selected_by.update(from_dumps)
     drop = trace.drop
+    caveat = _traversal_caveats(trace)
     if drop is None:
-        why = _why_allowed(trace, verdicts)
+        why = _why_allowed(trace, verdicts) + caveat
         return why, "", staged, selected_by
-    why = _why_dropped(cluster, trace, drop, decisions, verdicts)
+    why = _why_dropped(cluster, trace, drop, decisions, verdicts) + caveat
     deciding_chain = decisions[0].chain if decisions else ""
     for key, names in sorted(from_dumps.items()):
         if drop.reason is DropReason.DEFAULT_DENY and key in _chain_keys(chains, deciding_chain):
@@ -49,6 +51,21 @@ def compose(dataplane, trace: PacketTrace, decisions: tuple[Decision, ...],
                     "them set the accept mark.")
     hint = fix_hint(cluster, trace, drop, verdicts, flow)
     return why, hint, staged, selected_by
+
+
+def _from_manifests(cluster, key: str) -> bool:
+    """A workload known only from a diags bundle's routes has no labels or policies to
+    evaluate: its verdict is the dump's alone."""
+    endpoint = cluster.endpoints.get(key)
+    return endpoint is not None and endpoint.pod.origin.kind != BUNDLE_ORIGIN
+
+
+def _traversal_caveats(trace: PacketTrace) -> str:
+    """What the rule walk assumed (absent chains of a partial dump, IPVS matches), since the
+    verdict rests on it."""
+    said = dict.fromkeys(warning for hop in trace.hops for stage in hop.stages
+                         if isinstance(stage, HookRecord) for warning in stage.warnings)
+    return "".join(f" Assumed: {warning}." for warning in said)
 
 
 def _chain_keys(chains: tuple[EndpointChain, ...], chain: str) -> set[str]:

@@ -68,7 +68,7 @@ def _steps(hop):
                        "mark_after": hex(event.mark_after)}
             yield {**base, "stage": "hook", "hook": stage.hook, "table": stage.table,
                    "action": stage.verdict, "mark_before": hex(stage.mark_before),
-                   "mark_after": hex(stage.mark_after)}
+                   "mark_after": hex(stage.mark_after), "assumptions": list(stage.warnings)}
         elif isinstance(stage, ConntrackRecord):
             yield {**base, "stage": "conntrack", "action": stage.ctstate, "note": stage.note}
         elif isinstance(stage, RouteRecord):

@@ -70,8 +70,10 @@ def _hook(record: HookRecord, verbosity: str) -> list[str]:
         for event in record.events:
             if event.chain not in chains:
                 chains.append(event.chain)
-        return [head, "      " + " > ".join(chains)] if chains else [head]
-    return [head] + [f"      {_event(event)}" for event in record.events]
+        lines = [head, "      " + " > ".join(chains)] if chains else [head]
+    else:
+        lines = [head] + [f"      {_event(event)}" for event in record.events]
+    return lines + [f"      ! {warning}" for warning in record.warnings]
 
 
 def _event(event: NetfilterEvent) -> str:

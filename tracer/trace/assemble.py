@@ -16,8 +16,10 @@ from ipaddress import IPv4Address, IPv4Network, ip_network
 from tracer.dataplane.interfaces import (IPIP_DEVICE, LOOPBACK_DEVICE, UNDERLAY_DEVICE,
                                          VXLAN_DEVICE, IfaceKind, Interface, InterfaceTable)
 from tracer.dataplane.ir import Ruleset
+from tracer.dataplane.iptables_save import with_gap_warnings
 from tracer.dataplane.node import NodeDataplane
 from tracer.dataplane.pipeline import Pipeline
+from tracer.dataplane.routing import RoutingTable
 from tracer.dataplane.tunnels import TunnelDirectory
 from tracer.encap.base import TunnelEndpoint
 from tracer.encap.mtu import OVERHEADS
@@ -148,9 +150,15 @@ class Dataplane:
 
 
 def build_dataplane(cluster: Cluster, *, version: str,
-                    rulesets: Mapping[str, tuple[Ruleset, str]] | None = None) -> Dataplane:
-    """``rulesets`` replaces the rendered ruleset of some nodes: node -> (ruleset, source)."""
+                    rulesets: Mapping[str, tuple[Ruleset, str]] | None = None,
+                    routing: Mapping[str, RoutingTable] | None = None,
+                    interfaces: Mapping[str, InterfaceTable] | None = None) -> Dataplane:
+    """``rulesets`` replaces the rendered ruleset of some nodes: node -> (ruleset, source);
+    ``routing`` and ``interfaces`` replace the derived routes and devices of some nodes (a
+    diags bundle's own)."""
     supplied = dict(rulesets or {})
+    given_routing = dict(routing or {})
+    given_interfaces = dict(interfaces or {})
     marks = mark_bits(version, cluster.felix)
     gateway = underlay_gateway(cluster)
 
@@ -160,13 +168,15 @@ def build_dataplane(cluster: Cluster, *, version: str,
             ruleset = render_node(cluster, name, version=version)
             if cluster.services:               # kube-proxy (iptables mode) runs beside felix
                 ruleset = with_kube_proxy(cluster, name, ruleset, version=version)
-        else:
-            ruleset = given[0]
-        routing = node_routing_table(cluster, name, wireguard_mark=marks.wireguard,
-                                     underlay_gateway=gateway)
+        table = given_routing.get(name) or node_routing_table(
+            cluster, name, wireguard_mark=marks.wireguard, underlay_gateway=gateway)
+        devices = given_interfaces.get(name) or interface_table(cluster, name)
+        if given is not None:
+            known = frozenset(i.name for i in devices.interfaces) | frozenset(
+                r.dev for r in table.routes if r.dev)
+            ruleset = with_gap_warnings(given[0], given[1], known)
         return NodeDataplane(
-            name=name, ruleset=ruleset, routing=routing,
-            interfaces=interface_table(cluster, name),
+            name=name, ruleset=ruleset, routing=table, interfaces=devices,
             underlay_ip=cluster.nodes[name].address.ip, rendered=given is None,
             source=given[1] if given else f"rendered (Calico v{version})")
 

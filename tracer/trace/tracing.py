@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from tracer.dataplane.packet import PROBE_PROTOCOLS, Packet, make_packet
 from tracer.dataplane.pipeline import Probe
 from tracer.dataplane.state import NO_PINS, Pins
+from tracer.dataplane.trace import HookRecord
 from tracer.errors import InputError, quote
 from tracer.kubeproxy.probe import is_service_ref, resolve_service
 from tracer.model.cluster import Cluster
@@ -107,6 +108,10 @@ def trace_packet(dataplane: Dataplane, request: TraceRequest, *, pins: Pins = NO
         node = dataplane.nodes[hop]
         if not node.rendered:
             assumptions.append(f"{hop}: ruleset from {node.source}")
+        assumptions.extend(f"{hop}: {warning}" for warning in node.warnings)
+    assumptions.extend(dict.fromkeys(
+        f"{hop.node}: {warning}" for hop in outcome.hops for stage in hop.stages
+        if isinstance(stage, HookRecord) for warning in stage.warnings))
     return PacketTrace(
         packet=probe.packet, src=src, dst=dst, assumptions=tuple(assumptions),
         hops=outcome.hops, verdict="dropped" if outcome.drop else "allowed",

@@ -1,0 +1,144 @@
+-P INPUT ACCEPT
+-P FORWARD DROP
+-P OUTPUT ACCEPT
+-N DOCKER
+-N DOCKER-ISOLATION-STAGE-1
+-N DOCKER-ISOLATION-STAGE-2
+-N DOCKER-USER
+-N KUBE-EXTERNAL-SERVICES
+-N KUBE-FIREWALL
+-N KUBE-FORWARD
+-N KUBE-KUBELET-CANARY
+-N KUBE-NODEPORTS
+-N KUBE-PROXY-CANARY
+-N KUBE-PROXY-FIREWALL
+-N KUBE-SERVICES
+-N cali-FORWARD
+-N cali-INPUT
+-N cali-OUTPUT
+-N cali-cidr-block
+-N cali-from-hep-forward
+-N cali-from-host-endpoint
+-N cali-from-wl-dispatch
+-N cali-fw-cali68caf03a5f4
+-N cali-fw-calia7a3e029a7b
+-N cali-pi-_q1MS9GFlo-itRgqjEtJ
+-N cali-po-_kXqB2vQ3rN0d5Yc1p8T
+-N cali-pri-kns.default
+-N cali-pri-ksa.default.default
+-N cali-pro-kns.default
+-N cali-pro-ksa.default.default
+-N cali-to-hep-forward
+-N cali-to-host-endpoint
+-N cali-to-wl-dispatch
+-N cali-tw-cali68caf03a5f4
+-N cali-tw-calia7a3e029a7b
+-N cali-wl-to-host
+-A INPUT -m comment --comment "cali:tnRwT_L7hcNJMxKC" -j cali-INPUT
+-A INPUT -m conntrack --ctstate NEW -m comment --comment "kubernetes load balancer firewall" -j KUBE-PROXY-FIREWALL
+-A INPUT -m comment --comment "kubernetes health check service ports" -j KUBE-NODEPORTS
+-A INPUT -m conntrack --ctstate NEW -m comment --comment "kubernetes externally-visible service portals" -j KUBE-EXTERNAL-SERVICES
+-A INPUT -j KUBE-FIREWALL
+-A FORWARD -m comment --comment "cali:hZrvCmo1meKpA9-o" -j cali-FORWARD
+-A FORWARD -m conntrack --ctstate NEW -m comment --comment "kubernetes load balancer firewall" -j KUBE-PROXY-FIREWALL
+-A FORWARD -m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD
+-A FORWARD -m conntrack --ctstate NEW -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+-A FORWARD -m conntrack --ctstate NEW -m comment --comment "kubernetes externally-visible service portals" -j KUBE-EXTERNAL-SERVICES
+-A FORWARD -j DOCKER-USER
+-A FORWARD -j DOCKER-ISOLATION-STAGE-1
+-A FORWARD -o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A FORWARD -o docker0 -j DOCKER
+-A FORWARD -i docker0 ! -o docker0 -j ACCEPT
+-A FORWARD -i docker0 -o docker0 -j ACCEPT
+-A FORWARD -m comment --comment "cali:gXi1NERzLjuTzgtJ" -m comment --comment "Policy explicitly accepted packet." -m mark --mark 0x10000/0x10000 -j ACCEPT
+-A FORWARD -m comment --comment "cali:cWpgeIOAIGNBuBwh" -j MARK --set-xmark 0x10000/0x10000
+-A OUTPUT -m comment --comment "cali:LEPZwf5oVPqEmn77" -j cali-OUTPUT
+-A OUTPUT -m conntrack --ctstate NEW -m comment --comment "kubernetes load balancer firewall" -j KUBE-PROXY-FIREWALL
+-A OUTPUT -m conntrack --ctstate NEW -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+-A OUTPUT -j KUBE-FIREWALL
+-A DOCKER-ISOLATION-STAGE-1 -i docker0 ! -o docker0 -j DOCKER-ISOLATION-STAGE-2
+-A DOCKER-ISOLATION-STAGE-1 -j RETURN
+-A DOCKER-ISOLATION-STAGE-2 -o docker0 -j DROP
+-A DOCKER-ISOLATION-STAGE-2 -j RETURN
+-A DOCKER-USER -j RETURN
+-A KUBE-FIREWALL ! -s 127.0.0.0/8 -d 127.0.0.0/8 -m comment --comment "block incoming localnet connections" -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP
+-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP
+-A KUBE-FORWARD -m comment --comment "kubernetes forwarding rules" -m mark --mark 0x4000/0x4000 -j ACCEPT
+-A KUBE-FORWARD -m comment --comment "kubernetes forwarding conntrack rule" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A cali-FORWARD -m comment --comment "cali:yMv3CdXIFotSkPtM" -j MARK --set-xmark 0x0/0x1a0000
+-A cali-FORWARD -m comment --comment "cali:GLlOfguwpfHcYmBv" -m mark --mark 0x0/0x10000 -j cali-from-hep-forward
+-A cali-FORWARD -i cali+ -m comment --comment "cali:WGhOvjDUFLBFE_PL" -j cali-from-wl-dispatch
+-A cali-FORWARD -o cali+ -m comment --comment "cali:I_U-ZTWWlc-Cbcxm" -j cali-to-wl-dispatch
+-A cali-FORWARD -m comment --comment "cali:fuzDf5a2REU6Nyiv" -j cali-to-hep-forward
+-A cali-FORWARD -m comment --comment "cali:5Qz_Nq61EpzbSrHM" -j cali-cidr-block
+-A cali-INPUT -p ipencap -m comment --comment "cali:atL0b1-NBJ44aZlY" -m comment --comment "Allow IPIP packets from Calico hosts" -m set --match-set cali40all-hosts-net src -m addrtype --dst-type LOCAL -j ACCEPT
+-A cali-INPUT -p ipencap -m comment --comment "cali:ixyvVeU7YswSrXd0" -m comment --comment "Drop IPIP packets from non-Calico hosts" -j DROP
+-A cali-INPUT -i cali+ -m comment --comment "cali:a7bEz_DlXIfMq5eO" -g cali-wl-to-host
+-A cali-INPUT -m comment --comment "cali:hmwt8sr2QEgU4Di9" -m mark --mark 0x10000/0x10000 -j ACCEPT
+-A cali-INPUT -m comment --comment "cali:de6f2UJyqzHt3HHb" -j MARK --set-xmark 0x0/0x1b0000
+-A cali-INPUT -m comment --comment "cali:fOay82CoZSzsleKh" -j cali-from-host-endpoint
+-A cali-INPUT -m comment --comment "cali:Rg9RaKvPbti6UT6y" -m comment --comment "Host endpoint policy accepted packet." -m mark --mark 0x10000/0x10000 -j ACCEPT
+-A cali-OUTPUT -m comment --comment "cali:ifNDpXZjnWMFy_cq" -m mark --mark 0x10000/0x10000 -j ACCEPT
+-A cali-OUTPUT -o cali+ -m comment --comment "cali:VBE5yMf1RmFw7a68" -j RETURN
+-A cali-OUTPUT -p ipencap -m comment --comment "cali:ygmeXe0I_B4Y9FEj" -m comment --comment "Allow IPIP packets to other Calico hosts" -m set --match-set cali40all-hosts-net dst -m addrtype --src-type LOCAL -j ACCEPT
+-A cali-OUTPUT -m comment --comment "cali:jWxWphneWQvyyl_R" -j MARK --set-xmark 0x0/0x1b0000
+-A cali-OUTPUT -m comment --comment "cali:XGsJbdxcAVglfwiy" -m conntrack ! --ctstate DNAT -j cali-to-host-endpoint
+-A cali-OUTPUT -m comment --comment "cali:IVkbia4HDhG3VLOf" -m comment --comment "Host endpoint policy accepted packet." -m mark --mark 0x10000/0x10000 -j ACCEPT
+-A cali-from-wl-dispatch -i cali68caf03a5f4 -m comment --comment "cali:AdB5D943kXdDEE5c" -g cali-fw-cali68caf03a5f4
+-A cali-from-wl-dispatch -i calia7a3e029a7b -m comment --comment "cali:d3Kmu-i6RgAPB12m" -g cali-fw-calia7a3e029a7b
+-A cali-from-wl-dispatch -m comment --comment "cali:m33BfkmHqmh32EyV" -m comment --comment "Unknown interface" -j DROP
+-A cali-fw-cali68caf03a5f4 -m comment --comment "cali:GD1RSJXnqBCSyseA" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A cali-fw-cali68caf03a5f4 -m comment --comment "cali:7FB5ooPhyLFtH8mU" -m conntrack --ctstate INVALID -j DROP
+-A cali-fw-cali68caf03a5f4 -m comment --comment "cali:xjUbGv47kwie4t-0" -j MARK --set-xmark 0x0/0x30000
+-A cali-fw-cali68caf03a5f4 -p udp -m comment --comment "cali:HH5-sg2exd334h5g" -m comment --comment "Drop VXLAN encapped packets originating in workloads" -m multiport --dports 4789 -j DROP
+-A cali-fw-cali68caf03a5f4 -p ipencap -m comment --comment "cali:3knj1bGB88RBneTl" -m comment --comment "Drop IPinIP encapped packets originating in workloads" -j DROP
+-A cali-fw-cali68caf03a5f4 -m comment --comment "cali:KY9gAunnqeqzxL-d" -j cali-pro-kns.default
+-A cali-fw-cali68caf03a5f4 -m comment --comment "cali:oZARGpUyroU2gRiI" -m comment --comment "Return if profile accepted" -m mark --mark 0x10000/0x10000 -j RETURN
+-A cali-fw-cali68caf03a5f4 -m comment --comment "cali:lE1-2hsuZPJlVMaV" -j cali-pro-ksa.default.default
+-A cali-fw-cali68caf03a5f4 -m comment --comment "cali:Ky7VXjPjSGLZS-tE" -m comment --comment "Return if profile accepted" -m mark --mark 0x10000/0x10000 -j RETURN
+-A cali-fw-cali68caf03a5f4 -m comment --comment "cali:lQJKt1KW9JSNrUEp" -m comment --comment "Drop if no profiles matched" -j DROP
+-A cali-fw-calia7a3e029a7b -m comment --comment "cali:PiOOn1Kg4oW2BUaz" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A cali-fw-calia7a3e029a7b -m comment --comment "cali:WzOC5CbUgnGEqXXu" -m conntrack --ctstate INVALID -j DROP
+-A cali-fw-calia7a3e029a7b -m comment --comment "cali:bxkUGNbQsrZz-NWg" -j MARK --set-xmark 0x0/0x30000
+-A cali-fw-calia7a3e029a7b -p udp -m comment --comment "cali:yIosmJXgJJCaHoL8" -m comment --comment "Drop VXLAN encapped packets originating in workloads" -m multiport --dports 4789 -j DROP
+-A cali-fw-calia7a3e029a7b -p ipencap -m comment --comment "cali:l42MQAnKILO_uuD0" -m comment --comment "Drop IPinIP encapped packets originating in workloads" -j DROP
+-A cali-fw-calia7a3e029a7b -m comment --comment "cali:OH3srmHqtRbonLpf" -m comment --comment "Start of tier default" -j MARK --set-xmark 0x0/0x20000
+-A cali-fw-calia7a3e029a7b -m comment --comment "cali:fhC2BJgXh9JsnpTf" -m mark --mark 0x0/0x20000 -j cali-po-_kXqB2vQ3rN0d5Yc1p8T
+-A cali-fw-calia7a3e029a7b -m comment --comment "cali:pFRCMTWARUB05MlM" -m comment --comment "Return if policy accepted" -m mark --mark 0x10000/0x10000 -j RETURN
+-A cali-fw-calia7a3e029a7b -m comment --comment "cali:pDEGZEAH3I_8qc1V" -m comment --comment "End of tier default. Drop if no policies passed packet" -m mark --mark 0x0/0x20000 -j DROP
+-A cali-fw-calia7a3e029a7b -m comment --comment "cali:c4rcvWQL-tFPY5V9" -j cali-pro-kns.default
+-A cali-fw-calia7a3e029a7b -m comment --comment "cali:kP-ZxSV3YM4jUBXH" -m comment --comment "Return if profile accepted" -m mark --mark 0x10000/0x10000 -j RETURN
+-A cali-fw-calia7a3e029a7b -m comment --comment "cali:kLnu1Boc-_VDC3XE" -j cali-pro-ksa.default.default
+-A cali-fw-calia7a3e029a7b -m comment --comment "cali:NQAfoAKYOt_lpTV6" -m comment --comment "Return if profile accepted" -m mark --mark 0x10000/0x10000 -j RETURN
+-A cali-fw-calia7a3e029a7b -m comment --comment "cali:E0JrdvtypcbI-ZkM" -m comment --comment "Drop if no profiles matched" -j DROP
+-A cali-pi-_q1MS9GFlo-itRgqjEtJ -m comment --comment "cali:oMzp927coaTLYTkE" -m comment --comment "KubernetesNetworkPolicy default/default-deny-ingress ingress"
+-A cali-po-_kXqB2vQ3rN0d5Yc1p8T -p tcp -m comment --comment "cali:D4ND6G4P81Uc5BJK" -m comment --comment "NetworkPolicy default/client-egress egress" -m set --match-set cali40s:Wq3cXb9dVt0LmZs8Ey2fH1k dst -m multiport --dports 80 -j MARK --set-xmark 0x10000/0x10000
+-A cali-pri-kns.default -m comment --comment "cali:PMOfcykywPaIFTr1" -m comment --comment "Profile kns.default ingress" -j MARK --set-xmark 0x10000/0x10000
+-A cali-pri-ksa.default.default -m comment --comment "cali:wSs2e76GngfvPJeV" -m comment --comment "Profile ksa.default.default ingress"
+-A cali-pro-kns.default -m comment --comment "cali:_5N_qQIn4pf9yIVr" -m comment --comment "Profile kns.default egress" -j MARK --set-xmark 0x10000/0x10000
+-A cali-pro-ksa.default.default -m comment --comment "cali:YZncMZigV2Vy2yev" -m comment --comment "Profile ksa.default.default egress"
+-A cali-to-wl-dispatch -o cali68caf03a5f4 -m comment --comment "cali:UMTiy_XkUwvb03gL" -g cali-tw-cali68caf03a5f4
+-A cali-to-wl-dispatch -o calia7a3e029a7b -m comment --comment "cali:tIAeSKF3cWXTozwq" -g cali-tw-calia7a3e029a7b
+-A cali-to-wl-dispatch -m comment --comment "cali:0ra9z8BX6bytDh9M" -m comment --comment "Unknown interface" -j DROP
+-A cali-tw-cali68caf03a5f4 -m comment --comment "cali:OGGugsBBRUKi6LXH" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A cali-tw-cali68caf03a5f4 -m comment --comment "cali:Y6mQmQJUus2EUSbv" -m conntrack --ctstate INVALID -j DROP
+-A cali-tw-cali68caf03a5f4 -m comment --comment "cali:aqT89Y0QO-PNmf7p" -j MARK --set-xmark 0x0/0x30000
+-A cali-tw-cali68caf03a5f4 -m comment --comment "cali:chM_LIXtYTqehsMD" -m comment --comment "Start of tier default" -j MARK --set-xmark 0x0/0x20000
+-A cali-tw-cali68caf03a5f4 -m comment --comment "cali:b8pNPzd6YplpNKnZ" -m mark --mark 0x0/0x20000 -j cali-pi-_q1MS9GFlo-itRgqjEtJ
+-A cali-tw-cali68caf03a5f4 -m comment --comment "cali:IX7thnpjLQBNgwcj" -m comment --comment "Return if policy accepted" -m mark --mark 0x10000/0x10000 -j RETURN
+-A cali-tw-cali68caf03a5f4 -m comment --comment "cali:PZYOk_2xuQ4hRUAO" -m comment --comment "End of tier default. Drop if no policies passed packet" -m mark --mark 0x0/0x20000 -j DROP
+-A cali-tw-cali68caf03a5f4 -m comment --comment "cali:HkuMfcDymDoLJzJG" -j cali-pri-kns.default
+-A cali-tw-cali68caf03a5f4 -m comment --comment "cali:cD3KSK4GfsCvR4Rq" -m comment --comment "Return if profile accepted" -m mark --mark 0x10000/0x10000 -j RETURN
+-A cali-tw-cali68caf03a5f4 -m comment --comment "cali:nF6jzukYP19D7uEJ" -j cali-pri-ksa.default.default
+-A cali-tw-cali68caf03a5f4 -m comment --comment "cali:rwn9vIhcf8ght_NK" -m comment --comment "Return if profile accepted" -m mark --mark 0x10000/0x10000 -j RETURN
+-A cali-tw-cali68caf03a5f4 -m comment --comment "cali:_MtJzVe3HTlOdGcF" -m comment --comment "Drop if no profiles matched" -j DROP
+-A cali-tw-calia7a3e029a7b -m comment --comment "cali:wz0PI4DXlosKV24a" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A cali-tw-calia7a3e029a7b -m comment --comment "cali:50cL3-sPH_-fgLhZ" -m conntrack --ctstate INVALID -j DROP
+-A cali-tw-calia7a3e029a7b -m comment --comment "cali:6Hwd_CyxYeOaZCz5" -j MARK --set-xmark 0x0/0x30000
+-A cali-tw-calia7a3e029a7b -m comment --comment "cali:IPQ0HTz1ccfxX9mt" -j cali-pri-kns.default
+-A cali-tw-calia7a3e029a7b -m comment --comment "cali:Hp_ObUqAFoXnOdJ1" -m comment --comment "Return if profile accepted" -m mark --mark 0x10000/0x10000 -j RETURN
+-A cali-tw-calia7a3e029a7b -m comment --comment "cali:kz9QFiX1bvx89BQO" -j cali-pri-ksa.default.default
+-A cali-tw-calia7a3e029a7b -m comment --comment "cali:mYK8gnUFbCLuNXd7" -m comment --comment "Return if profile accepted" -m mark --mark 0x10000/0x10000 -j RETURN
+-A cali-tw-calia7a3e029a7b -m comment --comment "cali:5HR1lXBD5O6RyRlf" -m comment --comment "Drop if no profiles matched" -j DROP
+-A cali-wl-to-host -m comment --comment "cali:ivHNHFhc9PRUVaJh" -j cali-from-wl-dispatch
+-A cali-wl-to-host -m comment --comment "cali:jQcV-EpgkMFtMSPh" -m comment --comment "Configured DefaultEndpointToHostAction" -j ACCEPT

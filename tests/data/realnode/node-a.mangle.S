@@ -1,0 +1,22 @@
+-P PREROUTING ACCEPT
+-P INPUT ACCEPT
+-P FORWARD ACCEPT
+-P OUTPUT ACCEPT
+-P POSTROUTING ACCEPT
+-N KUBE-IPTABLES-HINT
+-N KUBE-KUBELET-CANARY
+-N KUBE-PROXY-CANARY
+-N cali-POSTROUTING
+-N cali-PREROUTING
+-N cali-from-host-endpoint
+-N cali-to-host-endpoint
+-A PREROUTING -m comment --comment "cali:fXbenoXjfi00_iNH" -j cali-PREROUTING
+-A POSTROUTING -m comment --comment "cali:bubNkGlMYJoHDAHg" -j cali-POSTROUTING
+-A cali-POSTROUTING -m comment --comment "cali:S239y4En1rD0nh0Z" -m mark --mark 0x10000/0x10000 -j RETURN
+-A cali-POSTROUTING -m comment --comment "cali:XlgPIS-kDm9KsRIh" -j MARK --set-xmark 0x0/0x1b0000
+-A cali-POSTROUTING -m comment --comment "cali:qoGsCB9SM4R2mtmZ" -m conntrack --ctstate DNAT -j cali-to-host-endpoint
+-A cali-POSTROUTING -m comment --comment "cali:jql1jCNOJD0ihcnr" -m comment --comment "Host endpoint policy accepted packet." -m mark --mark 0x10000/0x10000 -j RETURN
+-A cali-PREROUTING -m comment --comment "cali:024EV30x8WFI2BYl" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A cali-PREROUTING -m comment --comment "cali:dx3SZd-g2FMRpy1Y" -m mark --mark 0x10000/0x10000 -j ACCEPT
+-A cali-PREROUTING -m comment --comment "cali:FIrXdjuyviKlOSIR" -j cali-from-host-endpoint
+-A cali-PREROUTING -m comment --comment "cali:8kRIiUDc-J4Qo8Pr" -m comment --comment "Host endpoint policy accepted packet." -m mark --mark 0x10000/0x10000 -j ACCEPT

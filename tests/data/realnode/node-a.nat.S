@@ -1,0 +1,57 @@
+# Warning: iptables-legacy tables present, use iptables-legacy to see them
+-P PREROUTING ACCEPT
+-P INPUT ACCEPT
+-P OUTPUT ACCEPT
+-P POSTROUTING ACCEPT
+-N DOCKER
+-N KUBE-KUBELET-CANARY
+-N KUBE-MARK-MASQ
+-N KUBE-NODEPORTS
+-N KUBE-POSTROUTING
+-N KUBE-PROXY-CANARY
+-N KUBE-SEP-4GUFB5R3LQ4XQBX2
+-N KUBE-SEP-7ZLE2SPQ5TEOE3CU
+-N KUBE-SEP-IT2ZTR26TO4XFPTO
+-N KUBE-SERVICES
+-N KUBE-SVC-LOLE4ISW44XBNF3G
+-N KUBE-SVC-NPX46M4PTMTKRN6Y
+-N cali-OUTPUT
+-N cali-POSTROUTING
+-N cali-PREROUTING
+-N cali-fip-dnat
+-N cali-fip-snat
+-N cali-nat-outgoing
+-A PREROUTING -m comment --comment "cali:ryHCYilVV2Vg88Bf" -j cali-PREROUTING
+-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER
+-A OUTPUT -m comment --comment "cali:IOqHBklswqwRQxhc" -j cali-OUTPUT
+-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+-A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER
+-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING
+-A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE
+-A POSTROUTING -m comment --comment "cali:z4Urqh54AzetYZy-" -j cali-POSTROUTING
+-A DOCKER -i docker0 -j RETURN
+-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000
+-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN
+-A KUBE-POSTROUTING -j MARK --set-xmark 0x4000/0x0
+-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE --random-fully
+-A KUBE-SEP-4GUFB5R3LQ4XQBX2 -s 192.168.1.20/32 -m comment --comment "default/web:http" -j KUBE-MARK-MASQ
+-A KUBE-SEP-4GUFB5R3LQ4XQBX2 -p tcp -m comment --comment "default/web:http" -m tcp -j DNAT --to-destination 192.168.1.20:80
+-A KUBE-SEP-7ZLE2SPQ5TEOE3CU -s 192.168.2.30/32 -m comment --comment "default/web:http" -j KUBE-MARK-MASQ
+-A KUBE-SEP-7ZLE2SPQ5TEOE3CU -p tcp -m comment --comment "default/web:http" -m tcp -j DNAT --to-destination 192.168.2.30:80
+-A KUBE-SEP-IT2ZTR26TO4XFPTO -s 10.0.0.10/32 -m comment --comment "default/kubernetes:https" -j KUBE-MARK-MASQ
+-A KUBE-SEP-IT2ZTR26TO4XFPTO -p tcp -m comment --comment "default/kubernetes:https" -m tcp -j DNAT --to-destination 10.0.0.10:6443
+-A KUBE-SERVICES -d 10.96.0.1/32 -p tcp -m comment --comment "default/kubernetes:https cluster IP" -m tcp --dport 443 -j KUBE-SVC-NPX46M4PTMTKRN6Y
+-A KUBE-SERVICES -d 10.96.12.34/32 -p tcp -m comment --comment "default/web:http cluster IP" -m tcp --dport 80 -j KUBE-SVC-LOLE4ISW44XBNF3G
+-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS
+-A KUBE-SVC-LOLE4ISW44XBNF3G ! -s 192.168.0.0/16 -d 10.96.12.34/32 -p tcp -m comment --comment "default/web:http cluster IP" -m tcp --dport 80 -j KUBE-MARK-MASQ
+-A KUBE-SVC-LOLE4ISW44XBNF3G -m comment --comment "default/web:http -> 192.168.1.20:80" -m statistic --mode random --probability 0.50000000000 -j KUBE-SEP-4GUFB5R3LQ4XQBX2
+-A KUBE-SVC-LOLE4ISW44XBNF3G -m comment --comment "default/web:http -> 192.168.2.30:80" -j KUBE-SEP-7ZLE2SPQ5TEOE3CU
+-A KUBE-SVC-NPX46M4PTMTKRN6Y ! -s 192.168.0.0/16 -d 10.96.0.1/32 -p tcp -m comment --comment "default/kubernetes:https cluster IP" -m tcp --dport 443 -j KUBE-MARK-MASQ
+-A KUBE-SVC-NPX46M4PTMTKRN6Y -m comment --comment "default/kubernetes:https -> 10.0.0.10:6443" -j KUBE-SEP-IT2ZTR26TO4XFPTO
+-A cali-OUTPUT -m comment --comment "cali:uKP8uQtC7UGsCNAQ" -j cali-fip-dnat
+-A cali-POSTROUTING -m comment --comment "cali:IQXeLQJ2Pxy3RhO8" -j cali-fip-snat
+-A cali-POSTROUTING -m comment --comment "cali:Cq1yhFISi5wE-T66" -j cali-nat-outgoing
+-A cali-POSTROUTING -o tunl0 -m comment --comment "cali:UuavxzrWioNAvN_G" -m addrtype ! --src-type LOCAL --limit-iface-out -m addrtype --src-type LOCAL -j MASQUERADE
+-A cali-PREROUTING -m comment --comment "cali:reaye7AB40F28Dic" -j cali-fip-dnat
+-A cali-nat-outgoing -m comment --comment "cali:V9363k9k2IBkTqEc" -m set --match-set cali40masq-ipam-pools src -m set ! --match-set cali40all-ipam-pools dst -j MASQUERADE --random-fully

@@ -1,0 +1,18 @@
+-P PREROUTING ACCEPT
+-P OUTPUT ACCEPT
+-N cali-OUTPUT
+-N cali-PREROUTING
+-N cali-from-host-endpoint
+-N cali-rpf-skip
+-N cali-to-host-endpoint
+-A PREROUTING -m comment --comment "cali:z9fGTbJr-blEc4EA" -j cali-PREROUTING
+-A OUTPUT -m comment --comment "cali:2ecr67gPSYeUoySN" -j cali-OUTPUT
+-A cali-OUTPUT -m comment --comment "cali:quN1pbfkJvgvC0uM" -j MARK --set-xmark 0x0/0x1b0000
+-A cali-OUTPUT -m comment --comment "cali:_QiPieVCXnOvY7nn" -j cali-to-host-endpoint
+-A cali-OUTPUT -m comment --comment "cali:F8xhjx-bcyIKz_xz" -m mark --mark 0x10000/0x10000 -j ACCEPT
+-A cali-PREROUTING -m comment --comment "cali:W96nLg0YaF6UN50-" -j MARK --set-xmark 0x0/0x1b0000
+-A cali-PREROUTING -i cali+ -m comment --comment "cali:wHG4e-Leeo2CHrfj" -j MARK --set-xmark 0x80000/0x80000
+-A cali-PREROUTING -m comment --comment "cali:7H-NWFWPEIqFZq2Q" -m mark --mark 0x80000/0x80000 -j cali-rpf-skip
+-A cali-PREROUTING -m comment --comment "cali:2tneQKuMBK_5GvnA" -m mark --mark 0x80000/0x80000 -m rpfilter --validmark --invert -j DROP
+-A cali-PREROUTING -m comment --comment "cali:lEMGH7QqIiqGqfkJ" -m mark --mark 0x0/0x80000 -j cali-from-host-endpoint
+-A cali-PREROUTING -m comment --comment "cali:qxl7omlVWkizDtHB" -m mark --mark 0x10000/0x10000 -j ACCEPT
