@@ -17,7 +17,6 @@ from tracer.model.loader import load_cluster
 from tracer.policy.felix.versions import resolve_version
 from tracer.render.forks import render_forks
 from tracer.render.trace_json import render_json
-from tracer.render.trace_pcap import write_trace_pcap
 from tracer.render.trace_text import VERBOSITIES, render_text
 from tracer.trace.assemble import build_dataplane
 from tracer.trace.forks import trace_forks
@@ -81,16 +80,22 @@ def packet(paths, source, destination, endpoint, protocol, port, sport, state, s
                  for fork in trace_forks(dataplane, request, endpoint)]
         text = render_forks(forks, output, verbosity)
         if pcap_path:
-            write_trace_pcap(pcap_path, forks[0].trace)
+            _write_pcap(pcap_path, forks[0].trace)
     elif endpoint is not None:
         raise InputError("--endpoint needs --to svc/NAMESPACE/NAME", obj="--endpoint")
     else:
         trace = explain(dataplane, trace_packet(dataplane, request))
         text = render_json(trace) if output == "json" else render_text(trace, verbosity)
         if pcap_path:
-            write_trace_pcap(pcap_path, trace)
+            _write_pcap(pcap_path, trace)
     click.echo(text, nl=False)
     sys.stdout.flush()
+
+
+def _write_pcap(path: str, trace) -> None:
+    # Imported here: the capture writer's modules take longer to import than a small trace.
+    from tracer.render.trace_pcap import write_trace_pcap
+    write_trace_pcap(path, trace)
 
 
 def _split(spec: str, default_node: str) -> tuple[str, str]:

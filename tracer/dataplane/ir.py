@@ -11,6 +11,8 @@ that is what the array compiler wants, and ``ipaddress`` helpers convert at the 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from dataclasses import dataclass, field
 from enum import Enum
 from ipaddress import IPv4Network, ip_network
@@ -407,7 +409,7 @@ class Ruleset:
     """One node's netfilter state: tables of chains, plus its ipsets."""
 
     tables: dict[Table, dict[str, Chain]]
-    ipsets: dict[str, IpSet] = field(default_factory=dict)
+    ipsets: Mapping[str, IpSet] = field(default_factory=dict)   # may build sets lazily
 
     def chain(self, table: Table, name: str) -> Chain:
         return self.tables[table][name]

@@ -48,7 +48,7 @@ def merge_kube_proxy(felix: Ruleset, kube: dict[Table, dict[str, Chain]], *,
             tail = appended.get((table, name), 0)
             rules = _place(ours.rules, chain.rules, tail, insert_mode)
             merged[name] = Chain(name, rules, ours.policy or "ACCEPT")
-    return Ruleset(tables=_builtins_first(tables), ipsets=dict(felix.ipsets))
+    return Ruleset(tables=_builtins_first(tables), ipsets=felix.ipsets)
 
 
 def _place(felix_rules: tuple[Rule, ...], kube_rules: tuple[Rule, ...], tail: int,

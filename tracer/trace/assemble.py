@@ -8,14 +8,14 @@ two nodes of a hundred-node cluster renders two nodes.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, ip_network
 
 from tracer.dataplane.interfaces import (IPIP_DEVICE, LOOPBACK_DEVICE, UNDERLAY_DEVICE,
                                          VXLAN_DEVICE, IfaceKind, Interface, InterfaceTable)
 from tracer.dataplane.ir import Ruleset
+from tracer.dataplane.lazy import LazyMapping
 from tracer.dataplane.node import NodeDataplane
 from tracer.dataplane.pipeline import Pipeline
 from tracer.dataplane.tunnels import TunnelDirectory
@@ -24,7 +24,7 @@ from tracer.encap.mtu import OVERHEADS
 from tracer.encap.vxlan import vtep_mac
 from tracer.kubeproxy.merge import with_kube_proxy
 from tracer.model.cluster import Cluster
-from tracer.policy.felix import mark_bits, render_node
+from tracer.policy.felix import ClusterFacts, mark_bits, render_node
 from tracer.trace.routes import block_owners, node_routing_table, underlay_gateway
 
 
@@ -102,41 +102,13 @@ def tunnel_directory(cluster: Cluster) -> TunnelDirectory:
         wireguard_mtu=mtus(cluster).wireguard)
 
 
-class LazyNodes(Mapping[str, NodeDataplane]):
-    """Node name -> dataplane, each built by ``build`` the first time it is asked for.
-
-    A built node never changes, so sharing this mapping between threads is safe; the lock only
-    keeps two threads from building the same node twice.
-    """
-
-    def __init__(self, names: tuple[str, ...], build: Callable[[str], NodeDataplane]):
-        self._names = names
-        self._build = build
-        self._built: dict[str, NodeDataplane] = {}
-        self._lock = threading.Lock()
-
-    def __getitem__(self, name: str) -> NodeDataplane:
-        node = self._built.get(name)
-        if node is not None:
-            return node
-        if name not in self._names:
-            raise KeyError(name)
-        with self._lock:
-            node = self._built.get(name)
-            if node is None:
-                node = self._built[name] = self._build(name)
-        return node
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._names)
-
-    def __len__(self) -> int:
-        return len(self._names)
+class LazyNodes(LazyMapping[str, NodeDataplane]):
+    """Node name -> dataplane, each built the first time a packet reaches it."""
 
     @property
     def built(self) -> tuple[str, ...]:
         """The nodes built so far (what a run has reached)."""
-        return tuple(sorted(self._built))
+        return tuple(sorted(super().built))
 
 
 @dataclass(frozen=True)
@@ -152,12 +124,13 @@ def build_dataplane(cluster: Cluster, *, version: str,
     """``rulesets`` replaces the rendered ruleset of some nodes: node -> (ruleset, source)."""
     supplied = dict(rulesets or {})
     marks = mark_bits(version, cluster.felix)
+    facts = ClusterFacts(cluster)           # label indexes, shared by every node rendered
     gateway = underlay_gateway(cluster)
 
     def build(name: str) -> NodeDataplane:
         given = supplied.get(name)
         if given is None:
-            ruleset = render_node(cluster, name, version=version)
+            ruleset = render_node(cluster, name, version=version, facts=facts)
             if cluster.services:               # kube-proxy (iptables mode) runs beside felix
                 ruleset = with_kube_proxy(cluster, name, ruleset, version=version)
         else:

@@ -9,11 +9,13 @@ managers need.
 from __future__ import annotations
 
 from tracer.dataplane import ir
+from tracer.dataplane.lazy import LazyMapping
 from tracer.dataplane.ir import BUILTIN_CHAINS, Chain, IpSet, Rule, Ruleset, SetMatch, Table
 from tracer.model.cluster import Cluster, Policy, Profile
 from tracer.policy.felix import static
 from tracer.policy.felix.builder import FChain, FRule
 from tracer.policy.felix.context import Ctx, make_ctx
+from tracer.policy.felix.facts import ClusterFacts
 from tracer.policy.felix.dispatch import workload_dispatch_chains
 from tracer.policy.felix.endpoints import (TierGroups, group_chains, normal_policy, tiers_for,
                                            workload_chains)
@@ -34,9 +36,13 @@ def local_endpoints(cluster: Cluster, node: str):
     return sorted(eps, key=lambda ep: ep.interface)
 
 
-def render_node(cluster: Cluster, node: str, *, version: str | None = None) -> Ruleset:
-    """Render ``node``'s raw/mangle/nat/filter tables and ipsets for a Calico release."""
-    ctx = make_ctx(cluster, node, version)
+def render_node(cluster: Cluster, node: str, *, version: str | None = None,
+                facts: ClusterFacts | None = None) -> Ruleset:
+    """Render ``node``'s raw/mangle/nat/filter tables and ipsets for a Calico release.
+
+    ``facts``: the cluster's label indexes, built once and shared when rendering several nodes
+    of one cluster. The selector ipsets' members are computed when a set is first read."""
+    ctx = make_ctx(cluster, node, version, facts)
     candidates: dict[Table, list[FChain]] = {
         Table.RAW: static.raw_chains(ctx) + [static.rpf_skip_chain()],
         Table.MANGLE: static.mangle_chains(ctx),
@@ -72,9 +78,7 @@ def render_node(cluster: Cluster, node: str, *, version: str | None = None) -> R
 
     tables = {table: _program_table(table, candidates[table], static.kernel_hooks(ctx)[table],
                                     ctx) for table in Table}
-    ruleset = Ruleset(tables=tables)
-    ruleset.ipsets.update(_ipsets(ctx, ruleset, policies, profiles))
-    return ruleset
+    return Ruleset(tables=tables, ipsets=_ipsets(ctx, tables, policies, profiles))
 
 
 def _unique_policies(policies: list[Policy]) -> list[Policy]:
@@ -153,9 +157,9 @@ def _ir_rules(hash_chain: str, rules: tuple[FRule, ...] | list[FRule]) -> tuple[
 # ---------------------------------------------------------------------------- ipsets
 
 
-def _ipsets(ctx: Ctx, ruleset: Ruleset, policies: list[Policy],
-            profiles: set[str]) -> dict[str, IpSet]:
-    used = {m.set_name for chains in ruleset.tables.values() for chain in chains.values()
+def _ipsets(ctx: Ctx, tables: dict[Table, dict[str, Chain]], policies: list[Policy],
+            profiles: set[str]) -> LazyMapping[str, IpSet]:
+    used = {m.set_name for chains in tables.values() for chain in chains.values()
             for rule in chain.rules for m in rule.matches if isinstance(m, SetMatch)}
     specs = {}
     owners = list(policies) + [_profile(ctx.cluster, p) for p in sorted(profiles)]
@@ -165,11 +169,12 @@ def _ipsets(ctx: Ctx, ruleset: Ruleset, policies: list[Policy],
         for direction in ("ingress", "egress"):
             for spec in referenced_sets(ctx, owner, direction):
                 specs.setdefault(ctx.set_name(spec.set_id), spec)
-    result = {s.name: s for s in fixed_sets(ctx)}
-    for name in sorted(specs):
-        if name in used:
-            result[name] = selector_set(ctx, name, specs[name])
-    missing = used - set(result)
+    fixed = {s.name: s for s in fixed_sets(ctx)}
+    selectors = sorted(name for name in specs if name in used and name not in fixed)
+    missing = used - set(fixed) - set(selectors)
     if missing:
         raise AssertionError(f"felix renderer bug: ipsets referenced but not rendered: {missing}")
-    return result
+
+    def build(name: str) -> IpSet:
+        return fixed.get(name) or selector_set(ctx, name, specs[name])
+    return LazyMapping([*fixed, *selectors], build)
