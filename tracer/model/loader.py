@@ -438,6 +438,7 @@ class _Builder:
         allocator = BlockAllocator(list(self.cluster.ippools.values()), self._pool_selects)
         self._reserve(allocator, pods)
         self._tunnel_addresses(allocator)
+        owners: dict = {}                       # pod IP -> key of the pod holding it
         for pod, explicit in pods:
             if not explicit and not pod.host_network:
                 try:
@@ -446,13 +447,15 @@ class _Builder:
                     raise InputError(str(err), file=pod.origin.file,
                                      obj=pod.origin.describe()) from None
                 pod = replace(pod, ip=ip)
-            self._add_pod(pod)
+            self._add_pod(pod, owners)
 
-    def _add_pod(self, pod: Pod) -> None:
-        for other in self.cluster.pods.values():
-            if other.ip == pod.ip and not (other.host_network or pod.host_network):
-                raise InputError(f"pod IP {pod.ip} is already used by pod {other.key}",
+    def _add_pod(self, pod: Pod, owners: dict) -> None:
+        if not pod.host_network:
+            other = owners.get(pod.ip)
+            if other is not None:
+                raise InputError(f"pod IP {pod.ip} is already used by pod {other}",
                                  file=pod.origin.file, obj=pod.origin.describe())
+            owners[pod.ip] = pod.key
         self.cluster.pods[pod.key] = pod
 
     def _reserve(self, allocator: BlockAllocator, pods: list[tuple[Pod, bool]]) -> None:

@@ -108,17 +108,23 @@ class SelectorIndex(Generic[S]):
         self._by_value: dict[tuple[str, str], list[int]] = {}
         self._by_key: dict[str, list[int]] = {}
         self._always: list[int] = []
-        for position, (_, selector) in enumerate(self._entries):
-            reqs = requirements(selector.root)
-            # File under a value requirement when there is one: has() buckets are broad.
-            chosen = next((r for r in reqs if r[1] is not None), reqs[0] if reqs else None)
-            if chosen is None:
+        reqs = [requirements(selector.root) for _, selector in self._entries]
+        # File each selector under its rarest requirement (``orchestrator == "k8s"`` is
+        # shared by every Kubernetes policy, ``app == "x"`` by a few): a query then checks few.
+        seen: dict[Requirement, int] = {}
+        for found in reqs:
+            for req in found:
+                seen[req] = seen.get(req, 0) + 1
+        for position, found in enumerate(reqs):
+            if not found:
                 self._always.append(position)
-            elif chosen[1] is None:
-                self._by_key.setdefault(chosen[0], []).append(position)
+                continue
+            key, values = min(found, key=lambda r: (r[1] is None, seen[r] * len(r[1] or "x")))
+            if values is None:
+                self._by_key.setdefault(key, []).append(position)
             else:
-                for value in chosen[1]:
-                    self._by_value.setdefault((chosen[0], value), []).append(position)
+                for value in values:
+                    self._by_value.setdefault((key, value), []).append(position)
 
     def __len__(self) -> int:
         return len(self._entries)

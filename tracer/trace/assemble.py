@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network, ip_network
+from ipaddress import IPv4Address, IPv4Network
 
 from tracer.dataplane.interfaces import (IPIP_DEVICE, LOOPBACK_DEVICE, UNDERLAY_DEVICE,
                                          VXLAN_DEVICE, IfaceKind, Interface, InterfaceTable)
@@ -25,7 +25,8 @@ from tracer.encap.vxlan import vtep_mac
 from tracer.kubeproxy.merge import with_kube_proxy
 from tracer.model.cluster import Cluster
 from tracer.policy.felix import ClusterFacts, mark_bits, render_node
-from tracer.trace.routes import block_owners, node_routing_table, underlay_gateway
+from tracer.trace.routes import (ClusterRoutes, cluster_routes, node_routing_table,
+                                 underlay_gateway)
 
 
 @dataclass(frozen=True)
@@ -87,15 +88,16 @@ def interface_table(cluster: Cluster, node_name: str) -> InterfaceTable:
     return InterfaceTable(tuple(devices), felix.interface_prefixes)
 
 
-def tunnel_directory(cluster: Cluster) -> TunnelDirectory:
+def tunnel_directory(cluster: Cluster, routes: ClusterRoutes | None = None) -> TunnelDirectory:
     """What felix programs about the other nodes: VTEPs, IPIP peers, WireGuard peers."""
     felix = cluster.felix
     endpoints = {
         n.name: TunnelEndpoint(n.name, n.address.ip, vtep_ip=n.vxlan_tunnel_address,
                                vtep_mac=n.vxlan_tunnel_mac or vtep_mac(n.name))
         for n in cluster.nodes.values()}
-    owners: list[tuple[IPv4Network, str]] = list(block_owners(cluster).items())
-    owners += [(ip_network(f"{ep.pod.ip}/32"), ep.pod.node) for ep in cluster.endpoints.values()]
+    routes = routes or cluster_routes(cluster)
+    owners: list[tuple[IPv4Network, str]] = list(routes.owners.items())
+    owners += [(IPv4Network((ep.pod.ip, 32)), ep.pod.node) for ep in cluster.endpoints.values()]
     return TunnelDirectory(
         endpoints=endpoints, wireguard_owners=tuple(owners), vxlan_vni=felix.vxlan_vni,
         vxlan_port=felix.vxlan_port, wireguard_port=felix.wireguard_listening_port,
@@ -125,6 +127,7 @@ def build_dataplane(cluster: Cluster, *, version: str,
     supplied = dict(rulesets or {})
     marks = mark_bits(version, cluster.felix)
     facts = ClusterFacts(cluster)           # label indexes, shared by every node rendered
+    routes = cluster_routes(cluster)        # block owners, shared by every routing table
     gateway = underlay_gateway(cluster)
 
     def build(name: str) -> NodeDataplane:
@@ -136,7 +139,7 @@ def build_dataplane(cluster: Cluster, *, version: str,
         else:
             ruleset = given[0]
         routing = node_routing_table(cluster, name, wireguard_mark=marks.wireguard,
-                                     underlay_gateway=gateway)
+                                     underlay_gateway=gateway, shared=routes)
         return NodeDataplane(
             name=name, ruleset=ruleset, routing=routing,
             interfaces=interface_table(cluster, name),
@@ -145,5 +148,5 @@ def build_dataplane(cluster: Cluster, *, version: str,
 
     nodes = LazyNodes(tuple(sorted(cluster.nodes)), build)
     underlay = {n.address.ip: n.name for n in cluster.nodes.values()}
-    pipeline = Pipeline(nodes, underlay=underlay, tunnels=tunnel_directory(cluster))
+    pipeline = Pipeline(nodes, underlay=underlay, tunnels=tunnel_directory(cluster, routes))
     return Dataplane(cluster=cluster, version=version, nodes=nodes, pipeline=pipeline)
