@@ -7,13 +7,13 @@ from pathlib import Path
 
 import click
 
-from tracer.commands.options import manifest_option
+from tracer.commands.options import cache_options, load_for_command, manifest_option
+from tracer.commands.stages import StageClock
 from tracer.dataplane.ipsets import parse_ipsets
 from tracer.dataplane.iptables_save import parse_ruleset
 from tracer.errors import InputError
 from tracer.explain import explain
 from tracer.kubeproxy.probe import is_service_ref
-from tracer.model.loader import load_cluster
 from tracer.policy.felix.versions import resolve_version
 from tracer.render.forks import render_forks
 from tracer.render.trace_json import render_json
@@ -25,6 +25,7 @@ from tracer.trace.tracing import TraceRequest, build_probe, trace_packet
 
 @click.command()
 @manifest_option
+@cache_options
 @click.option("--from", "source", required=True, help="NAMESPACE/POD or an IPv4 address.")
 @click.option("--to", "destination", required=True,
               help="NAMESPACE/POD, an IPv4 address, or svc/NAMESPACE/NAME[:PORT].")
@@ -58,11 +59,14 @@ from tracer.trace.tracing import TraceRequest, build_probe, trace_packet
 @click.option("--write-pcap", "pcap_path", type=click.Path(dir_okay=False, writable=True),
               help="Write the packet at each point of its path (source, underlay with its "
                    "framing, destination) to this pcap file.")
-def packet(paths, source, destination, endpoint, protocol, port, sport, state, size, icmp_type,
-           icmp_code, reply, output, verbosity, calico_version, dumps, ipset_dumps,
-           pcap_path) -> None:
+def packet(paths, cache_dir, no_cache, verbose, source, destination, endpoint, protocol, port,
+           sport, state, size, icmp_type, icmp_code, reply, output, verbosity, calico_version,
+           dumps, ipset_dumps, pcap_path) -> None:
     """Trace one packet from --from to --to through every node's Calico dataplane."""
-    cluster = load_cluster(paths, calico_version=calico_version)
+    clock = StageClock(verbose=verbose)
+    prepared = load_for_command(paths, calico_version=calico_version, cache_dir=cache_dir,
+                                no_cache=no_cache, clock=clock)
+    cluster = prepared.cluster
     for warning in cluster.warnings:
         click.echo(f"warning: {warning}", err=True)
     version = resolve_version(cluster, calico_version)
@@ -71,25 +75,35 @@ def packet(paths, source, destination, endpoint, protocol, port, sport, state, s
                            icmp_code=icmp_code, reply=reply)
     rulesets = {}
     if dumps:
-        first_node = build_probe(build_dataplane(cluster, version=version), request)[0].node
+        first_node = build_probe(build_dataplane(cluster, version=version, prepared=prepared),
+                                 request)[0].node
         rulesets = load_dumps(dumps, ipset_dumps, default_node=first_node,
                               nodes=set(cluster.nodes))
-    dataplane = build_dataplane(cluster, version=version, rulesets=rulesets)
+    dataplane = build_dataplane(cluster, version=version, rulesets=rulesets, prepared=prepared)
     if is_service_ref(destination):             # kube-proxy's random pick forks the trace
-        forks = [fork.with_trace(explain(dataplane, fork.trace))
-                 for fork in trace_forks(dataplane, request, endpoint)]
-        text = render_forks(forks, output, verbosity)
+        with clock.stage("trace (nodes built lazily)"):
+            forks = [fork.with_trace(explain(dataplane, fork.trace))
+                     for fork in trace_forks(dataplane, request, endpoint)]
+        with clock.stage("render"):
+            text = render_forks(forks, output, verbosity)
         if pcap_path:
             _write_pcap(pcap_path, forks[0].trace)
     elif endpoint is not None:
         raise InputError("--endpoint needs --to svc/NAMESPACE/NAME", obj="--endpoint")
     else:
-        trace = explain(dataplane, trace_packet(dataplane, request))
-        text = render_json(trace) if output == "json" else render_text(trace, verbosity)
+        with clock.stage("trace (nodes built lazily)"):
+            traced = trace_packet(dataplane, request)
+        with clock.stage("explain"):
+            trace = explain(dataplane, traced)
+        with clock.stage("render"):
+            text = render_json(trace) if output == "json" else render_text(trace, verbosity)
         if pcap_path:
             _write_pcap(pcap_path, trace)
+    clock.note(f"nodes built: {', '.join(dataplane.nodes.built) or 'none'} "
+               f"of {len(dataplane.nodes)}")
     click.echo(text, nl=False)
     sys.stdout.flush()
+    clock.report()
 
 
 def _write_pcap(path: str, trace) -> None:

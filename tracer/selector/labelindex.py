@@ -17,7 +17,8 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Generic, TypeVar
 
-from tracer.selector.selector import Selector
+from tracer.selector.parser import parse_tree
+from tracer.selector.selector import Selector, parse_selector
 from tracer.selector.syntax import EQ, And, Compare, Has, InSet, Node
 
 T = TypeVar("T", bound=Hashable)
@@ -103,12 +104,14 @@ class SelectorIndex(Generic[S]):
     the order they were given.
     """
 
-    def __init__(self, entries: Sequence[tuple[S, Selector]]):
+    def __init__(self, entries: Sequence[tuple[S, str]]):
+        # Selector texts, parsed (and their matchers compiled) only when a query meets them,
+        # so the index pickles and a warm start compiles only the selectors it tests.
         self._entries = list(entries)
         self._by_value: dict[tuple[str, str], list[int]] = {}
         self._by_key: dict[str, list[int]] = {}
         self._always: list[int] = []
-        reqs = [requirements(selector.root) for _, selector in self._entries]
+        reqs = [requirements(parse_tree(text)) for _, text in self._entries]
         # File each selector under its rarest requirement (``orchestrator == "k8s"`` is
         # shared by every Kubernetes policy, ``app == "x"`` by a few): a query then checks few.
         seen: dict[Requirement, int] = {}
@@ -135,4 +138,5 @@ class SelectorIndex(Generic[S]):
             candidates.update(self._by_value.get((key, value), ()))
             candidates.update(self._by_key.get(key, ()))
         entries = self._entries
-        return [entries[i][0] for i in sorted(candidates) if entries[i][1].matcher(labels)]
+        return [entries[i][0] for i in sorted(candidates)
+                if parse_selector(entries[i][1]).matcher(labels)]

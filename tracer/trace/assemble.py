@@ -24,7 +24,8 @@ from tracer.encap.mtu import OVERHEADS
 from tracer.encap.vxlan import vtep_mac
 from tracer.kubeproxy.merge import with_kube_proxy
 from tracer.model.cluster import Cluster
-from tracer.policy.felix import ClusterFacts, mark_bits, render_node
+from tracer.policy.felix import mark_bits, render_node
+from tracer.trace.prepared import PreparedCluster, prepare
 from tracer.trace.routes import (ClusterRoutes, cluster_routes, node_routing_table,
                                  underlay_gateway)
 
@@ -122,12 +123,16 @@ class Dataplane:
 
 
 def build_dataplane(cluster: Cluster, *, version: str,
-                    rulesets: Mapping[str, tuple[Ruleset, str]] | None = None) -> Dataplane:
-    """``rulesets`` replaces the rendered ruleset of some nodes: node -> (ruleset, source)."""
+                    rulesets: Mapping[str, tuple[Ruleset, str]] | None = None,
+                    prepared: PreparedCluster | None = None) -> Dataplane:
+    """``rulesets`` replaces the rendered ruleset of some nodes: node -> (ruleset, source).
+    ``prepared``: the cluster's shared indexes if already at hand (from the cache); built here
+    otherwise, once for all the nodes."""
     supplied = dict(rulesets or {})
     marks = mark_bits(version, cluster.felix)
-    facts = ClusterFacts(cluster)           # label indexes, shared by every node rendered
-    routes = cluster_routes(cluster)        # block owners, shared by every routing table
+    if prepared is None or prepared.cluster is not cluster:
+        prepared = prepare(cluster)
+    facts, routes = prepared.facts, prepared.routes
     gateway = underlay_gateway(cluster)
 
     def build(name: str) -> NodeDataplane:

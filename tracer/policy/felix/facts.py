@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 from tracer.model.cluster import Cluster, ContainerPort, Policy
 from tracer.selector.labelindex import LabelIndex, SelectorIndex
-from tracer.selector.selector import parse_selector
 
 
 @dataclass(frozen=True)
@@ -57,7 +56,7 @@ class ClusterFacts:
                                    for number, entry in enumerate(entries))
         self._entries = entries
         self.policies: SelectorIndex[Policy] = SelectorIndex(
-            [(pol, parse_selector(pol.selector)) for pol in cluster.policies])
+            [(pol, pol.selector) for pol in cluster.policies])
 
     def selected(self, selector) -> list[Labelled]:
         """The endpoints and network sets a selector matches, in cluster order."""
