@@ -408,7 +408,7 @@ class IpSet:
 class Ruleset:
     """One node's netfilter state: tables of chains, plus its ipsets."""
 
-    tables: dict[Table, dict[str, Chain]]
+    tables: dict[Table, Mapping[str, Chain]]       # may build chains lazily
     ipsets: Mapping[str, IpSet] = field(default_factory=dict)   # may build sets lazily
 
     def chain(self, table: Table, name: str) -> Chain:

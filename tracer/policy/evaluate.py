@@ -48,6 +48,7 @@ from tracer.model.cluster import (
     Tier,
     WorkloadEndpoint,
 )
+from tracer.selector.labelindex import SelectorIndex
 from tracer.selector.selector import parse_selector
 
 Direction = Literal["ingress", "egress"]
@@ -292,10 +293,11 @@ class PolicyIndex:
         self._by_ip: dict[IPv4Address, list[WorkloadEndpoint]] = {}
         for ep in self.workloads.values():
             self._by_ip.setdefault(ep.pod.ip, []).append(ep)
-        # Per direction: the policies governing it, with their compiled selector.
+        # Per direction: the policies governing it, indexed by the labels their selector
+        # requires (selectors are compiled only when an endpoint's labels meet them).
         self._candidates = {
-            direction: tuple((p, parse_selector(p.selector).matcher)
-                             for p in self.ordered_policies if direction in policy_types(p))
+            direction: SelectorIndex([(p, p.selector) for p in self.ordered_policies
+                                      if direction in policy_types(p)])
             for direction in ("ingress", "egress")}
         self._applicable: dict[tuple[str, str], tuple[TierPolicies, ...]] = {}
         self._label_sets: dict[IPv4Address, tuple[Labels, ...]] = {}
@@ -370,10 +372,8 @@ class PolicyIndex:
 
     def _compute_applicable(self, ep: WorkloadEndpoint, direction: str) -> tuple[TierPolicies, ...]:
         grouped: dict[str, list[Policy]] = {}
-        labels = ep.labels
-        for policy, matches in self._candidates[direction]:
-            if matches(labels):
-                grouped.setdefault(policy.tier, []).append(policy)
+        for policy in self._candidates[direction].matching(ep.labels):
+            grouped.setdefault(policy.tier, []).append(policy)
         return tuple(TierPolicies(self.tiers[name], tuple(pols)) for name, pols in grouped.items())
 
     # -- rule matching

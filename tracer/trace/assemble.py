@@ -97,8 +97,11 @@ def tunnel_directory(cluster: Cluster, routes: ClusterRoutes | None = None) -> T
                                vtep_mac=n.vxlan_tunnel_mac or vtep_mac(n.name))
         for n in cluster.nodes.values()}
     routes = routes or cluster_routes(cluster)
-    owners: list[tuple[IPv4Network, str]] = list(routes.owners.items())
-    owners += [(IPv4Network((ep.pod.ip, 32)), ep.pod.node) for ep in cluster.endpoints.values()]
+    owners: list[tuple[IPv4Network, str]] = []
+    if felix.wireguard_enabled:                 # only WireGuard peers are found by address
+        owners += routes.owners.items()
+        owners += [(IPv4Network((ep.pod.ip, 32)), ep.pod.node)
+                   for ep in cluster.endpoints.values()]
     return TunnelDirectory(
         endpoints=endpoints, wireguard_owners=tuple(owners), vxlan_vni=felix.vxlan_vni,
         vxlan_port=felix.vxlan_port, wireguard_port=felix.wireguard_listening_port,

@@ -76,9 +76,12 @@ def render_node(cluster: Cluster, node: str, *, version: str | None = None,
         candidates[Table.FILTER] += [inbound, outbound]
         candidates[Table.MANGLE].append(outbound)
 
-    tables = {table: _program_table(table, candidates[table], static.kernel_hooks(ctx)[table],
-                                    ctx) for table in Table}
-    return Ruleset(tables=tables, ipsets=_ipsets(ctx, tables, policies, profiles))
+    hooks = static.kernel_hooks(ctx)
+    programmed = {table: _program_table(table, candidates[table], hooks[table], ctx)
+                  for table in Table}
+    tables = {table: chains for table, (chains, _) in programmed.items()}
+    used = set().union(*(sets for _, sets in programmed.values()))
+    return Ruleset(tables=tables, ipsets=_ipsets(ctx, used, policies, profiles))
 
 
 def _unique_policies(policies: list[Policy]) -> list[Policy]:
@@ -100,21 +103,31 @@ def _profile(cluster: Cluster, name: str) -> Profile:
 
 
 def _program_table(table: Table, chains: list[FChain], hooks: dict[str, static.Hooks],
-                   ctx: Ctx) -> dict[str, Chain]:
+                   ctx: Ctx) -> tuple[LazyMapping[str, Chain], set[str]]:
+    """The table's programmed chains, and the ipsets their rules match on.
+
+    Kernel chains come first, then the referenced chains by name. A chain's rules are
+    converted (and their ``cali:`` IDs hashed) when it is first looked up: a packet walks a
+    few of a node's hundreds of endpoint and policy chains."""
     by_name: dict[str, FChain] = {}
     for chain in chains:
         by_name[chain.name] = chain          # later updates replace earlier ones (UpdateChain)
-    out: dict[str, Chain] = {}
+    kernel_chains: dict[str, Chain] = {}
     roots: list[str] = []
+    hook_rules: list[FRule] = []
     for kernel in BUILTIN_CHAINS[table]:
         hook = hooks.get(kernel, static.Hooks())
-        out[kernel] = Chain(kernel, _kernel_rules(kernel, hook, ctx), policy="ACCEPT")
+        kernel_chains[kernel] = Chain(kernel, _kernel_rules(kernel, hook, ctx), policy="ACCEPT")
         roots += [c for r in (*hook.inserted, *hook.appended) for c in _targets(r)]
-    reachable = _reachable(roots, by_name)
-    for name in sorted(reachable):
-        chain = by_name[name]
-        out[name] = Chain(name, _ir_rules(name, chain.rules))
-    return out
+        hook_rules += [*hook.inserted, *hook.appended]
+    reachable = sorted(_reachable(roots, by_name))
+    rules = [*hook_rules, *(r for name in reachable for r in by_name[name].rules)]
+    used = {m.set_name for r in rules for _, m in r.match.parts if isinstance(m, SetMatch)}
+
+    def build(name: str) -> Chain:
+        found = kernel_chains.get(name)
+        return found if found is not None else Chain(name, _ir_rules(name, by_name[name].rules))
+    return LazyMapping([*kernel_chains, *reachable], build), used
 
 
 def _kernel_rules(kernel: str, hook: static.Hooks, ctx: Ctx) -> tuple[Rule, ...]:
@@ -157,10 +170,8 @@ def _ir_rules(hash_chain: str, rules: tuple[FRule, ...] | list[FRule]) -> tuple[
 # ---------------------------------------------------------------------------- ipsets
 
 
-def _ipsets(ctx: Ctx, tables: dict[Table, dict[str, Chain]], policies: list[Policy],
+def _ipsets(ctx: Ctx, used: set[str], policies: list[Policy],
             profiles: set[str]) -> LazyMapping[str, IpSet]:
-    used = {m.set_name for chains in tables.values() for chain in chains.values()
-            for rule in chain.rules for m in rule.matches if isinstance(m, SetMatch)}
     specs = {}
     owners = list(policies) + [_profile(ctx.cluster, p) for p in sorted(profiles)]
     for owner in owners:
