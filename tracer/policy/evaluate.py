@@ -303,6 +303,12 @@ class PolicyIndex:
         self._label_sets: dict[IPv4Address, tuple[Labels, ...]] = {}
         self._entity_plans: dict[EntityRule, _EntityPlan] = {}
 
+    def __getstate__(self) -> dict:
+        # Pickled without the per-endpoint answers (and their compiled selectors).
+        state = dict(self.__dict__)
+        state.update(_applicable={}, _label_sets={}, _entity_plans={})
+        return state
+
     @staticmethod
     def _collect_tiers(cluster: Cluster) -> tuple[dict[str, Tier], set[str]]:
         tiers = dict(BUILTIN_TIERS)
@@ -620,11 +626,13 @@ def encap_drop(cluster: Cluster, direction: str, flow: Flow) -> bool:
 
 
 def evaluate_direction(cluster: Cluster, endpoint_key: str, direction: str,
-                       flow: Flow) -> DirectionDecision:
-    """The verdict of one workload endpoint's chain for ``flow`` in ``direction``."""
+                       flow: Flow, *, index: PolicyIndex | None = None) -> DirectionDecision:
+    """The verdict of one workload endpoint's chain for ``flow`` in ``direction``
+    (``index``: the cluster's :class:`PolicyIndex`, if one is at hand)."""
     if direction not in ("ingress", "egress"):
         raise InputError(f"direction must be ingress or egress, not {direction!r}")
-    index = index_for(cluster)
+    if index is None or index.cluster is not cluster:
+        index = index_for(cluster)
     if endpoint_key not in index.workloads:
         raise InputError(f"no workload endpoint {endpoint_key!r}")
     return _Walk(index, endpoint_key, direction, flow).run()

@@ -14,6 +14,7 @@ Answers are exact: candidates are always checked with the selector's own matcher
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Generic, TypeVar
 
@@ -40,6 +41,12 @@ def requirements(node: Node) -> list[Requirement]:
         case And(operands):
             return [req for operand in operands for req in requirements(operand)]
     return []
+
+
+@functools.lru_cache(maxsize=65536)
+def requirements_of(text: str) -> tuple[Requirement, ...]:
+    """:func:`requirements` of selector text (parsed without compiling a matcher)."""
+    return tuple(requirements(parse_tree(text)))
 
 
 class LabelIndex(Generic[T]):
@@ -111,7 +118,7 @@ class SelectorIndex(Generic[S]):
         self._by_value: dict[tuple[str, str], list[int]] = {}
         self._by_key: dict[str, list[int]] = {}
         self._always: list[int] = []
-        reqs = [requirements(parse_tree(text)) for _, text in self._entries]
+        reqs = [requirements_of(text) for _, text in self._entries]
         # File each selector under its rarest requirement (``orchestrator == "k8s"`` is
         # shared by every Kubernetes policy, ``app == "x"`` by a few): a query then checks few.
         seen: dict[Requirement, int] = {}

@@ -24,6 +24,7 @@ from tracer.encap.mtu import OVERHEADS
 from tracer.encap.vxlan import vtep_mac
 from tracer.kubeproxy.merge import with_kube_proxy
 from tracer.model.cluster import Cluster
+from tracer.policy.evaluate import PolicyIndex
 from tracer.policy.felix import mark_bits, render_node
 from tracer.trace.prepared import PreparedCluster, prepare
 from tracer.trace.routes import (ClusterRoutes, cluster_routes, node_routing_table,
@@ -123,6 +124,7 @@ class Dataplane:
     version: str
     nodes: LazyNodes
     pipeline: Pipeline
+    policy_index: PolicyIndex | None = None     # the evaluator's index of this cluster
 
 
 def build_dataplane(cluster: Cluster, *, version: str,
@@ -157,4 +159,5 @@ def build_dataplane(cluster: Cluster, *, version: str,
     nodes = LazyNodes(tuple(sorted(cluster.nodes)), build)
     underlay = {n.address.ip: n.name for n in cluster.nodes.values()}
     pipeline = Pipeline(nodes, underlay=underlay, tunnels=tunnel_directory(cluster, routes))
-    return Dataplane(cluster=cluster, version=version, nodes=nodes, pipeline=pipeline)
+    return Dataplane(cluster=cluster, version=version, nodes=nodes, pipeline=pipeline,
+                     policy_index=prepared.policy_index)
