@@ -37,3 +37,31 @@ def writing(path: str, option: str) -> Iterator[None]:
     except OSError as err:
         raise InputError(f"cannot write: {err.strerror or err}", file=path, obj=option) \
             from None
+
+
+def cache_options(command):
+    """--cache DIR / --no-cache / --verbose, for commands that load a cluster."""
+    command = click.option("--verbose", "-v", is_flag=True,
+                           help="Say on stderr how long each stage took.")(command)
+    command = click.option("--no-cache", is_flag=True,
+                           help="Neither read nor write the cache of loaded clusters.")(command)
+    command = click.option(
+        "--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path),
+        help="Cache directory for loaded clusters (default: $XDG_CACHE_HOME/calico-trace, "
+             "i.e. ~/.cache/calico-trace).")(command)
+    return command
+
+
+def load_for_command(paths, *, calico_version, cache_dir, no_cache, clock):
+    """Load (or take from the cache) the prepared cluster the command works on."""
+    from tracer.trace.cache import default_cache_dir, load_prepared
+
+    directory = None if no_cache else (cache_dir or default_cache_dir())
+    with clock.stage("load cluster"):
+        prepared, hit = load_prepared(paths, calico_version=calico_version,
+                                      cache_dir=directory)
+    cluster = prepared.cluster
+    where = "off" if directory is None else f"{'hit' if hit else 'miss'} ({directory})"
+    clock.note(f"cache {where}: {len(cluster.pods)} pods, {len(cluster.policies)} policies, "
+               f"{len(cluster.nodes)} nodes")
+    return prepared

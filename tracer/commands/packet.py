@@ -8,15 +8,15 @@ import click
 
 from tracer.commands.dumps import (diags_option, load_diags, load_dumps, partial_option,
                                    say_node_warnings, table_option)
-from tracer.commands.options import check_output_file, writing
+from tracer.commands.options import (cache_options, check_output_file, load_for_command,
+                                     writing)
+from tracer.commands.stages import StageClock
 from tracer.errors import InputError
 from tracer.explain import explain
 from tracer.kubeproxy.probe import is_service_ref
-from tracer.model.loader import load_cluster
 from tracer.policy.felix.versions import resolve_version
 from tracer.render.forks import render_forks
 from tracer.render.trace_json import render_json
-from tracer.render.trace_pcap import write_trace_pcap
 from tracer.render.trace_text import VERBOSITIES, render_text
 from tracer.trace.assemble import build_dataplane
 from tracer.trace.forks import trace_forks
@@ -28,6 +28,7 @@ from tracer.trace.tracing import TraceRequest, build_probe, trace_packet
               help="Manifest file or directory (repeatable), as with kubectl apply -f; "
                    "optional with --diags.")
 @diags_option
+@cache_options
 @click.option("--from", "source", required=True, help="NAMESPACE/POD or an IPv4 address.")
 @click.option("--to", "destination", required=True,
               help="NAMESPACE/POD, an IPv4 address, or svc/NAMESPACE/NAME[:PORT].")
@@ -63,9 +64,9 @@ from tracer.trace.tracing import TraceRequest, build_probe, trace_packet
 @click.option("--write-pcap", "pcap_path", type=click.Path(),
               help="Write the packet at each point of its path (source, underlay with its "
                    "framing, destination) to this pcap file.")
-def packet(paths, diags, source, destination, endpoint, protocol, port, sport, state, size, icmp_type,
-           icmp_code, reply, output, verbosity, calico_version, dumps, partial, table,
-           ipset_dumps, pcap_path) -> None:
+def packet(paths, diags, cache_dir, no_cache, verbose, source, destination, endpoint, protocol,
+           port, sport, state, size, icmp_type, icmp_code, reply, output, verbosity,
+           calico_version, dumps, partial, table, ipset_dumps, pcap_path) -> None:
     """Trace one packet from --from to --to through every node's Calico dataplane."""
     check_output_file(pcap_path, "--write-pcap")
     if ipset_dumps and not dumps:
@@ -74,10 +75,16 @@ def packet(paths, diags, source, destination, endpoint, protocol, port, sport, s
     if not paths and not diags:
         raise InputError("give the cluster's manifests (-f) or a node's diags bundle (--diags)",
                          obj="packet")
-    cluster = load_cluster(paths, calico_version=calico_version) if paths else None
+    clock = StageClock(verbose=verbose)
+    prepared = cluster = None
+    if paths:
+        prepared = load_for_command(paths, calico_version=calico_version, cache_dir=cache_dir,
+                                    no_cache=no_cache, clock=clock)
+        cluster = prepared.cluster
     built = {}
     if diags:
-        cluster, built = load_diags(diags, cluster, partial=partial)
+        with clock.stage("read diags bundles"):
+            cluster, built = load_diags(diags, cluster, partial=partial)
     for warning in cluster.warnings:
         click.echo(f"warning: {warning}", err=True)
     version = resolve_version(cluster, calico_version)
@@ -88,26 +95,41 @@ def packet(paths, diags, source, destination, endpoint, protocol, port, sport, s
         if diags:
             raise InputError("--iptables-save and --diags both give a node's rules: use one",
                              obj="--iptables-save")
-        first_node = build_probe(build_dataplane(cluster, version=version), request)[0].node
+        first_node = build_probe(build_dataplane(cluster, version=version, prepared=prepared),
+                                 request)[0].node
         built = {"rulesets": load_dumps(dumps, ipset_dumps, default_node=first_node,
                                         nodes=set(cluster.nodes), partial=partial,
                                         table=table)}
-    dataplane = build_dataplane(cluster, version=version, **built)
+    dataplane = build_dataplane(cluster, version=version, prepared=prepared, **built)
     if is_service_ref(destination):             # kube-proxy's random pick forks the trace
-        forks = [fork.with_trace(explain(dataplane, fork.trace))
-                 for fork in trace_forks(dataplane, request, endpoint)]
-        text = render_forks(forks, output, verbosity)
+        with clock.stage("trace (nodes built lazily)"):
+            forks = [fork.with_trace(explain(dataplane, fork.trace))
+                     for fork in trace_forks(dataplane, request, endpoint)]
+        with clock.stage("render"):
+            text = render_forks(forks, output, verbosity)
         if pcap_path:
-            with writing(pcap_path, "--write-pcap"):
-                write_trace_pcap(pcap_path, forks[0].trace)
+            _write_pcap(pcap_path, forks[0].trace)
     elif endpoint is not None:
         raise InputError("--endpoint needs --to svc/NAMESPACE/NAME", obj="--endpoint")
     else:
-        trace = explain(dataplane, trace_packet(dataplane, request))
-        text = render_json(trace) if output == "json" else render_text(trace, verbosity)
+        with clock.stage("trace (nodes built lazily)"):
+            traced = trace_packet(dataplane, request)
+        with clock.stage("explain"):
+            trace = explain(dataplane, traced)
+        with clock.stage("render"):
+            text = render_json(trace) if output == "json" else render_text(trace, verbosity)
         if pcap_path:
-            with writing(pcap_path, "--write-pcap"):
-                write_trace_pcap(pcap_path, trace)
+            _write_pcap(pcap_path, trace)
     say_node_warnings(dataplane)
+    clock.note(f"nodes built: {', '.join(dataplane.nodes.built) or 'none'} "
+               f"of {len(dataplane.nodes)}")
     click.echo(text, nl=False)
     sys.stdout.flush()
+    clock.report()
+
+
+def _write_pcap(path: str, trace) -> None:
+    # Imported here: the capture writer's modules take longer to import than a small trace.
+    from tracer.render.trace_pcap import write_trace_pcap
+    with writing(path, "--write-pcap"):
+        write_trace_pcap(path, trace)

@@ -11,6 +11,7 @@ prefix-length combination in the set (a handful for felix's sets) and probes a P
 from __future__ import annotations
 
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, ip_address, ip_network
 
@@ -339,10 +340,17 @@ class IpSetIndex:
     never match (the tracer's packets are IPv4).
     """
 
-    def __init__(self, ipsets: dict[str, IpSet] | None = None):
+    def __init__(self, ipsets: Mapping[str, IpSet] | None = None):
+        # Lookups are built on first use: a rendered node names thousands of sets and a
+        # packet tests a few (the mapping may itself build each set's members lazily).
+        self._ipsets: Mapping[str, IpSet] = ipsets if ipsets is not None else {}
         self._sets: dict[str, _SetLookup] = {}
-        for ipset in (ipsets or {}).values():
-            self._sets[ipset.name] = self._build(ipset)
+
+    def _lookup(self, set_name: str) -> _SetLookup | None:
+        lookup = self._sets.get(set_name)
+        if lookup is None and set_name in self._ipsets:
+            lookup = self._sets[set_name] = self._build(self._ipsets[set_name])
+        return lookup
 
     @staticmethod
     def _build(ipset: IpSet) -> _SetLookup:
@@ -359,13 +367,16 @@ class IpSetIndex:
         return _SetLookup(dims, groups)
 
     def __contains__(self, set_name: str) -> bool:
-        return set_name in self._sets
+        return set_name in self._ipsets
 
     def dims(self, set_name: str) -> tuple[str, ...]:
-        return self._sets[set_name].dims
+        lookup = self._lookup(set_name)
+        if lookup is None:
+            raise KeyError(set_name)
+        return lookup.dims
 
     def contains(self, set_name: str, values: tuple, protocol: int | None = None) -> bool:
-        lookup = self._sets.get(set_name)
+        lookup = self._lookup(set_name)
         if lookup is None or len(values) < len(lookup.dims):
             return False
         probe = []

@@ -11,6 +11,8 @@ that is what the array compiler wants, and ``ipaddress`` helpers convert at the 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from dataclasses import dataclass, field
 from enum import Enum
 from ipaddress import IPv4Network, ip_network
@@ -426,8 +428,8 @@ class IpSet:
 class Ruleset:
     """One node's netfilter state: tables of chains, plus its ipsets."""
 
-    tables: dict[Table, dict[str, Chain]]
-    ipsets: dict[str, IpSet] = field(default_factory=dict)
+    tables: dict[Table, Mapping[str, Chain]]       # may build chains lazily
+    ipsets: Mapping[str, IpSet] = field(default_factory=dict)   # may build sets lazily
     # What reading a dump had to assume (absent chains, sets, tables): said to the user.
     warnings: tuple[str, ...] = ()
 

@@ -33,7 +33,8 @@ def compose(dataplane, trace: PacketTrace, decisions: tuple[Decision, ...],
     verdicts: list[DirectionDecision] = []
     for chain in chains:
         if chain.endpoint is not None and _from_manifests(cluster, chain.endpoint):
-            verdicts.append(evaluate_direction(cluster, chain.endpoint, chain.direction, flow))
+            verdicts.append(evaluate_direction(cluster, chain.endpoint, chain.direction, flow,
+                                               index=dataplane.policy_index))
     staged = tuple(outcome.describe() for v in verdicts for outcome in v.staged)
     selected_by = {f"{v.direction} {v.endpoint}": v.applied_policies for v in verdicts}
     from_dumps = policies_seen_in_dumps(dataplane, trace)

@@ -20,7 +20,10 @@ appended since v3.29 for exactly that reason.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from tracer.dataplane.ir import BUILTIN_CHAINS, Chain, Rule, Ruleset, Table
+from tracer.dataplane.lazy import LazyMapping
 from tracer.kubeproxy.render import SERVICES, render_kube_proxy
 from tracer.model.cluster import Cluster
 from tracer.policy.felix.context import make_ctx
@@ -37,18 +40,31 @@ def merge_kube_proxy(felix: Ruleset, kube: dict[Table, dict[str, Chain]], *,
     jumps placed as described above. ``felix_appended`` says how many trailing rules of each
     kernel chain are felix's AppendRules (default: none)."""
     appended = felix_appended or {}
-    tables: dict[Table, dict[str, Chain]] = {t: dict(c) for t, c in felix.tables.items()}
-    for table, chains in kube.items():
-        merged = tables.setdefault(table, {})
-        for name, chain in chains.items():
+    tables: dict[Table, Mapping[str, Chain]] = {}
+    for table in {**felix.tables, **kube}:
+        ours = felix.tables.get(table, {})
+        theirs = kube.get(table, {})
+        overlay: dict[str, Chain] = {}       # kube-proxy's chains, and kernel chains merged
+        for name, chain in theirs.items():
             if name not in BUILTIN_CHAINS[table]:
-                merged[name] = chain
+                overlay[name] = chain
                 continue
-            ours = merged.get(name, Chain(name, (), policy="ACCEPT"))
+            base = ours.get(name, Chain(name, (), policy="ACCEPT"))
             tail = appended.get((table, name), 0)
-            rules = _place(ours.rules, chain.rules, tail, insert_mode)
-            merged[name] = Chain(name, rules, ours.policy or "ACCEPT")
-    return Ruleset(tables=_builtins_first(tables), ipsets=dict(felix.ipsets))
+            rules = _place(base.rules, chain.rules, tail, insert_mode)
+            overlay[name] = Chain(name, rules, base.policy or "ACCEPT")
+        tables[table] = _overlaid(table, ours, overlay)
+    return Ruleset(tables=tables, ipsets=felix.ipsets)
+
+
+def _overlaid(table: Table, ours: Mapping[str, Chain],
+              overlay: dict[str, Chain]) -> Mapping[str, Chain]:
+    """Kernel chains first, then felix's chains, then kube-proxy's; felix's chains are only
+    read (built, if the renderer builds lazily) when looked up."""
+    names = [c for c in BUILTIN_CHAINS[table] if c in overlay or c in ours]
+    names += [c for c in ours if c not in BUILTIN_CHAINS[table]]
+    names += [c for c in overlay if c not in BUILTIN_CHAINS[table] and c not in ours]
+    return LazyMapping(names, lambda name: overlay[name] if name in overlay else ours[name])
 
 
 def _place(felix_rules: tuple[Rule, ...], kube_rules: tuple[Rule, ...], tail: int,
@@ -58,15 +74,6 @@ def _place(felix_rules: tuple[Rule, ...], kube_rules: tuple[Rule, ...], tail: in
     if insert_mode == "Append":
         return kube_rules + inserted + appended
     return inserted + kube_rules + appended
-
-
-def _builtins_first(tables: dict[Table, dict[str, Chain]]) -> dict[Table, dict[str, Chain]]:
-    out = {}
-    for table, chains in tables.items():
-        order = [c for c in BUILTIN_CHAINS[table] if c in chains]
-        order += [c for c in chains if c not in BUILTIN_CHAINS[table]]
-        out[table] = {name: chains[name] for name in order}
-    return out
 
 
 def felix_append_counts(cluster: Cluster, node: str, version: str | None) -> AppendCounts:

@@ -10,6 +10,8 @@ lives in ``tracer.model.convert_k8s`` / ``convert_calico`` and address allocatio
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import os
 import re
@@ -99,12 +101,31 @@ class RawObject:
 # ================================================================================= public API
 
 
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while a large, mostly acyclic object graph is
+    built (a cluster's manifests, or its cached copy): the collector would otherwise walk the
+    growing graph again and again, which at 10,000 pods costs more than the work itself."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def load_cluster(paths: Sequence[str | os.PathLike], *,
                  calico_version: str | None = None) -> Cluster:
     """Read every manifest under ``paths`` and convert it to Calico's backend form.
 
     The Calico release comes from ``calico_version``, else a scenario's ``calicoVersion``
     (the release the cluster runs), else the newest release modelled."""
+    with collector_paused():
+        return _load_cluster(paths, calico_version)
+
+
+def _load_cluster(paths: Sequence[str | os.PathLike], calico_version: str | None) -> Cluster:
     if calico_version is None:
         metas = (load_scenario_meta(path) for path in paths)
         calico_version = next((str(m["calicoVersion"]) for m in metas
@@ -574,6 +595,7 @@ class _Builder:
         allocator = BlockAllocator(list(self.cluster.ippools.values()), self._pool_selects)
         self._reserve(allocator, pods)
         self._tunnel_addresses(allocator)
+        owners: dict = {}                       # pod IP -> key of the pod holding it
         for pod, explicit in pods:
             if not explicit and not pod.host_network:
                 try:
@@ -582,13 +604,15 @@ class _Builder:
                     raise InputError(str(err), file=pod.origin.file,
                                      obj=pod.origin.describe()) from None
                 pod = replace(pod, ip=ip)
-            self._add_pod(pod)
+            self._add_pod(pod, owners)
 
-    def _add_pod(self, pod: Pod) -> None:
-        for other in self.cluster.pods.values():
-            if other.ip == pod.ip and not (other.host_network or pod.host_network):
-                raise InputError(f"pod IP {pod.ip} is already used by pod {other.key}",
+    def _add_pod(self, pod: Pod, owners: dict) -> None:
+        if not pod.host_network:
+            other = owners.get(pod.ip)
+            if other is not None:
+                raise InputError(f"pod IP {pod.ip} is already used by pod {other}",
                                  file=pod.origin.file, obj=pod.origin.describe())
+            owners[pod.ip] = pod.key
         self.cluster.pods[pod.key] = pod
 
     def _reserve(self, allocator: BlockAllocator, pods: list[tuple[Pod, bool]]) -> None:

@@ -48,6 +48,7 @@ from tracer.model.cluster import (
     Tier,
     WorkloadEndpoint,
 )
+from tracer.selector.labelindex import SelectorIndex
 from tracer.selector.selector import parse_selector
 
 Direction = Literal["ingress", "egress"]
@@ -292,14 +293,21 @@ class PolicyIndex:
         self._by_ip: dict[IPv4Address, list[WorkloadEndpoint]] = {}
         for ep in self.workloads.values():
             self._by_ip.setdefault(ep.pod.ip, []).append(ep)
-        # Per direction: the policies governing it, with their compiled selector.
+        # Per direction: the policies governing it, indexed by the labels their selector
+        # requires (selectors are compiled only when an endpoint's labels meet them).
         self._candidates = {
-            direction: tuple((p, parse_selector(p.selector).matcher)
-                             for p in self.ordered_policies if direction in policy_types(p))
+            direction: SelectorIndex([(p, p.selector) for p in self.ordered_policies
+                                      if direction in policy_types(p)])
             for direction in ("ingress", "egress")}
         self._applicable: dict[tuple[str, str], tuple[TierPolicies, ...]] = {}
         self._label_sets: dict[IPv4Address, tuple[Labels, ...]] = {}
         self._entity_plans: dict[EntityRule, _EntityPlan] = {}
+
+    def __getstate__(self) -> dict:
+        # Pickled without the per-endpoint answers (and their compiled selectors).
+        state = dict(self.__dict__)
+        state.update(_applicable={}, _label_sets={}, _entity_plans={})
+        return state
 
     @staticmethod
     def _collect_tiers(cluster: Cluster) -> tuple[dict[str, Tier], set[str]]:
@@ -370,10 +378,8 @@ class PolicyIndex:
 
     def _compute_applicable(self, ep: WorkloadEndpoint, direction: str) -> tuple[TierPolicies, ...]:
         grouped: dict[str, list[Policy]] = {}
-        labels = ep.labels
-        for policy, matches in self._candidates[direction]:
-            if matches(labels):
-                grouped.setdefault(policy.tier, []).append(policy)
+        for policy in self._candidates[direction].matching(ep.labels):
+            grouped.setdefault(policy.tier, []).append(policy)
         return tuple(TierPolicies(self.tiers[name], tuple(pols)) for name, pols in grouped.items())
 
     # -- rule matching
@@ -620,11 +626,13 @@ def encap_drop(cluster: Cluster, direction: str, flow: Flow) -> bool:
 
 
 def evaluate_direction(cluster: Cluster, endpoint_key: str, direction: str,
-                       flow: Flow) -> DirectionDecision:
-    """The verdict of one workload endpoint's chain for ``flow`` in ``direction``."""
+                       flow: Flow, *, index: PolicyIndex | None = None) -> DirectionDecision:
+    """The verdict of one workload endpoint's chain for ``flow`` in ``direction``
+    (``index``: the cluster's :class:`PolicyIndex`, if one is at hand)."""
     if direction not in ("ingress", "egress"):
         raise InputError(f"direction must be ingress or egress, not {direction!r}")
-    index = index_for(cluster)
+    if index is None or index.cluster is not cluster:
+        index = index_for(cluster)
     if endpoint_key not in index.workloads:
         raise InputError(f"no workload endpoint {endpoint_key!r}")
     return _Walk(index, endpoint_key, direction, flow).run()

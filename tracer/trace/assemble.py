@@ -8,15 +8,15 @@ two nodes of a hundred-node cluster renders two nodes.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network, ip_network
+from ipaddress import IPv4Address, IPv4Network
 
 from tracer.dataplane.interfaces import (IPIP_DEVICE, LOOPBACK_DEVICE, UNDERLAY_DEVICE,
                                          VXLAN_DEVICE, IfaceKind, Interface, InterfaceTable)
 from tracer.dataplane.ir import Ruleset
 from tracer.dataplane.iptables_save import with_gap_warnings
+from tracer.dataplane.lazy import LazyMapping
 from tracer.dataplane.node import NodeDataplane
 from tracer.dataplane.pipeline import Pipeline
 from tracer.dataplane.routing import RoutingTable
@@ -26,8 +26,11 @@ from tracer.encap.mtu import OVERHEADS
 from tracer.encap.vxlan import vtep_mac
 from tracer.kubeproxy.merge import with_kube_proxy
 from tracer.model.cluster import Cluster
+from tracer.policy.evaluate import PolicyIndex
 from tracer.policy.felix import mark_bits, render_node
-from tracer.trace.routes import block_owners, node_routing_table, underlay_gateway
+from tracer.trace.prepared import PreparedCluster, prepare
+from tracer.trace.routes import (ClusterRoutes, cluster_routes, node_routing_table,
+                                 underlay_gateway)
 
 
 @dataclass(frozen=True)
@@ -89,56 +92,32 @@ def interface_table(cluster: Cluster, node_name: str) -> InterfaceTable:
     return InterfaceTable(tuple(devices), felix.interface_prefixes)
 
 
-def tunnel_directory(cluster: Cluster) -> TunnelDirectory:
+def tunnel_directory(cluster: Cluster, routes: ClusterRoutes | None = None) -> TunnelDirectory:
     """What felix programs about the other nodes: VTEPs, IPIP peers, WireGuard peers."""
     felix = cluster.felix
     endpoints = {
         n.name: TunnelEndpoint(n.name, n.address.ip, vtep_ip=n.vxlan_tunnel_address,
                                vtep_mac=n.vxlan_tunnel_mac or vtep_mac(n.name))
         for n in cluster.nodes.values()}
-    owners: list[tuple[IPv4Network, str]] = list(block_owners(cluster).items())
-    owners += [(ip_network(f"{ep.pod.ip}/32"), ep.pod.node) for ep in cluster.endpoints.values()]
+    routes = routes or cluster_routes(cluster)
+    owners: list[tuple[IPv4Network, str]] = []
+    if felix.wireguard_enabled:                 # only WireGuard peers are found by address
+        owners += routes.owners.items()
+        owners += [(IPv4Network((ep.pod.ip, 32)), ep.pod.node)
+                   for ep in cluster.endpoints.values()]
     return TunnelDirectory(
         endpoints=endpoints, wireguard_owners=tuple(owners), vxlan_vni=felix.vxlan_vni,
         vxlan_port=felix.vxlan_port, wireguard_port=felix.wireguard_listening_port,
         wireguard_mtu=mtus(cluster).wireguard)
 
 
-class LazyNodes(Mapping[str, NodeDataplane]):
-    """Node name -> dataplane, each built by ``build`` the first time it is asked for.
-
-    A built node never changes, so sharing this mapping between threads is safe; the lock only
-    keeps two threads from building the same node twice.
-    """
-
-    def __init__(self, names: tuple[str, ...], build: Callable[[str], NodeDataplane]):
-        self._names = names
-        self._build = build
-        self._built: dict[str, NodeDataplane] = {}
-        self._lock = threading.Lock()
-
-    def __getitem__(self, name: str) -> NodeDataplane:
-        node = self._built.get(name)
-        if node is not None:
-            return node
-        if name not in self._names:
-            raise KeyError(name)
-        with self._lock:
-            node = self._built.get(name)
-            if node is None:
-                node = self._built[name] = self._build(name)
-        return node
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._names)
-
-    def __len__(self) -> int:
-        return len(self._names)
+class LazyNodes(LazyMapping[str, NodeDataplane]):
+    """Node name -> dataplane, each built the first time a packet reaches it."""
 
     @property
     def built(self) -> tuple[str, ...]:
         """The nodes built so far (what a run has reached)."""
-        return tuple(sorted(self._built))
+        return tuple(sorted(super().built))
 
 
 @dataclass(frozen=True)
@@ -147,29 +126,36 @@ class Dataplane:
     version: str
     nodes: LazyNodes
     pipeline: Pipeline
+    policy_index: PolicyIndex | None = None     # the evaluator's index of this cluster
 
 
 def build_dataplane(cluster: Cluster, *, version: str,
                     rulesets: Mapping[str, tuple[Ruleset, str]] | None = None,
                     routing: Mapping[str, RoutingTable] | None = None,
-                    interfaces: Mapping[str, InterfaceTable] | None = None) -> Dataplane:
+                    interfaces: Mapping[str, InterfaceTable] | None = None,
+                    prepared: PreparedCluster | None = None) -> Dataplane:
     """``rulesets`` replaces the rendered ruleset of some nodes: node -> (ruleset, source);
     ``routing`` and ``interfaces`` replace the derived routes and devices of some nodes (a
-    diags bundle's own)."""
+    diags bundle's own). ``prepared``: the cluster's shared indexes if already at hand (from
+    the cache); built here otherwise, once for all the nodes."""
     supplied = dict(rulesets or {})
     given_routing = dict(routing or {})
     given_interfaces = dict(interfaces or {})
     marks = mark_bits(version, cluster.felix)
+    if prepared is None or prepared.cluster is not cluster:
+        prepared = prepare(cluster)
+    facts, routes = prepared.facts, prepared.routes
     gateway = underlay_gateway(cluster)
 
     def build(name: str) -> NodeDataplane:
         given = supplied.get(name)
         if given is None:
-            ruleset = render_node(cluster, name, version=version)
+            ruleset = render_node(cluster, name, version=version, facts=facts)
             if cluster.services:               # kube-proxy (iptables mode) runs beside felix
                 ruleset = with_kube_proxy(cluster, name, ruleset, version=version)
         table = given_routing.get(name) or node_routing_table(
-            cluster, name, wireguard_mark=marks.wireguard, underlay_gateway=gateway)
+            cluster, name, wireguard_mark=marks.wireguard, underlay_gateway=gateway,
+            shared=routes)
         devices = given_interfaces.get(name) or interface_table(cluster, name)
         if given is not None:
             known = frozenset(i.name for i in devices.interfaces) | frozenset(
@@ -182,5 +168,6 @@ def build_dataplane(cluster: Cluster, *, version: str,
 
     nodes = LazyNodes(tuple(sorted(cluster.nodes)), build)
     underlay = {n.address.ip: n.name for n in cluster.nodes.values()}
-    pipeline = Pipeline(nodes, underlay=underlay, tunnels=tunnel_directory(cluster))
-    return Dataplane(cluster=cluster, version=version, nodes=nodes, pipeline=pipeline)
+    pipeline = Pipeline(nodes, underlay=underlay, tunnels=tunnel_directory(cluster, routes))
+    return Dataplane(cluster=cluster, version=version, nodes=nodes, pipeline=pipeline,
+                     policy_index=prepared.policy_index)

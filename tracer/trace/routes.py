@@ -15,6 +15,7 @@ Sources: felix route_mgr.go / vxlan_mgr.go / ipip_mgr.go / wireguard.go and the 
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, ip_network
 
 from tracer.dataplane.interfaces import IPIP_DEVICE, UNDERLAY_DEVICE, VXLAN_DEVICE
@@ -40,10 +41,36 @@ def block_owners(cluster: Cluster) -> dict[IPv4Network, str]:
         pool = pool_for(cluster, addr)
         if pool is None:
             continue
-        block = ip_network(f"{addr}/{pool.block_size}", strict=False)
-        counts[block][node_name] += 1
+        counts[block_of(addr, pool.block_size)][node_name] += 1
     return {block: max(sorted(per_node), key=lambda n: per_node[n])
             for block, per_node in counts.items()}
+
+
+def block_of(addr: IPv4Address, size: int) -> IPv4Network:
+    """The /``size`` IPAM block holding ``addr``."""
+    return IPv4Network((int(addr) >> (32 - size) << (32 - size), size))
+
+
+@dataclass(frozen=True)
+class ClusterRoutes:
+    """What every node's routing table needs about the whole cluster, computed once: each
+    block's owner, and the pods outside their node's block (borrowed addresses), which every
+    other node reaches by a /32 of their own."""
+
+    owners: dict[IPv4Network, str]
+    borrowed: dict[str, IPPool]               # endpoint key -> the pool of its address
+
+
+def cluster_routes(cluster: Cluster) -> ClusterRoutes:
+    owners = block_owners(cluster)
+    borrowed = {}
+    for ep in cluster.endpoints.values():
+        pool = pool_for(cluster, ep.pod.ip)
+        if pool is None:
+            continue
+        if owners.get(block_of(ep.pod.ip, pool.block_size)) not in (ep.pod.node, None):
+            borrowed[ep.key] = pool
+    return ClusterRoutes(owners, borrowed)
 
 
 def _node_owned_addresses(cluster: Cluster):
@@ -74,25 +101,23 @@ def remote_route(pool: IPPool, local: Node, remote: Node, dst: IPv4Network) -> R
 
 
 def node_routing_table(cluster: Cluster, node_name: str, *, wireguard_mark: int | None = None,
-                       underlay_gateway: IPv4Address | None = None) -> RoutingTable:
+                       underlay_gateway: IPv4Address | None = None,
+                       shared: ClusterRoutes | None = None) -> RoutingTable:
+    """``shared``: :func:`cluster_routes` of the cluster, computed once for all its nodes."""
     node = cluster.nodes[node_name]
     routes: list[Route] = []
-    owners = block_owners(cluster)
+    shared = shared or cluster_routes(cluster)
+    owners = shared.owners
     wireguard = cluster.felix.wireguard_enabled
 
     for ep in sorted(cluster.endpoints.values(), key=lambda e: e.key):
         if ep.pod.node == node_name:
-            routes.append(Route(dst=ip_network(f"{ep.pod.ip}/32"), dev=ep.interface,
+            routes.append(Route(dst=IPv4Network((ep.pod.ip, 32)), dev=ep.interface,
                                 scope="link", origin="cni"))
-        else:
+        elif ep.key in shared.borrowed:
             # A pod outside its node's block (borrowed address) needs its own /32.
-            pool = pool_for(cluster, ep.pod.ip)
-            if pool is None:
-                continue
-            block = ip_network(f"{ep.pod.ip}/{pool.block_size}", strict=False)
-            if owners.get(block) not in (ep.pod.node, None):
-                remote = cluster.nodes[ep.pod.node]
-                routes.append(remote_route(pool, node, remote, ip_network(f"{ep.pod.ip}/32")))
+            routes.append(remote_route(shared.borrowed[ep.key], node,
+                                       cluster.nodes[ep.pod.node], IPv4Network((ep.pod.ip, 32))))
 
     for block, owner in sorted(owners.items(), key=lambda item: (int(item[0].network_address),
                                                                   item[0].prefixlen)):

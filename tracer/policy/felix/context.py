@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tracer.dataplane.ir import Provenance
 from tracer.errors import InputError
 from tracer.model.cluster import Cluster, FelixConfig, Node
 from tracer.policy.felix import builder as b
+from tracer.policy.felix.facts import ClusterFacts
 from tracer.policy.felix.versions import Knobs, MarkBits, knobs, mark_bits, resolve_version
 from tracer.selector.selector import ipset_name
 
@@ -27,6 +28,7 @@ class Ctx:
     felix: FelixConfig
     ipip_enabled: bool
     vxlan_enabled: bool
+    facts: ClusterFacts = field(repr=False, compare=False)
 
     @property
     def prefixes(self) -> tuple[str, ...]:
@@ -66,7 +68,10 @@ def static_prov(role: str = "static", source: str = "rules/static.go", **kw) -> 
     return Provenance(role=role, source=source, **kw)
 
 
-def make_ctx(cluster: Cluster, node_name: str, version: str | None) -> Ctx:
+def make_ctx(cluster: Cluster, node_name: str, version: str | None,
+             facts: ClusterFacts | None = None) -> Ctx:
+    """``facts``: the cluster's indexes, shared by the nodes rendered from one cluster
+    (built here when not given)."""
     node = cluster.nodes.get(node_name)
     if node is None:
         known = ", ".join(sorted(cluster.nodes)) or "none"
@@ -78,4 +83,5 @@ def make_ctx(cluster: Cluster, node_name: str, version: str | None) -> Ctx:
     vxlan = any(p.vxlan_mode in ("Always", "CrossSubnet") for p in pools)
     return Ctx(cluster=cluster, node=node, knob=knobs(short),
                marks=mark_bits(short, cluster.felix), felix=cluster.felix,
-               ipip_enabled=ipip, vxlan_enabled=vxlan)
+               ipip_enabled=ipip, vxlan_enabled=vxlan,
+               facts=facts if facts is not None else ClusterFacts(cluster))

@@ -100,10 +100,10 @@ def tiers_for(ctx: Ctx, labels: dict[str, str], *, kinds: Callable[[Policy], boo
               pass_default: bool = False) -> list[TierGroups]:
     """The endpoint's TierInfo list: tiers holding a policy that selects it, in order."""
     by_tier: dict[str, list[Policy]] = {}
-    for pol in ctx.cluster.policies:
+    for pol in ctx.facts.policies_selecting(labels):
         if pol.staged and ctx.knob.version == "3.29":
             continue                     # staged policies reach the dataplane from v3.30
-        if kinds(pol) and parse_selector(pol.selector).matches(labels):
+        if kinds(pol):
             by_tier.setdefault(pol.tier, []).append(pol)
     tiers = tier_objects(ctx)
     out = []

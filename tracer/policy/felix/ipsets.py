@@ -33,27 +33,6 @@ def _ip_member(net: IPv4Network | str) -> str:
     return str(net.network_address) if net.prefixlen == 32 else str(net)
 
 
-def _labelled_addresses(ctx: Ctx):
-    """(labels, [addresses], named ports) for every endpoint and network set in the cluster."""
-    cluster = ctx.cluster
-    for ep in cluster.endpoints.values():
-        if not ep.pod.host_network:
-            yield ep.labels, [str(ep.pod.ip)], ep.pod.ports
-    for hep in cluster.host_endpoints:
-        labels = dict(hep.labels)
-        for name in hep.profiles:
-            if name in cluster.profiles:
-                labels = {**cluster.profiles[name].labels_to_apply, **labels}
-        yield labels, [str(ip) for ip in hep.expected_ips], ()
-    for netset in cluster.network_sets:
-        labels = dict(netset.labels)
-        if netset.namespace:
-            profile = cluster.profiles.get(f"kns.{netset.namespace}")
-            parent = profile.labels_to_apply if profile else {}
-            labels = {**parent, **labels, "projectcalico.org/namespace": netset.namespace}
-        yield labels, [str(n) for n in netset.nets], ()
-
-
 def _port_matches(port: ContainerPort, spec: SetSpec) -> bool:
     if port.name != spec.named_port:
         return False
@@ -63,13 +42,12 @@ def _port_matches(port: ContainerPort, spec: SetSpec) -> bool:
 
 def selector_set(ctx: Ctx, name: str, spec: SetSpec) -> IpSet:
     members: set[str] = set()
-    for labels, addrs, ports in _labelled_addresses(ctx):
-        if not spec.selector.matches(labels):
-            continue
+    for entry in ctx.facts.selected(spec.selector):
+        addrs = entry.addresses
         if spec.named_port is None:
             members.update(_ip_member(a) for a in addrs)
             continue
-        for port in ports:
+        for port in entry.ports:
             if _port_matches(port, spec):
                 proto = named_port_protocol(port.protocol.lower())
                 members.update(f"{_ip_member(a)},{proto}:{port.port}" for a in addrs

@@ -9,11 +9,13 @@ managers need.
 from __future__ import annotations
 
 from tracer.dataplane import ir
+from tracer.dataplane.lazy import LazyMapping
 from tracer.dataplane.ir import BUILTIN_CHAINS, Chain, IpSet, Rule, Ruleset, SetMatch, Table
 from tracer.model.cluster import Cluster, Policy, Profile
 from tracer.policy.felix import static
 from tracer.policy.felix.builder import FChain, FRule
 from tracer.policy.felix.context import Ctx, make_ctx
+from tracer.policy.felix.facts import ClusterFacts
 from tracer.policy.felix.dispatch import workload_dispatch_chains
 from tracer.policy.felix.endpoints import (TierGroups, group_chains, normal_policy, tiers_for,
                                            workload_chains)
@@ -34,9 +36,13 @@ def local_endpoints(cluster: Cluster, node: str):
     return sorted(eps, key=lambda ep: ep.interface)
 
 
-def render_node(cluster: Cluster, node: str, *, version: str | None = None) -> Ruleset:
-    """Render ``node``'s raw/mangle/nat/filter tables and ipsets for a Calico release."""
-    ctx = make_ctx(cluster, node, version)
+def render_node(cluster: Cluster, node: str, *, version: str | None = None,
+                facts: ClusterFacts | None = None) -> Ruleset:
+    """Render ``node``'s raw/mangle/nat/filter tables and ipsets for a Calico release.
+
+    ``facts``: the cluster's label indexes, built once and shared when rendering several nodes
+    of one cluster. The selector ipsets' members are computed when a set is first read."""
+    ctx = make_ctx(cluster, node, version, facts)
     candidates: dict[Table, list[FChain]] = {
         Table.RAW: static.raw_chains(ctx) + [static.rpf_skip_chain()],
         Table.MANGLE: static.mangle_chains(ctx),
@@ -70,11 +76,12 @@ def render_node(cluster: Cluster, node: str, *, version: str | None = None) -> R
         candidates[Table.FILTER] += [inbound, outbound]
         candidates[Table.MANGLE].append(outbound)
 
-    tables = {table: _program_table(table, candidates[table], static.kernel_hooks(ctx)[table],
-                                    ctx) for table in Table}
-    ruleset = Ruleset(tables=tables)
-    ruleset.ipsets.update(_ipsets(ctx, ruleset, policies, profiles))
-    return ruleset
+    hooks = static.kernel_hooks(ctx)
+    programmed = {table: _program_table(table, candidates[table], hooks[table], ctx)
+                  for table in Table}
+    tables = {table: chains for table, (chains, _) in programmed.items()}
+    used = set().union(*(sets for _, sets in programmed.values()))
+    return Ruleset(tables=tables, ipsets=_ipsets(ctx, used, policies, profiles))
 
 
 def _unique_policies(policies: list[Policy]) -> list[Policy]:
@@ -96,21 +103,31 @@ def _profile(cluster: Cluster, name: str) -> Profile:
 
 
 def _program_table(table: Table, chains: list[FChain], hooks: dict[str, static.Hooks],
-                   ctx: Ctx) -> dict[str, Chain]:
+                   ctx: Ctx) -> tuple[LazyMapping[str, Chain], set[str]]:
+    """The table's programmed chains, and the ipsets their rules match on.
+
+    Kernel chains come first, then the referenced chains by name. A chain's rules are
+    converted (and their ``cali:`` IDs hashed) when it is first looked up: a packet walks a
+    few of a node's hundreds of endpoint and policy chains."""
     by_name: dict[str, FChain] = {}
     for chain in chains:
         by_name[chain.name] = chain          # later updates replace earlier ones (UpdateChain)
-    out: dict[str, Chain] = {}
+    kernel_chains: dict[str, Chain] = {}
     roots: list[str] = []
+    hook_rules: list[FRule] = []
     for kernel in BUILTIN_CHAINS[table]:
         hook = hooks.get(kernel, static.Hooks())
-        out[kernel] = Chain(kernel, _kernel_rules(kernel, hook, ctx), policy="ACCEPT")
+        kernel_chains[kernel] = Chain(kernel, _kernel_rules(kernel, hook, ctx), policy="ACCEPT")
         roots += [c for r in (*hook.inserted, *hook.appended) for c in _targets(r)]
-    reachable = _reachable(roots, by_name)
-    for name in sorted(reachable):
-        chain = by_name[name]
-        out[name] = Chain(name, _ir_rules(name, chain.rules))
-    return out
+        hook_rules += [*hook.inserted, *hook.appended]
+    reachable = sorted(_reachable(roots, by_name))
+    rules = [*hook_rules, *(r for name in reachable for r in by_name[name].rules)]
+    used = {m.set_name for r in rules for _, m in r.match.parts if isinstance(m, SetMatch)}
+
+    def build(name: str) -> Chain:
+        found = kernel_chains.get(name)
+        return found if found is not None else Chain(name, _ir_rules(name, by_name[name].rules))
+    return LazyMapping([*kernel_chains, *reachable], build), used
 
 
 def _kernel_rules(kernel: str, hook: static.Hooks, ctx: Ctx) -> tuple[Rule, ...]:
@@ -153,10 +170,8 @@ def _ir_rules(hash_chain: str, rules: tuple[FRule, ...] | list[FRule]) -> tuple[
 # ---------------------------------------------------------------------------- ipsets
 
 
-def _ipsets(ctx: Ctx, ruleset: Ruleset, policies: list[Policy],
-            profiles: set[str]) -> dict[str, IpSet]:
-    used = {m.set_name for chains in ruleset.tables.values() for chain in chains.values()
-            for rule in chain.rules for m in rule.matches if isinstance(m, SetMatch)}
+def _ipsets(ctx: Ctx, used: set[str], policies: list[Policy],
+            profiles: set[str]) -> LazyMapping[str, IpSet]:
     specs = {}
     owners = list(policies) + [_profile(ctx.cluster, p) for p in sorted(profiles)]
     for owner in owners:
@@ -165,11 +180,12 @@ def _ipsets(ctx: Ctx, ruleset: Ruleset, policies: list[Policy],
         for direction in ("ingress", "egress"):
             for spec in referenced_sets(ctx, owner, direction):
                 specs.setdefault(ctx.set_name(spec.set_id), spec)
-    result = {s.name: s for s in fixed_sets(ctx)}
-    for name in sorted(specs):
-        if name in used:
-            result[name] = selector_set(ctx, name, specs[name])
-    missing = used - set(result)
+    fixed = {s.name: s for s in fixed_sets(ctx)}
+    selectors = sorted(name for name in specs if name in used and name not in fixed)
+    missing = used - set(fixed) - set(selectors)
     if missing:
         raise AssertionError(f"felix renderer bug: ipsets referenced but not rendered: {missing}")
-    return result
+
+    def build(name: str) -> IpSet:
+        return fixed.get(name) or selector_set(ctx, name, specs[name])
+    return LazyMapping([*fixed, *selectors], build)
