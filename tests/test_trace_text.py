@@ -44,7 +44,7 @@ def test_summary_and_detailed_keep_one_block_per_hop_plus_header_and_verdict(vxl
         assert {h.node for h in vxlan_trace.hops} == {"node-1", "node-2"}
     detailed = render_text(vxlan_trace, "detailed")
     summary = render_text(vxlan_trace, "summary")
-    assert "-A" not in summary and "#1:" in detailed      # rules only in detailed
+    assert "PREROUTING #1:" not in summary and "PREROUTING #1:" in detailed  # rules: detailed
 
 
 def test_unknown_verbosity_is_refused(vxlan_trace):
