@@ -50,3 +50,25 @@ def test_summary_and_detailed_keep_one_block_per_hop_plus_header_and_verdict(vxl
 def test_unknown_verbosity_is_refused(vxlan_trace):
     with pytest.raises(ValueError, match="verbosity"):
         prune(vxlan_trace, "loud")
+
+
+# --------------------------------------------------------------- stray packets (--tcp-flags)
+
+
+def test_stray_packets_meet_conntrack_as_the_kernel_would():
+    """With nf_conntrack_tcp_loose (the default) a stray ACK is picked up as NEW and meets the
+    policy; a SYN-ACK with no SYN before it is INVALID and felix drops it."""
+    from click.testing import CliRunner
+
+    from tracer.cli import cli
+    base = ["packet", "-f", str(SCENARIOS / "backend-from-frontend"), "--port", "6379",
+            "--verbosity", "minimal"]
+    runs = {(src, flags): CliRunner().invoke(cli, base + ["--from", src, "--to", "myns/backend",
+                                                          "--tcp-flags", flags])
+            for src in ("myns/frontend", "myns/other") for flags in ("ACK", "SYN,ACK")}
+    assert "allowed" in runs["myns/frontend", "ACK"].output
+    assert "dropped [default-deny]" in runs["myns/other", "ACK"].output
+    assert "dropped [conntrack-invalid]" in runs["myns/frontend", "SYN,ACK"].output
+    bad = CliRunner().invoke(cli, base + ["--from", "myns/other", "--to", "myns/backend",
+                                          "--tcp-flags", "SYN,BOGUS"])
+    assert bad.exit_code != 0 and "unknown TCP flag 'BOGUS'" in str(bad.exception or bad.output)

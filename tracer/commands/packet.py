@@ -47,6 +47,8 @@ from tracer.trace.tracing import TraceRequest, build_probe, trace_packet
 @click.option("--reply", is_flag=True, help="Send the packet, then trace the answer its "
               "receiver sends back (SYN-ACK, UDP reply, echo reply): for \"the request arrives "
               "but the answer never comes back\".")
+@click.option("--tcp-flags", help="With --protocol tcp: send a packet with these flags "
+              "(e.g. ACK, SYN,ACK) instead of a SYN, as a stray packet with no connection.")
 @click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--verbosity", type=click.Choice(VERBOSITIES), default="detailed",
               show_default=True)
@@ -60,7 +62,7 @@ from tracer.trace.tracing import TraceRequest, build_probe, trace_packet
               help="Write the packet at each point of its path (source, underlay with its "
                    "framing, destination) to this pcap file.")
 def packet(paths, source, destination, endpoint, protocol, port, sport, state, size, icmp_type,
-           icmp_code, reply, output, verbosity, calico_version, dumps, ipset_dumps,
+           icmp_code, reply, tcp_flags, output, verbosity, calico_version, dumps, ipset_dumps,
            pcap_path) -> None:
     """Trace one packet from --from to --to through every node's Calico dataplane."""
     cluster = load_cluster(paths, calico_version=calico_version)
@@ -69,7 +71,7 @@ def packet(paths, source, destination, endpoint, protocol, port, sport, state, s
     version = resolve_version(cluster, calico_version)
     request = TraceRequest(source=source, destination=destination, protocol=protocol,
                            port=port, sport=sport, state=state, size=size, icmp_type=icmp_type,
-                           icmp_code=icmp_code, reply=reply)
+                           icmp_code=icmp_code, reply=reply, tcp_flags=tcp_flags)
     rulesets = {}
     if dumps:
         first_node = build_probe(build_dataplane(cluster, version=version), request)[0].node
