@@ -202,8 +202,12 @@ class _Reader:
         run = doc.get("run")
         if run is not None:
             run = self.text(run, f"{obj}.run")
-            if not run.startswith("calico-trace "):
+            words = run.split()
+            if words[0] != "calico-trace" or len(words) < 2:
                 self.fail(f"{obj}.run", "a step runs a calico-trace command")
+            if words[1] == "lab":
+                self.fail(f"{obj}.run", "a step cannot run a lab command (lab check runs "
+                          "every step)")
         return Step(self.text(doc["say"], f"{obj}.say").strip(), run)
 
     def question(self, value, obj: str) -> Question:
