@@ -111,6 +111,9 @@ def compare(trace: PacketTrace, expect: Expect) -> tuple[str, ...]:
             problems.append(f"staged: expected {text!r}, got {list(trace.staged)}")
     if expect.path:
         problems += _path_problems(trace, expect.path)
+    for text in expect.path_excludes:
+        if any(text in line for line in path_lines(trace)):
+            problems.append(f"path: expected no {text!r}, got {path_lines(trace)}")
     if expect.why and expect.why not in trace.why:
         problems.append(f"why: expected it to say {expect.why!r}")
     if expect.hint and expect.hint not in trace.hint:
@@ -131,7 +134,7 @@ def _path_problems(trace: PacketTrace, wanted: tuple[str, ...]) -> list[str]:
         found = next((i for i in range(at, len(lines)) if text in lines[i]), None)
         if found is None:
             return [f"path: expected {text!r} (in this order) among {lines}"]
-        at = found + 1
+        at = found                      # the next text may be on the same line
     return []
 
 

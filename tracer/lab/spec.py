@@ -19,7 +19,8 @@ A lab directory holds a scenario (the cluster's manifests) and ``lab.yaml``::
       packet: {from: a/b, to: a/c, protocol: tcp, port: 80}   (+ state, reply, size,
                                                                tcp_flags, endpoint)
       expect: {verdict: dropped, reason: default-deny, decided_by: [...], selected_by: {...},
-               staged: [...], path: [...], why: ..., hint: ..., delivered_to: ...}
+               staged: [...], path: [...], path_excludes: [...], why: ...,
+               hint: ..., delivered_to: ...}
       fix:                            a "fix it" step: the manifest change, then what holds
         say: Allow it.
         apply: |                      documents applied as kubectl apply would (same kind,
@@ -49,7 +50,8 @@ PACKET_KEYS = {"from": str, "to": str, "protocol": str, "port": int, "state": st
                "reply": bool, "size": int, "tcp_flags": str, "endpoint": (str, int),
                "icmp_type": int, "icmp_code": int}
 EXPECT_KEYS = {"verdict": str, "reason": str, "delivered_to": str, "decided_by": list,
-               "selected_by": dict, "staged": list, "path": list, "why": str, "hint": str}
+               "selected_by": dict, "staged": list, "path": list, "path_excludes": list,
+               "why": str, "hint": str}
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,7 @@ class Expect:
     selected_by: dict[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
     staged: tuple[str, ...] = ()
     path: tuple[str, ...] = ()
+    path_excludes: tuple[str, ...] = ()
     why: str | None = None
     hint: str | None = None
 
@@ -256,7 +259,8 @@ class _Reader:
         return Expect(verdict=verdict, reason=reason, delivered_to=doc.get("delivered_to"),
                       decided_by=tuple(map(str, doc.get("decided_by", ()))),
                       selected_by=selected, staged=tuple(map(str, doc.get("staged", ()))),
-                      path=tuple(map(str, doc.get("path", ()))), why=doc.get("why"),
+                      path=tuple(map(str, doc.get("path", ()))),
+                      path_excludes=tuple(map(str, doc.get("path_excludes", ()))), why=doc.get("why"),
                       hint=doc.get("hint"))
 
     def fix(self, value, obj: str) -> Fix:
