@@ -16,6 +16,7 @@ from tracer.kubeproxy.probe import is_service_ref
 from tracer.model.loader import load_cluster
 from tracer.policy.felix.versions import resolve_version
 from tracer.render.forks import render_forks
+from tracer.render.html_trace import render_trace_html, render_traces_html
 from tracer.render.trace_json import render_json
 from tracer.render.trace_pcap import write_trace_pcap
 from tracer.render.trace_text import VERBOSITIES, render_text
@@ -49,7 +50,9 @@ from tracer.trace.tracing import TraceRequest, build_probe, trace_packet
               "but the answer never comes back\".")
 @click.option("--tcp-flags", help="With --protocol tcp: send a packet with these flags "
               "(e.g. ACK, SYN,ACK) instead of a SYN, as a stray packet with no connection.")
-@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--output", type=click.Choice(["text", "json", "html"]), default="text",
+              show_default=True, help="html: one self-contained page on standard output "
+              "(path diagram, rules per hop, the deciding policy's YAML).")
 @click.option("--verbosity", type=click.Choice(VERBOSITIES), default="detailed",
               show_default=True)
 @click.option("--calico-version", help="Calico release whose felix rules to render.")
@@ -81,14 +84,20 @@ def packet(paths, source, destination, endpoint, protocol, port, sport, state, s
     if is_service_ref(destination):             # kube-proxy's random pick forks the trace
         forks = [fork.with_trace(explain(dataplane, fork.trace))
                  for fork in trace_forks(dataplane, request, endpoint)]
-        text = render_forks(forks, output, verbosity)
+        if output == "html":
+            text = render_traces_html([(f.header().strip("= "), f.trace) for f in forks],
+                                      cluster, f"{source} -> {destination}")
+        else:
+            text = render_forks(forks, output, verbosity)
         if pcap_path:
             write_trace_pcap(pcap_path, forks[0].trace)
     elif endpoint is not None:
         raise InputError("--endpoint needs --to svc/NAMESPACE/NAME", obj="--endpoint")
     else:
         trace = explain(dataplane, trace_packet(dataplane, request))
-        text = render_json(trace) if output == "json" else render_text(trace, verbosity)
+        text = (render_json(trace) if output == "json" else
+                render_trace_html(trace, cluster) if output == "html" else
+                render_text(trace, verbosity))
         if pcap_path:
             write_trace_pcap(pcap_path, trace)
     click.echo(text, nl=False)
