@@ -2,7 +2,7 @@
 
 Rows are sources, columns destinations, both sorted by namespace with a header band per
 namespace, so 200 pods still read as blocks (cells shrink to 4 px; names are in each cell's
-tooltip). Each cell is a link: clicking it shows the pair, its verdict and the command that
+tooltip, filled in by the page's script). Each cell is a link: clicking it shows the pair, its verdict and the command that
 traces it, and for small matrices the pair's trace itself, embedded in the page.
 """
 
@@ -20,8 +20,12 @@ PANEL_SCRIPT = """
 var PODS = JSON.parse(document.getElementById('pods').textContent);
 var TRACES = JSON.parse(document.getElementById('traces').textContent);
 var panel = document.getElementById('pair');
+function pair(cell) {
+  var ij = cell.getAttribute('href').slice(6).split('-');
+  return [+ij[0], +ij[1], cell.classList.contains('y')];
+}
 function show(cell) {
-  var i = +cell.dataset.i, j = +cell.dataset.j, yes = cell.classList.contains('y');
+  var p = pair(cell), i = p[0], j = p[1], yes = p[2];
   var cmd = panel.dataset.command.replace('SRC', PODS[i]).replace('DST', PODS[j]);
   panel.querySelector('.what').textContent = PODS[i] + ' \\u2192 ' + PODS[j] + ': ' +
       (yes ? 'allowed' : 'denied');
@@ -33,8 +37,15 @@ function show(cell) {
   box.hidden = !trace;
   panel.hidden = false;
 }
-document.querySelectorAll('a.cell').forEach(function (cell) {
-  cell.addEventListener('click', function () { show(cell); });
+document.querySelector('table.heat').addEventListener('click', function (event) {
+  if (event.target.classList.contains('cell')) { show(event.target); }
+});
+document.querySelector('table.heat').addEventListener('mouseover', function (event) {
+  var cell = event.target;
+  if (cell.classList.contains('cell') && !cell.title) {
+    var p = pair(cell);
+    cell.title = PODS[p[0]] + ' \u2192 ' + PODS[p[1]] + ': ' + (p[2] ? 'allowed' : 'denied');
+  }
 });
 if (location.hash.indexOf('#pair-') === 0) {
   var cell = document.querySelector('a.cell[href="' + location.hash + '"]');
@@ -93,11 +104,11 @@ def render_matrix_html(result: ReachabilityMatrix, *, manifests: str,
                          f"padding-right:4px\">{escape(src)}</th>")
         for j, dst in enumerate(pods):
             yes = bool(result.allowed[i, j])
-            sep = " sep-l" if j in starts and j else ""
-            cells.append(f"<td class=\"{sep.strip()}\"><a class=\"cell {'y' if yes else 'n'}\" "
-                         f"href=\"#pair-{i}-{j}\" data-i=\"{i}\" data-j=\"{j}\" "
-                         f"title=\"{escape(src)} \u2192 {escape(dst)}: "
-                         f"{'allowed' if yes else 'denied'}\"></a></td>")
+            sep = j in starts and j
+            # Kept small (40,000 cells at 200 pods): names and tooltips come from the script.
+            td = "<td class=\"sep-l\">" if sep else "<td>"
+            cells.append(f"{td}<a class=\"cell {'y' if yes else 'n'}\" "
+                         f"href=\"#pair-{i}-{j}\"></a></td>")
         tr_class = " class=\"sep-t\"" if i in starts and i else ""
         out.append(f"<tr{tr_class}>" + "".join(cells) + "</tr>")
     out.append("</table>")
