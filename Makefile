@@ -2,8 +2,8 @@
 VENV   := .venv
 PY     := $(VENV)/bin/python
 CT     := $(VENV)/bin/calico-trace
-SYSTEM_PACKAGES := iptables ipset conntrack tshark iproute2 tcpdump iperf3 curl iputils-ping
-SYSTEM_BINARIES := iptables-restore ipset conntrack tshark ip xtables-monitor tcpdump
+SYSTEM_PACKAGES := iptables ipset conntrack tshark iproute2 tcpdump iperf3 curl iputils-ping chromium
+SYSTEM_BINARIES := iptables-restore ipset conntrack tshark ip xtables-monitor tcpdump chromium
 
 .PHONY: demo test venv system-deps clean bench fuzz
 
@@ -32,6 +32,7 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed system-deps
 	$(VENV)/bin/pytest -q -ra
+	$(CT) lab check
 
 # The commands that produced benchmarks/RESULTS.md (each rewrites its own section).
 bench: $(VENV)/.installed

@@ -61,3 +61,13 @@ def pytest_runtest_makereport(item, call):
     report.longrepr = (f"skipped while running as root: {reason}\n(as root every tool "
                        "`make test` installs must be present; only a kernel without the "
                        "module may skip)")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--update-golden", action="store_true", default=False,
+                     help="Rewrite tests/golden/ from the current output instead of comparing.")
+
+
+@pytest.fixture
+def update_golden(request) -> bool:
+    return request.config.getoption("--update-golden")

@@ -16,6 +16,7 @@ from tracer.explain import explain
 from tracer.kubeproxy.probe import is_service_ref
 from tracer.policy.felix.versions import resolve_version
 from tracer.render.forks import render_forks
+from tracer.render.html_trace import render_trace_html, render_traces_html
 from tracer.render.trace_json import render_json
 from tracer.render.trace_text import VERBOSITIES, render_text
 from tracer.trace.assemble import build_dataplane
@@ -50,7 +51,11 @@ from tracer.trace.tracing import TraceRequest, build_probe, trace_packet
 @click.option("--reply", is_flag=True, help="Send the packet, then trace the answer its "
               "receiver sends back (SYN-ACK, UDP reply, echo reply): for \"the request arrives "
               "but the answer never comes back\".")
-@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--tcp-flags", help="With --protocol tcp: send a packet with these flags "
+              "(e.g. ACK, SYN,ACK) instead of a SYN, as a stray packet with no connection.")
+@click.option("--output", type=click.Choice(["text", "json", "html"]), default="text",
+              show_default=True, help="html: one self-contained page on standard output "
+              "(path diagram, rules per hop, the deciding policy's YAML).")
 @click.option("--verbosity", type=click.Choice(VERBOSITIES), default="detailed",
               show_default=True)
 @click.option("--calico-version", help="Calico release whose felix rules to render.")
@@ -65,7 +70,7 @@ from tracer.trace.tracing import TraceRequest, build_probe, trace_packet
               help="Write the packet at each point of its path (source, underlay with its "
                    "framing, destination) to this pcap file.")
 def packet(paths, diags, cache_dir, no_cache, verbose, source, destination, endpoint, protocol,
-           port, sport, state, size, icmp_type, icmp_code, reply, output, verbosity,
+           port, sport, state, size, icmp_type, icmp_code, reply, tcp_flags, output, verbosity,
            calico_version, dumps, partial, table, ipset_dumps, pcap_path) -> None:
     """Trace one packet from --from to --to through every node's Calico dataplane."""
     check_output_file(pcap_path, "--write-pcap")
@@ -90,7 +95,7 @@ def packet(paths, diags, cache_dir, no_cache, verbose, source, destination, endp
     version = resolve_version(cluster, calico_version)
     request = TraceRequest(source=source, destination=destination, protocol=protocol,
                            port=port, sport=sport, state=state, size=size, icmp_type=icmp_type,
-                           icmp_code=icmp_code, reply=reply)
+                           icmp_code=icmp_code, reply=reply, tcp_flags=tcp_flags)
     if dumps:
         if diags:
             raise InputError("--iptables-save and --diags both give a node's rules: use one",
@@ -106,7 +111,11 @@ def packet(paths, diags, cache_dir, no_cache, verbose, source, destination, endp
             forks = [fork.with_trace(explain(dataplane, fork.trace))
                      for fork in trace_forks(dataplane, request, endpoint)]
         with clock.stage("render"):
-            text = render_forks(forks, output, verbosity)
+            if output == "html":
+                text = render_traces_html([(f.header().strip("= "), f.trace) for f in forks],
+                                          cluster, f"{source} -> {destination}")
+            else:
+                text = render_forks(forks, output, verbosity)
         if pcap_path:
             _write_pcap(pcap_path, forks[0].trace)
     elif endpoint is not None:
@@ -117,7 +126,9 @@ def packet(paths, diags, cache_dir, no_cache, verbose, source, destination, endp
         with clock.stage("explain"):
             trace = explain(dataplane, traced)
         with clock.stage("render"):
-            text = render_json(trace) if output == "json" else render_text(trace, verbosity)
+            text = (render_json(trace) if output == "json" else
+                    render_trace_html(trace, cluster) if output == "html" else
+                    render_text(trace, verbosity))
         if pcap_path:
             _write_pcap(pcap_path, trace)
     say_node_warnings(dataplane)

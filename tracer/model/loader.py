@@ -36,6 +36,7 @@ from tracer.model.convert_calico import Ctx
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 SCENARIO_FILES = ("scenario.yaml", "scenario.yml")
+NOT_MANIFESTS = SCENARIO_FILES + ("lab.yaml",)   # a directory's descriptions, not objects
 CALICO_GROUPS = ("projectcalico.org", "crd.projectcalico.org")
 K8S_KINDS = {
     ("", "Namespace"): "Namespace", ("", "Pod"): "Pod", ("", "Node"): "Node",
@@ -192,12 +193,12 @@ def manifest_files(paths: Sequence[str | os.PathLike]) -> list[str]:
             try:
                 found = sorted(p for p in target.iterdir()
                                if p.is_file() and p.suffix in MANIFEST_SUFFIXES
-                               and p.name not in SCENARIO_FILES)
+                               and p.name not in NOT_MANIFESTS)
             except OSError as err:
                 raise InputError(f"cannot read: {err.strerror or err}", file=str(path)) \
                     from None
         elif kind == "file":
-            found = [] if target.name in SCENARIO_FILES else [target]
+            found = [] if target.name in NOT_MANIFESTS else [target]
         else:
             raise InputError("no such file or directory", file=str(path))
         for file in found:

@@ -16,7 +16,7 @@ from tracer.model.cluster import Cluster
 from tracer.model.places import Place, place_of, resolve
 from tracer.trace.assemble import Dataplane
 from tracer.trace.result import PacketTrace
-from tracer.protocols import ICMP, ICMP_ECHO_REQUEST, TCP
+from tracer.protocols import ICMP, ICMP_ECHO_REQUEST, TCP, TCP_FLAG_BITS
 from tracer.trace.session import Session, answer_to, delivered_packet, opening
 
 
@@ -32,6 +32,7 @@ class TraceRequest:
     icmp_type: int | None = None       # ICMP only; default an echo request (8/0)
     icmp_code: int | None = None
     reply: bool = False                # trace the answer to the packet instead
+    tcp_flags: str | None = None       # TCP only: "ACK", "SYN,ACK", ... instead of a SYN
 
 
 def build_probe(dataplane: Dataplane, request: TraceRequest) -> tuple[Probe, Place, Place]:
@@ -54,7 +55,24 @@ def build_probe(dataplane: Dataplane, request: TraceRequest) -> tuple[Probe, Pla
     packet = make_packet(src.ip, dst.ip, proto, dport=request.port, sport=request.sport,
                          length=request.size, icmp_type=icmp_type,
                          icmp_code=request.icmp_code or 0)
+    if request.tcp_flags is not None:
+        packet = replace(packet, tcp_flags=parse_tcp_flags(request.tcp_flags, proto))
     return probe_for(cluster, packet, src, dst), src, dst
+
+
+def parse_tcp_flags(text: str, proto: int) -> int:
+    """``"SYN,ACK"`` -> the flag bits; a packet that is not TCP has no flags to set."""
+    if proto != TCP:
+        raise InputError("--tcp-flags needs --protocol tcp", obj="--tcp-flags")
+    bits = 0
+    for name in filter(None, (part.strip().upper() for part in text.split(","))):
+        if name not in TCP_FLAG_BITS:
+            raise InputError(f"unknown TCP flag {name!r} (one of {', '.join(TCP_FLAG_BITS)})",
+                             obj="--tcp-flags")
+        bits |= TCP_FLAG_BITS[name]
+    if not bits:
+        raise InputError("--tcp-flags names no flag", obj="--tcp-flags")
+    return bits
 
 
 def probe_for(cluster: Cluster, packet: Packet, src: Place, dst: Place) -> Probe:
@@ -86,6 +104,9 @@ def trace_packet(dataplane: Dataplane, request: TraceRequest, *, pins: Pins = NO
     """Trace one packet in a run of its own. With ``--state established`` the connection is
     first opened for real (handshake through every node's conntrack), and the packet traced is
     the one that follows the opening. ``note`` adds an assumption line (a pinned choice)."""
+    if request.tcp_flags is not None and (request.state == "established" or request.reply):
+        raise InputError("--tcp-flags sends one stray packet; it cannot be combined with "
+                         "--state established or --reply", obj="--tcp-flags")
     session = Session(dataplane, pins=pins)
     probe, src, dst = build_probe(dataplane, request)
     where = lambda packet: locate(dataplane.cluster, packet)  # noqa: E731
