@@ -28,6 +28,8 @@ from typing import Any, Callable
 import yaml
 from hypothesis import strategies as st
 
+import bundled
+
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "scenarios"
 CAPTURES = ROOT / "tests" / "data" / "captures"
@@ -162,7 +164,7 @@ class Scenario:
 def scenarios() -> tuple[Scenario, ...]:
     from tracer.model.loader import load_cluster
     found = []
-    for path in sorted(p for p in SCENARIOS.iterdir() if p.is_dir()):
+    for path in bundled.SCENARIOS:
         cluster = load_cluster([path])
         found.append(Scenario(path, tuple(sorted(cluster.pods)), tuple(sorted(cluster.nodes)),
                               tuple(sorted(f.name for f in path.glob("*.y*ml")))))

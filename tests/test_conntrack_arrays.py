@@ -142,3 +142,21 @@ def test_array_nat_and_discard():
     w = arr.process(PacketKey.udp("10.65.0.2", "10.65.0.3", 1, 2), 0.2)
     arr.discard(w.entry_id)
     assert arr.count == 1 and len(arr.entries(0.2)) == 1
+
+
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(st.lists(step, min_size=1, max_size=25), st.sampled_from([1, 3, 6, 40]))
+def test_arrays_that_grow_packet_by_packet_match_reference(monkeypatch, steps, capacity):
+    """The arrays start at one slot and double as entries arrive (up to ``capacity``)."""
+    import tracer.conntrack.arrays as arrays
+    monkeypatch.setattr(arrays, "INITIAL_SLOTS", 1)
+    ops = flatten(steps)
+    ref = ConntrackTable(capacity, timeouts=TIMEOUTS)
+    arr = ArrayConntrackTable(capacity, timeouts=TIMEOUTS)
+    expected = run_reference(ref, ops)
+    got = run_reference(arr, ops)
+    assert got == expected
+    end = ops[-1][1]
+    assert arr.entries(end) == ref.entries(end) and arr.count == ref.count
+    assert arr.pool.shape[0] <= capacity

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import bundled
 import pytest
 from click.testing import CliRunner
 
@@ -23,8 +24,7 @@ pytestmark = [pytest.mark.root,
               pytest.mark.skipif(missing_requirements() is not None,
                                  reason=str(missing_requirements()))]
 
-SCENARIOS = sorted(p for p in (Path(__file__).parent.parent / "scenarios").iterdir()
-                   if p.is_dir())
+SCENARIOS = bundled.SCENARIOS
 
 
 def _json(args: list[str]) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import bundled
 import pytest
 
 from tracer.dataplane.reasons import DropReason
@@ -17,7 +18,7 @@ from tracer.trace.assemble import build_dataplane
 from tracer.trace.tracing import TraceRequest, trace_packet
 
 ROOT = Path(__file__).resolve().parents[1]
-SCENARIOS = sorted(p for p in (ROOT / "scenarios").iterdir() if (p / "scenario.yaml").exists())
+SCENARIOS = bundled.SCENARIOS
 # Reasons no pipeline stage emits: a capture reader's verdict for packets it cannot parse.
 READER_REASONS = {DropReason.MALFORMED}
 

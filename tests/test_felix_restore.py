@@ -7,6 +7,7 @@ import subprocess
 from ipaddress import IPv4Address
 from pathlib import Path
 
+import bundled
 import pytest
 from felix_fixtures import DENY_INGRESS, cluster
 
@@ -16,8 +17,7 @@ from tracer.model.cluster import HostEndpoint
 from tracer.model.loader import load_cluster
 from tracer.policy.felix import SUPPORTED_VERSIONS, render_node
 
-SCENARIOS = sorted(p for p in (Path(__file__).parent.parent / "scenarios").iterdir()
-                   if p.is_dir() and p.name != "labs")   # labs: tests/test_labs.py
+SCENARIOS = bundled.SCENARIOS
 
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
+import bundled
 import pytest
 
 from tracer.explain import explain
@@ -20,7 +21,7 @@ from tracer.trace.assemble import build_dataplane
 from tracer.trace.tracing import TraceRequest, trace_packet
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = sorted(p for p in (ROOT / "scenarios").iterdir() if (p / "scenario.yaml").exists())
+SCENARIOS = bundled.SCENARIOS
 GOLDEN = Path(__file__).resolve().parent / "golden"
 
 

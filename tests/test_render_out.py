@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import bundled
 import pytest
 from click.testing import CliRunner
 from conftest import in_netns
@@ -16,8 +17,7 @@ from tracer.dataplane.iptables_save import parse_ruleset
 from tracer.dataplane.ir import Table
 from tracer.model.loader import load_cluster, load_scenario_meta
 
-SCENARIOS = sorted(p for p in (Path(__file__).parent.parent / "scenarios").iterdir()
-                   if p.is_dir())
+SCENARIOS = bundled.SCENARIOS
 FILES = {"hostname", "ipsets", "ipv4_addr", "ipv4_route", "ipv4_tables"}
 
 

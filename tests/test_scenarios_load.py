@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import bundled
 import pytest
 
 from tracer.model.loader import load_cluster, load_scenario_meta
 from tracer.model.names import workload_interface_name
 
-SCENARIOS = sorted(p for p in (Path(__file__).parent.parent / "scenarios").iterdir()
-                   if p.is_dir() and p.name != "labs")   # labs: tests/test_labs.py
+SCENARIOS = bundled.SCENARIOS
 REQUIRED = {"backend-from-frontend", "frontend-from-bob", "default-deny-ingress",
             "default-deny-all", "allow-all-one-app", "multinode-ipip", "multinode-vxlan",
             "multinode-wireguard", "calico-tiers"} | {

@@ -21,6 +21,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import bundled
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 
@@ -39,7 +40,7 @@ pytestmark = [pytest.mark.root,
                                  reason=str(missing_requirements()))]
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = sorted(p for p in (ROOT / "scenarios").iterdir() if (p / "scenario.yaml").is_file())
+SCENARIOS = bundled.SCENARIOS
 REGRESSIONS_DIR = Path(__file__).resolve().parent / "data" / "verify"
 # Saved clusters on which the simulator and the kernel once disagreed: name -> xfail reason
 # while the difference stands, None once it is fixed.

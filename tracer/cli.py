@@ -17,6 +17,7 @@ COMMANDS = {
     "packet": "tracer.commands.packet:packet",
     "verify": "tracer.commands.verify:verify",
     "conntrack": "tracer.commands.conntrack:conntrack",
+    "bench": "tracer.commands.bench:bench",
     "lab": "tracer.commands.lab:lab",
 }
 

@@ -27,8 +27,13 @@ EMBED_TRACES_UP_TO = 20
               help="Text grid with Y/. instead of \u2713/\u2717.")
 @click.option("--plot", "plot_path", metavar="FILE.png|FILE.svg",
               help="Also draw the heatmap to this image file.")
+@click.option("--engine", type=click.Choice(["policy", "compiled", "reference"]),
+              default="policy", show_default=True,
+              help="policy: evaluate the policies directly (set-based, fastest); compiled / "
+                   "reference: trace one packet per pair through the rendered dataplane on "
+                   "that engine (sees everything the rules and the packet path do).")
 def matrix(paths: tuple[str, ...], protocol: str, port: int, output: str,
-           ascii_only: bool, plot_path: str | None) -> None:
+           ascii_only: bool, plot_path: str | None, engine: str) -> None:
     """Pod-to-pod reachability under Calico policy (egress of the source AND ingress of the
     destination), for every ordered pair of pods; a pod to itself is always allowed."""
     from tracer.model.loader import load_cluster
@@ -36,7 +41,19 @@ def matrix(paths: tuple[str, ...], protocol: str, port: int, output: str,
     from tracer.policy.matrix_render import render_csv, render_json, render_text
 
     cluster = load_cluster(list(paths))
-    result = compute_matrix(cluster, Probe.make(protocol, port))
+    probe = Probe.make(protocol, port)
+    if engine == "policy":
+        result = compute_matrix(cluster, probe)
+    else:
+        from tracer.commands.options import say_notes, use_engine
+        from tracer.policy.felix.versions import resolve_version
+        from tracer.trace.assemble import build_dataplane
+        from tracer.trace.matrix import dataplane_matrix
+
+        dataplane, notes = use_engine(build_dataplane(cluster, version=resolve_version(
+            cluster, None)), engine)
+        result = dataplane_matrix(dataplane, probe)
+        say_notes(notes)
     if plot_path:
         from tracer.render.matrix_plot import plot_matrix
         plot_matrix(result, plot_path)

@@ -65,3 +65,33 @@ def load_for_command(paths, *, calico_version, cache_dir, no_cache, clock):
     clock.note(f"cache {where}: {len(cluster.pods)} pods, {len(cluster.policies)} policies, "
                f"{len(cluster.nodes)} nodes")
     return prepared
+
+
+engine_option = click.option(
+    "--engine", type=click.Choice(["compiled", "reference"]), default="compiled",
+    show_default=True, help="compiled: the numba engine (tables it cannot express run on the "
+    "reference, and it says so); reference: the plain-Python interpreter.")
+
+
+def use_engine(dataplane, engine: str, *, quiet: bool = False):
+    """``dataplane`` with its netfilter tables run by ``engine``; says on stderr when numba
+    compiles its kernels. Returns the dataplane and a function listing fallback notes."""
+    if engine == "reference":
+        return dataplane, lambda: []
+    from tracer.engine.runner import compiled
+    from tracer.engine.warmup import kernels_cached, warm_up
+
+    if not kernels_cached():
+        if not quiet:
+            click.echo("engine: numba is compiling the kernels (once; cached for later runs)…",
+                       err=True)
+        seconds = warm_up()
+        if not quiet:
+            click.echo(f"engine: kernels compiled in {seconds:.1f} s", err=True)
+    dataplane, runner = compiled(dataplane)
+    return dataplane, runner.notes
+
+
+def say_notes(notes) -> None:
+    for note in notes():
+        click.echo(f"engine: {note}", err=True)

@@ -8,8 +8,8 @@ import click
 
 from tracer.commands.dumps import (diags_option, load_diags, load_dumps, partial_option,
                                    say_node_warnings, table_option)
-from tracer.commands.options import (cache_options, check_output_file, load_for_command,
-                                     writing)
+from tracer.commands.options import (cache_options, check_output_file, engine_option,
+                                     load_for_command, say_notes, use_engine, writing)
 from tracer.commands.stages import StageClock
 from tracer.errors import InputError
 from tracer.explain import explain
@@ -69,9 +69,10 @@ from tracer.trace.tracing import TraceRequest, build_probe, trace_packet
 @click.option("--write-pcap", "pcap_path", type=click.Path(),
               help="Write the packet at each point of its path (source, underlay with its "
                    "framing, destination) to this pcap file.")
+@engine_option
 def packet(paths, diags, cache_dir, no_cache, verbose, source, destination, endpoint, protocol,
            port, sport, state, size, icmp_type, icmp_code, reply, tcp_flags, output, verbosity,
-           calico_version, dumps, partial, table, ipset_dumps, pcap_path) -> None:
+           calico_version, dumps, partial, table, ipset_dumps, pcap_path, engine) -> None:
     """Trace one packet from --from to --to through every node's Calico dataplane."""
     check_output_file(pcap_path, "--write-pcap")
     if ipset_dumps and not dumps:
@@ -105,7 +106,9 @@ def packet(paths, diags, cache_dir, no_cache, verbose, source, destination, endp
         built = {"rulesets": load_dumps(dumps, ipset_dumps, default_node=first_node,
                                         nodes=set(cluster.nodes), partial=partial,
                                         table=table)}
-    dataplane = build_dataplane(cluster, version=version, prepared=prepared, **built)
+    with clock.stage("engine"):
+        dataplane, notes = use_engine(
+            build_dataplane(cluster, version=version, prepared=prepared, **built), engine)
     if is_service_ref(destination):             # kube-proxy's random pick forks the trace
         with clock.stage("trace (nodes built lazily)"):
             forks = [fork.with_trace(explain(dataplane, fork.trace))
@@ -132,6 +135,7 @@ def packet(paths, diags, cache_dir, no_cache, verbose, source, destination, endp
         if pcap_path:
             _write_pcap(pcap_path, trace)
     say_node_warnings(dataplane)
+    say_notes(notes)
     clock.note(f"nodes built: {', '.join(dataplane.nodes.built) or 'none'} "
                f"of {len(dataplane.nodes)}")
     click.echo(text, nl=False)

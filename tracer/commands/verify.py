@@ -6,7 +6,7 @@ import shutil
 
 import click
 
-from tracer.commands.options import manifest_option
+from tracer.commands.options import engine_option, manifest_option, say_notes, use_engine
 from tracer.errors import InputError
 from tracer.judge.verify import Case, all_pairs, run_cases
 from tracer.model.loader import load_cluster
@@ -31,9 +31,11 @@ from tracer.trace.assemble import build_dataplane
 @click.option("--calico-version", help="Calico release whose felix rules to render.")
 @click.option("--show", type=click.Choice(["differences", "all"]), default="differences",
               show_default=True, help="Which side-by-side traces to print.")
+@engine_option
 def verify(paths, sources, destinations, every_pair, hosts, protocols, ports, calico_version,
-           show) -> None:
-    """Realise the cluster in network namespaces and check every trace against netfilter.
+           show, engine) -> None:
+    """Realise the cluster in network namespaces and check every trace against netfilter
+    (the traces of the engine --engine names).
 
     Exit status 1 when any packet's trace or outcome differs.
     """
@@ -42,7 +44,8 @@ def verify(paths, sources, destinations, every_pair, hosts, protocols, ports, ca
     if not sources and not every_pair:
         raise InputError("name packets with --from/--to, or use --all-pairs", obj="verify")
     cluster = load_cluster(paths, calico_version=calico_version)
-    dataplane = build_dataplane(cluster, version=resolve_version(cluster, calico_version))
+    dataplane, notes = use_engine(
+        build_dataplane(cluster, version=resolve_version(cluster, calico_version)), engine)
     pairs = list(zip(sources, destinations))
     if every_pair:
         pairs += all_pairs(cluster, hosts=hosts)
@@ -63,6 +66,7 @@ def verify(paths, sources, destinations, every_pair, hosts, protocols, ports, ca
             click.echo(result.comparison.render(width))
 
     results = run_cases(dataplane, cases, progress=report)
+    say_notes(notes)
     checked = [r for r in results if not r.skipped]
     differing = [r for r in checked if not r.agree]
     click.echo(f"\npackets checked: {len(checked)}, agreed: {len(checked) - len(differing)}, "

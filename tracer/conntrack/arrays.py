@@ -10,19 +10,23 @@ the two on generated packet sequences). Layout:
   confirmed entry; value = ``slot * 2 + direction``. Rebuilt in place when tombstones pile up.
 
 ``ct_process_batch`` runs ``nf_conntrack_in`` over a ``PKT_DTYPE`` batch, then per packet the
-pipeline's outcome (``action``: confirm, discard, or leave unconfirmed). The array table
-lacks the NAT port search of ``masquerade`` (``set_nat``/``dnat`` work) and the ``nat_seed``.
+pipeline's outcome (``action``: confirm, discard, or leave unconfirmed). ``masquerade`` /
+``snat`` search a free source port as the reference does (same ``nat_seed``, same draws).
 """
 
 from __future__ import annotations
+
+import random
+from dataclasses import replace
 
 import numba
 import numpy as np
 
 from tracer.conntrack import tcp as ref_tcp
 from tracer.conntrack.reasons import REASON_CODE, REASONS
-from tracer.conntrack.reference import (ASSURED, CONFIRMED, DST_NAT, EXPECTED, SEEN_REPLY,
-                                        SRC_NAT, UDP_STREAM_DELAY, status_names)
+from tracer.conntrack.reference import (ASSURED, CONFIRMED, DST_NAT, EXPECTED,
+                                        NF_NAT_MAX_ATTEMPTS, SEEN_REPLY, SRC_NAT,
+                                        UDP_STREAM_DELAY, status_names)
 from tracer.conntrack.timeouts import Timeouts
 from tracer.conntrack.tuples import (IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, CtVerdict, Entry,
                                      FlowTuple, NatRewrite, PacketKey)
@@ -834,28 +838,62 @@ def unpack_verdict(rec: np.void) -> CtVerdict:
                      bool(rec["dropped"]))
 
 
+INITIAL_SLOTS = 1024
+
+
+def _hash_size(slots: int) -> int:
+    return 1 << max(4, (4 * slots - 1).bit_length())
+
+
 class ArrayConntrackTable:
     """The array/numba twin of :class:`ConntrackTable`, with the same method names."""
 
     def __init__(self, capacity: int = 262144, *, tcp_loose: bool = True,
-                 timeouts: Timeouts | None = None, be_liberal: bool = False) -> None:
+                 timeouts: Timeouts | None = None, be_liberal: bool = False,
+                 nat_seed: int = 0) -> None:
         if capacity < 1:
             raise ValueError("conntrack capacity must be at least 1")
+        # The NAT port search's random offsets, drawn as the reference draws them.
+        self._rng = random.Random(nat_seed)
         self.capacity = capacity
         self.timeouts = timeouts or Timeouts()
-        self.pool = np.zeros(capacity, dtype=ENTRY_DTYPE)
-        self.tcp = np.zeros((capacity, TCP_COLS), dtype=np.int64)
-        hsize = 1 << max(4, (4 * capacity - 1).bit_length())
-        self.hash = np.zeros(hsize, dtype=HASH_DTYPE)
-        self.free = np.arange(capacity - 1, -1, -1, dtype=np.int64)
+        # The arrays start small and grow (doubling) up to ``capacity``, the nf_conntrack_max
+        # the early-drop logic compares with: a traced packet does not pay for 262,144 slots.
+        size = min(capacity, INITIAL_SLOTS)
+        self.pool = np.zeros(size, dtype=ENTRY_DTYPE)
+        self.tcp = np.zeros((size, TCP_COLS), dtype=np.int64)
+        self.hash = np.zeros(_hash_size(size), dtype=HASH_DTYPE)
+        self.free = np.arange(size - 1, -1, -1, dtype=np.int64)
         self.meta = np.zeros(4, dtype=np.int64)
-        self.meta[M_FREE], self.meta[M_NEXT_ID] = capacity, 1
+        self.meta[M_FREE], self.meta[M_NEXT_ID] = size, 1
         self.cfg = np.array([capacity, int(tcp_loose), int(be_liberal)], dtype=np.int64)
         t = self.timeouts
         self.tmo = np.array(list(t.tcp_table()) + [t.udp, t.udp_stream, t.icmp, t.generic],
                             dtype=np.float64)
 
+    def _room_for(self, packets: int) -> None:
+        """Grow so that ``packets`` new entries find free slots (each packet allocates at most
+        one), unless the arrays already hold ``capacity`` slots."""
+        size = self.pool.shape[0]
+        if self.meta[M_FREE] >= packets or size >= self.capacity:
+            return
+        new_size = min(self.capacity, max(2 * size, size - int(self.meta[M_FREE]) + packets))
+        pool = np.zeros(new_size, dtype=ENTRY_DTYPE)
+        pool[:size] = self.pool
+        tcp = np.zeros((new_size, TCP_COLS), dtype=np.int64)
+        tcp[:size] = self.tcp
+        n_free = int(self.meta[M_FREE])
+        added = np.arange(new_size - 1, size - 1, -1, dtype=np.int64)
+        free = np.empty(new_size, dtype=np.int64)
+        free[:len(added)] = added                  # below the stack: old free slots go first
+        free[len(added):len(added) + n_free] = self.free[:n_free]
+        self.meta[M_FREE] = n_free + len(added)
+        self.pool, self.tcp, self.free = pool, tcp, free
+        self.hash = np.zeros(_hash_size(new_size), dtype=HASH_DTYPE)
+        _h_rebuild(self.pool, self.hash, self.meta)
+
     def process_batch(self, pkts: np.ndarray) -> np.ndarray:
+        self._room_for(pkts.shape[0])
         out = np.zeros(pkts.shape[0], dtype=OUT_DTYPE)
         ct_process_batch(self.pool, self.tcp, self.hash, self.free, self.meta, self.cfg,
                          self.tmo, pkts, out)
@@ -881,7 +919,7 @@ class ArrayConntrackTable:
 
     @property
     def count(self) -> int:
-        return int(self.capacity - self.meta[M_FREE])
+        return int(self.pool.shape[0] - self.meta[M_FREE])
 
     def _entry(self, s: int) -> Entry:
         e = self.pool[s]
@@ -923,6 +961,97 @@ class ArrayConntrackTable:
 
     def dnat(self, entry_id: int, to_dst: int, to_port: int | None = None) -> None:
         self.set_nat(entry_id, reply_src=to_dst, reply_sport=to_port)
+
+    # ------------------------------------------------------------------ SNAT / MASQUERADE
+    # Once per new connection, so plain Python over the arrays, with the reference's steps
+    # (get_unique_tuple): keep the source port if free, reuse another flow's mapping of the
+    # same source, else search ports from a random offset (nf_nat_l4proto_unique_tuple).
+
+    def masquerade(self, entry_id: int, to_src: int, now: float, *,
+                   port_range: tuple[int, int] | None = None) -> None:
+        """SNAT/MASQUERADE to ``to_src``, picking a free source port like get_unique_tuple()."""
+        s = _slot_of(self.pool, entry_id)
+        if s < 0 or self.pool[s]["used"] != UNCONFIRMED:
+            raise ValueError(f"conntrack entry {entry_id} is not an unconfirmed entry")
+        entry = self._entry(s)
+        curr = entry.reply.invert()
+        assert curr is not None
+        chosen = self._unique_src(s, entry.original, curr, to_src, port_range, now)
+        reply = chosen.invert()
+        assert reply is not None
+        self.set_nat(entry_id, reply_src=reply.src, reply_sport=reply.sport,
+                     reply_dst=reply.dst, reply_dport=reply.dport)
+
+    snat = masquerade
+
+    def _tuple_taken(self, candidate: FlowTuple, s: int, original: FlowTuple,
+                     now: float) -> bool:
+        """nf_nat_used_tuple(): would the candidate's reply tuple clash with another entry?"""
+        reply = candidate.invert()
+        if reply is None:
+            return False
+        val = _find(self.pool, self.hash, self.free, self.meta, reply.src, reply.dst,
+                    reply.protocol, reply.sport, reply.dport, now)
+        if val < 0 or val // 2 == s:
+            return False
+        return self._entry(val // 2).original != original
+
+    def _unique_src(self, s: int, original: FlowTuple, curr: FlowTuple, to_src: int,
+                    port_range: tuple[int, int] | None, now: float) -> FlowTuple:
+        def in_range(flow: FlowTuple) -> bool:
+            return flow.src == to_src and (port_range is None or flow.protocol == IPPROTO_ICMP
+                                           or port_range[0] <= flow.sport <= port_range[1])
+        if in_range(curr):
+            if not self._tuple_taken(curr, s, original, now):
+                return curr
+        else:
+            mapped = self._existing_src_map(curr, now)
+            if mapped is not None and in_range(mapped) and \
+                    not self._tuple_taken(mapped, s, original, now):
+                return mapped
+        candidate = replace(curr, src=to_src)
+        if in_range(candidate) and not self._tuple_taken(candidate, s, original, now):
+            return candidate
+        return self._search_port(s, original, candidate, port_range, now)
+
+    def _existing_src_map(self, curr: FlowTuple, now: float) -> FlowTuple | None:
+        """find_appropriate_src(): the oldest live SNATed flow from the same source:port."""
+        p = self.pool
+        hits = np.flatnonzero((p["used"] == LIVE) & ((p["status"] & CONFIRMED) != 0)
+                              & ((p["status"] & SRC_NAT) != 0) & (p["expires"] > now)
+                              & (p["o_src"] == curr.src) & (p["o_sport"] == curr.sport)
+                              & (p["proto"] == curr.protocol))
+        if not len(hits):
+            return None
+        other = self._entry(int(hits[np.argmin(p["id"][hits])]))
+        return replace(curr, src=other.reply.dst, sport=other.reply.dport
+                       if curr.protocol != IPPROTO_ICMP else other.reply.sport)
+
+    def _search_port(self, s: int, original: FlowTuple, candidate: FlowTuple,
+                     port_range: tuple[int, int] | None, now: float) -> FlowTuple:
+        if candidate.protocol not in (IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP):
+            return candidate
+        port = candidate.sport
+        if candidate.protocol == IPPROTO_ICMP and port_range is None:
+            low, size = 0, 65536
+        elif port_range is not None:
+            low, size = port_range[0], port_range[1] - port_range[0] + 1
+        elif port < 1024:
+            low, size = (1, 511) if port < 512 else (600, 424)   # low ports stay low
+        else:
+            low, size = 1024, 65535 - 1024 + 1
+        offset = self._rng.getrandbits(16)
+        attempts = min(size, NF_NAT_MAX_ATTEMPTS)
+        while True:
+            for _ in range(attempts):
+                trial = replace(candidate, sport=low + offset % size)
+                if not self._tuple_taken(trial, s, original, now):
+                    return trial
+                offset = (offset + 1) & 0xFFFF
+            if attempts >= size or attempts < 16:
+                return trial   # nothing free: the clash shows up at confirm
+            attempts //= 2
+            offset = self._rng.getrandbits(16)
 
     def translate(self, entry_id: int, direction: str) -> NatRewrite:
         entry = self.get(entry_id)

@@ -375,6 +375,14 @@ class IpSetIndex:
             raise KeyError(set_name)
         return lookup.dims
 
+    def groups(self, set_name: str) -> dict[tuple[int, ...], set[tuple[int, ...]]]:
+        """The set's members as masked value tuples grouped by prefix lengths (a port
+        dimension: ``protocol << 16 | port``, width 0): what a compiled lookup is built from."""
+        lookup = self._lookup(set_name)
+        if lookup is None:
+            raise KeyError(set_name)
+        return lookup.groups
+
     def contains(self, set_name: str, values: tuple, protocol: int | None = None) -> bool:
         lookup = self._lookup(set_name)
         if lookup is None or len(values) < len(lookup.dims):

@@ -12,18 +12,20 @@ learns about a node comes from that node's frozen :class:`~tracer.dataplane.node
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Literal
 
+from tracer.conntrack.reference import ConntrackTable
 from tracer.dataplane.interfaces import IfaceKind
 from tracer.dataplane.node import NodeDataplane
 from tracer.dataplane.packet import Packet
 from tracer.dataplane.reasons import DropReason
 from tracer.dataplane.routing import Route
 from tracer.dataplane.stages import (Conntrack, Delivery, Dropped, Forward, HopLimit, Netfilter,
-                                     PodStack, Routing, Tunnel, Walk)
+                                     PodStack, Routing, TableRunner, Tunnel, Walk,
+                                     reference_tables)
 from tracer.dataplane.state import NO_PINS, Pins, RunState
 from tracer.dataplane.trace import DecapRecord, DeliverRecord, DropRecord, Hop
 from tracer.dataplane.tunnels import TunnelDirectory
@@ -66,16 +68,32 @@ class Pipeline:
 
     ``nodes`` may build nodes on first access (a lazy mapping); ``underlay`` says which node
     owns an underlay address without building it; ``tunnels`` frames packets routed into a
-    tunnel device.
+    tunnel device; ``tables`` runs each netfilter table (the reference interpreter unless an
+    engine is given).
     """
 
     def __init__(self, nodes: Mapping[str, NodeDataplane], *,
                  underlay: Mapping[IPv4Address, str], tunnels: TunnelDirectory,
-                 max_hops: int = MAX_HOPS):
+                 max_hops: int = MAX_HOPS, tables: TableRunner = reference_tables,
+                 conntrack_table: Callable[..., ConntrackTable] = ConntrackTable):
         self.nodes = nodes
         self.underlay = underlay
         self.tunnels = tunnels
         self.max_hops = max_hops
+        self.tables = tables
+        self.conntrack_table = conntrack_table      # what a new RunState's tables are
+
+    def with_tables(self, tables: TableRunner,
+                    conntrack_table: Callable[..., ConntrackTable] | None = None) -> "Pipeline":
+        """The same nodes and tunnels, netfilter tables run by ``tables`` (and conntrack
+        tables made by ``conntrack_table``, when given)."""
+        return Pipeline(self.nodes, underlay=self.underlay, tunnels=self.tunnels,
+                        max_hops=self.max_hops, tables=tables,
+                        conntrack_table=conntrack_table or self.conntrack_table)
+
+    def new_state(self, **options) -> RunState:
+        """A run's state whose conntrack tables are the kind this pipeline's engine uses."""
+        return RunState(conntrack_table=self.conntrack_table, **options)
 
     def run(self, probe: Probe, state: RunState, pins: Pins = NO_PINS) -> Outcome:
         """Walk one packet. Conntrack tables persist in ``state`` between runs, so a sequence
@@ -86,7 +104,7 @@ class Pipeline:
         for _ in range(self.max_hops):
             node = self.nodes[node_name]
             walk = Walk(node=node, env=node.environment(pins), state=state, iif=iif,
-                        packet=packet, mark=mark)
+                        packet=packet, mark=mark, tables=self.tables)
             try:
                 step = self._through_node(walk, origin)
             except Dropped as dropped:
@@ -189,5 +207,6 @@ class Pipeline:
         walk.records.append(framed)
         # Same network namespace: skb_scrub_packet keeps the mark on the outer skb.
         outer = Walk(node=walk.node, env=walk.env, state=walk.state, iif=None,
-                     packet=framed.outer, mark=walk.mark, records=walk.records)
+                     packet=framed.outer, mark=walk.mark, records=walk.records,
+                     tables=walk.tables)
         return self._local_out(outer)

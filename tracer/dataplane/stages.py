@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 from tracer.conntrack.reference import ConntrackTable
 from tracer.conntrack.tuples import PacketKey
 from tracer.dataplane.classify import NETFILTER_REASONS, classify_drop
 from tracer.dataplane.hooks import CONNTRACK_AFTER, HOOK_TABLES, nat_applies
-from tracer.dataplane.interpreter import PacketView, run_hook
+from tracer.dataplane.interpreter import PacketView, TableResult, run_hook
 from tracer.dataplane.ir import Dnat, Masquerade, Snat, Table
 from tracer.dataplane.node import NodeDataplane, NodeEnvironment
 from tracer.dataplane.packet import Packet
@@ -26,6 +26,19 @@ from tracer.dataplane.state import RunState
 from tracer.dataplane.trace import (ConntrackRecord, DeliverRecord, DropRecord, HookRecord,
                                     MtuRecord, NatRecord, Record, RouteRecord)
 from tracer.protocols import ICMP, TCP
+
+
+class TableRunner(Protocol):
+    """Runs one table's built-in chain for one packet: the reference interpreter, or an
+    engine that answers the same contract (``tracer.engine``)."""
+
+    def __call__(self, node: NodeDataplane, table: Table, hook: str, view: PacketView,
+                 env: NodeEnvironment) -> TableResult: ...
+
+
+def reference_tables(node: NodeDataplane, table: Table, hook: str, view: PacketView,
+                     env: NodeEnvironment) -> TableResult:
+    return run_hook(node.ruleset, table, hook, view, env)
 
 
 @dataclass
@@ -45,6 +58,7 @@ class Walk:
     nat_bound: bool = False
     notrack: bool = False
     records: list[Record] = field(default_factory=list)
+    tables: TableRunner = reference_tables
 
     @property
     def conntrack(self) -> ConntrackTable:
@@ -127,7 +141,7 @@ class Netfilter(Stage):
             icmp_code=packet.icmp_code, tcp_flags=packet.tcp_flags, iif=walk.iif, oif=oif,
             mark=walk.mark, ct_state="UNTRACKED" if walk.notrack else walk.ctstate,
             ct_status=walk.ct_status)
-        result = run_hook(walk.node.ruleset, table, hook, view, walk.env)
+        result = walk.tables(walk.node, table, hook, view, walk.env)
         walk.records.append(HookRecord(
             node=walk.node.name, hook=hook, table=table.value, packet=packet, iif=walk.iif,
             oif=oif, events=result.events, verdict=result.verdict, mark_before=walk.mark,

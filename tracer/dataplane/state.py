@@ -11,7 +11,7 @@ each with its own state.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -39,12 +39,15 @@ class RunState:
     tables: dict[str, ConntrackTable] = field(default_factory=dict)
     tunnel_sessions: dict[str, object] = field(default_factory=dict)  # mode -> framer state
     drops: Counter = field(default_factory=Counter)           # (node, reason) -> packets
+    # What a node's table is: the reference, or a twin with the same methods (the compiled
+    # engine's numba table, tracer.conntrack.arrays.ArrayConntrackTable).
+    conntrack_table: Callable[..., ConntrackTable] = ConntrackTable
 
     def conntrack(self, node: str) -> ConntrackTable:
         table = self.tables.get(node)
         if table is None:
-            table = self.tables[node] = ConntrackTable(self.conntrack_max,
-                                                       tcp_loose=self.tcp_loose)
+            table = self.tables[node] = self.conntrack_table(self.conntrack_max,
+                                                             tcp_loose=self.tcp_loose)
         return table
 
     def advance(self, seconds: float) -> None:

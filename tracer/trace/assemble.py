@@ -9,7 +9,7 @@ two nodes of a hundred-node cluster renders two nodes.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Network
 
 from tracer.dataplane.interfaces import (IPIP_DEVICE, LOOPBACK_DEVICE, UNDERLAY_DEVICE,
@@ -20,6 +20,7 @@ from tracer.dataplane.lazy import LazyMapping
 from tracer.dataplane.node import NodeDataplane
 from tracer.dataplane.pipeline import Pipeline
 from tracer.dataplane.routing import RoutingTable
+from tracer.dataplane.stages import TableRunner
 from tracer.dataplane.tunnels import TunnelDirectory
 from tracer.encap.base import TunnelEndpoint
 from tracer.encap.mtu import OVERHEADS
@@ -127,6 +128,11 @@ class Dataplane:
     nodes: LazyNodes
     pipeline: Pipeline
     policy_index: PolicyIndex | None = None     # the evaluator's index of this cluster
+
+    def with_tables(self, tables: TableRunner, conntrack_table=None) -> "Dataplane":
+        """The same nodes, netfilter tables run by ``tables`` (an engine), conntrack tables
+        made by ``conntrack_table`` when given."""
+        return replace(self, pipeline=self.pipeline.with_tables(tables, conntrack_table))
 
 
 def build_dataplane(cluster: Cluster, *, version: str,

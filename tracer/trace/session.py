@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 
 from tracer.dataplane.packet import Packet
 from tracer.dataplane.pipeline import Outcome, Probe
-from tracer.dataplane.state import DEFAULT_CONNTRACK_MAX, NO_PINS, Pins, RunState
+from tracer.dataplane.state import DEFAULT_CONNTRACK_MAX, NO_PINS, Pins
 from tracer.dataplane.trace import DeliverRecord
 from tracer.protocols import (ACK, FIN, ICMP, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, PSH, SYN,
                               TCP)
@@ -49,7 +49,8 @@ class Session:
                  capacity: int = DEFAULT_CONNTRACK_MAX, now: float = 0.0,
                  pins: Pins = NO_PINS):
         self.dataplane = dataplane
-        self.state = RunState(now=now, tcp_loose=tcp_loose, conntrack_max=capacity)
+        self.state = dataplane.pipeline.new_state(now=now, tcp_loose=tcp_loose,
+                                                  conntrack_max=capacity)
         self.pins = pins
 
     @property
