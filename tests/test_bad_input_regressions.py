@@ -62,6 +62,8 @@ def test_3b_list_items_that_are_not_objects_are_named_by_position(tmp_path):
     ("deep2.json", '{"a":' * 200 + "1" + "}" * 200),
     ("deep.yaml", "- " * 3000 + "x\n"),
     ("deep2.yaml", "[" * 3000 + "]" * 3000),
+    ("deep3.yaml", "".join(" " * i + f"k{i}:\n" for i in range(100)) + " " * 100 + "v: 1\n"),
+    ("deep4.yaml", "a: " + "[" * 40 + "\n" + "- " * 30 + "]" * 40 + "\n"),
 ])
 def test_4_deep_nesting(tmp_path, name, text):
     line, path = bad_manifest(tmp_path, text, name)
