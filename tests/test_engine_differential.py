@@ -388,3 +388,13 @@ def test_random_felix_cluster_traces_the_same_on_both_engines(generated):
     requests = [TraceRequest(c.source, c.destination, protocol=c.protocol, port=c.port)
                 for c in generated.cases]
     assert _same_traces(cluster, requests) == len(requests)
+
+
+def test_a_chain_absent_from_the_dump_falls_back_and_says_why():
+    chains = (Chain("FORWARD", (Rule((), Jump("cali-absent")),), "DROP"),
+              Chain("cali-absent", (), placeholder=True))
+    node = node_with(chains, None)
+    assert "cali-absent" in compile_node(node).fallback[Table.FILTER]
+    view = PacketView(1, 2, 6, 1, 2, None, None, 2, "eth0", "cali1", 0, "NEW")
+    (ref, _), (fast, _) = both(node, Table.FILTER, "FORWARD", view, Pins())
+    assert any("not in the dump" in w for w in ref.warnings) and fast == ref

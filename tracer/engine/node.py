@@ -260,6 +260,7 @@ def compile_node(node: NodeDataplane, *, previous: CompiledNode | None = None,
     for table, chains in node.ruleset.tables.items():
         before = _reusable(previous, table)
         try:
+            _check_placeholders(chains)
             lowered = {name: (before[name][1] if name in before
                               and _same_chain(before[name][0], chain)
                               else lower_chain(chain, symbols, classify=classify))
@@ -287,6 +288,13 @@ def _reusable(previous: CompiledNode | None, table: Table) -> dict:
 
 def _same_chain(a, b) -> bool:
     return a is b or (len(a.rules) == len(b.rules) and a == b)
+
+
+def _check_placeholders(chains) -> None:
+    absent = sorted(name for name, chain in chains.items() if chain.placeholder)
+    if absent:
+        raise Unsupported(f"chain {absent[0]} is not in the dump (the reference says, on each "
+                          "trace that reaches it, that it is assumed to return)")
 
 
 def _check_sets(node: NodeDataplane, lowered) -> None:
