@@ -70,23 +70,47 @@ class Probe:
 
 @dataclass(frozen=True)
 class ReachabilityMatrix:
-    """``allowed[i, j]``: may ``pods[i]`` open the probe connection to ``pods[j]``?"""
+    """``allowed[i, j]``: may ``pods[i]`` open the probe connection to ``destinations[j]``?
+
+    Square (every pod to every pod, ``columns`` None) unless :meth:`select` kept part of the
+    rows or columns."""
 
     pods: tuple[str, ...]
     probe: Probe
     allowed: np.ndarray = field(compare=False)
     classes: int
+    columns: tuple[str, ...] | None = None
+
+    @property
+    def destinations(self) -> tuple[str, ...]:
+        return self.pods if self.columns is None else self.columns
+
+    @property
+    def square(self) -> bool:
+        return self.columns is None
 
     def is_allowed(self, src: str, dst: str) -> bool:
-        position = {key: i for i, key in enumerate(self.pods)}
-        return bool(self.allowed[position[src], position[dst]])
+        row = self.pods.index(src)
+        return bool(self.allowed[row, self.destinations.index(dst)])
+
+    def select(self, sources=None, destinations=None) -> ReachabilityMatrix:
+        """The rows whose pod ``sources(key)`` accepts and the columns ``destinations``
+        accepts (None: all)."""
+        if sources is None and destinations is None:
+            return self
+        rows = [i for i, key in enumerate(self.pods) if sources is None or sources(key)]
+        cols = [j for j, key in enumerate(self.destinations)
+                if destinations is None or destinations(key)]
+        return ReachabilityMatrix(tuple(self.pods[i] for i in rows), self.probe,
+                                  self.allowed[np.ix_(rows, cols)], self.classes,
+                                  tuple(self.destinations[j] for j in cols))
 
     def entries(self) -> Iterator[dict]:
         """One record per ordered pair, in pod order: from, to, protocol, port, allowed."""
         proto = protocol_name(self.probe.protocol)
         for i, src in enumerate(self.pods):
             row = self.allowed[i]
-            for j, dst in enumerate(self.pods):
+            for j, dst in enumerate(self.destinations):
                 yield {"from": src, "to": dst, "protocol": proto, "port": self.probe.port,
                        "allowed": bool(row[j])}
 
