@@ -10,7 +10,7 @@ must agree exactly (tests/test_matrix.py checks it on random clusters).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,6 +32,8 @@ from tracer.policy.evaluate import (
     rule_matches_packet_fields,
 )
 from tracer.policy.matrix_classes import PodClasses, classify
+from tracer.selector.labelindex import LabelIndex
+from tracer.selector.selector import parse_selector
 
 # The source port of every probe connection: an arbitrary ephemeral port (Linux's default
 # ip_local_port_range is 32768-60999). Only rules with source ports can see it.
@@ -158,6 +160,7 @@ class _ClassWalker:
         self.universe = (1 << classes.count) - 1
         self._rep_ips = tuple(rep.pod.ip for rep in reps)
         self._side_bits: dict[tuple[EntityRule, str, int | None], int] = {}
+        self._rep_labels: LabelIndex | None = None
 
     def allowed_table(self, direction: str) -> np.ndarray:
         count = self.classes.count
@@ -242,7 +245,20 @@ class _ClassWalker:
         port = flow.src_port if side == "src" else flow.dst_port
         matches = self.index.plan_matches
         bits = 0
-        for position, ip in enumerate(self._rep_ips):
-            if matches(plan, ip, port, flow.protocol, named_proto):
+        for position in self._candidates(plan):
+            if matches(plan, self._rep_ips[position], port, flow.protocol, named_proto):
                 bits |= 1 << position
         return bits
+
+    def _candidates(self, plan) -> Iterable[int]:
+        """Representatives that can match the plan: with a positive selector, only those with
+        a label set it matches (found through a label index, as felix's labelindex does);
+        :meth:`PolicyIndex.plan_matches` still decides each one."""
+        if plan.positive is None:
+            return range(len(self._rep_ips))
+        if self._rep_labels is None:
+            self._rep_labels = LabelIndex(
+                ((position, n), labels) for position, ip in enumerate(self._rep_ips)
+                for n, labels in enumerate(self.index.label_sets(ip)))
+        return sorted({position for position, _ in
+                       self._rep_labels.matching(parse_selector(plan.positive))})
