@@ -67,10 +67,13 @@ def load_for_command(paths, *, calico_version, cache_dir, no_cache, clock):
     return prepared
 
 
-engine_option = click.option(
-    "--engine", type=click.Choice(["compiled", "reference"]), default="compiled",
-    show_default=True, help="compiled: the numba engine (tables it cannot express run on the "
-    "reference, and it says so); reference: the plain-Python interpreter.")
+def engine_option(default: str):
+    """--engine for a command: ``reference`` suits one packet (nothing to compile), ``compiled``
+    many (benchmarks/RESULTS.md, engine section, has the crossover)."""
+    return click.option(
+        "--engine", type=click.Choice(["compiled", "reference"]), default=default,
+        show_default=True, help="compiled: the numba engine (tables it cannot express run on "
+        "the reference, and it says so); reference: the plain-Python interpreter.")
 
 
 def use_engine(dataplane, engine: str, *, quiet: bool = False):

@@ -69,7 +69,7 @@ from tracer.trace.tracing import TraceRequest, build_probe, trace_packet
 @click.option("--write-pcap", "pcap_path", type=click.Path(),
               help="Write the packet at each point of its path (source, underlay with its "
                    "framing, destination) to this pcap file.")
-@engine_option
+@engine_option("reference")
 def packet(paths, diags, cache_dir, no_cache, verbose, source, destination, endpoint, protocol,
            port, sport, state, size, icmp_type, icmp_code, reply, tcp_flags, output, verbosity,
            calico_version, dumps, partial, table, ipset_dumps, pcap_path, engine) -> None:

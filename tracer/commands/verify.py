@@ -31,7 +31,7 @@ from tracer.trace.assemble import build_dataplane
 @click.option("--calico-version", help="Calico release whose felix rules to render.")
 @click.option("--show", type=click.Choice(["differences", "all"]), default="differences",
               show_default=True, help="Which side-by-side traces to print.")
-@engine_option
+@engine_option("compiled")
 def verify(paths, sources, destinations, every_pair, hosts, protocols, ports, calico_version,
            show, engine) -> None:
     """Realise the cluster in network namespaces and check every trace against netfilter
