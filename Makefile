@@ -42,6 +42,8 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_encap.py 3000
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) benchmarks/bench_capture.py --packets 1000000 --flows 10000 --repeat 5 --write
+	$(PY) benchmarks/bench_engine.py --write
+	$(PY) benchmarks/bench_scale.py --sizes 1000 2000 4000 10000 --repeat 3 --write
 
 # The long fuzz campaign (tests/fuzzing.py strategies through the real entry point); its
 # figures go to FUZZING.md. The fixed-seed part runs in `make test` (tests/test_fuzz_cli.py).
