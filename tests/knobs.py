@@ -42,7 +42,13 @@ def felix_knobs(draw) -> dict:
     wg_port = draw(st.integers(1024, 65000).filter(lambda p: p != vxlan_port))
     # felix allocates its marks from the mask; keep clear of kube-proxy's 0x4000 / 0x8000.
     mask_bits = draw(st.lists(st.integers(16, 31), min_size=6, max_size=16, unique=True))
+    low = draw(st.integers(1024, 65000))
+    nat = {"natPortRange": f"{low}:{draw(st.integers(low, 65535))}"} if draw(st.booleans()) \
+        else {}
+    if draw(st.booleans()):
+        nat["iptablesNATOutgoingInterfaceFilter"] = "eth0"      # the underlay: same verdicts
     return {
+        **nat,
         "vxlanPort": vxlan_port,
         "vxlanVNI": draw(st.integers(1, 2 ** 24 - 1)),
         "wireguardListeningPort": wg_port,

@@ -20,10 +20,6 @@ from tracer.policy.felix import SUPPORTED_VERSIONS, render_node
 SCENARIOS = bundled.SCENARIOS
 
 
-
-
-
-
 def _restore(ns: str, argv: list[str], text: str) -> None:
     done = subprocess.run(["ip", "netns", "exec", ns, *argv], input=text, text=True,
                           capture_output=True)

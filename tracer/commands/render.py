@@ -34,6 +34,8 @@ def render(paths: tuple[str, ...], node: str, with_ipsets: bool, out_dir: str | 
     from tracer.trace.assemble import build_dataplane
 
     cluster = load_cluster(list(paths), calico_version=calico_version)
+    for warning in cluster.warnings:
+        click.echo(f"warning: {warning}", err=True)
     if node not in cluster.nodes:
         raise InputError(f"no node {node!r} in the manifests (nodes: "
                          f"{', '.join(sorted(cluster.nodes)) or 'none'})", obj="--node")

@@ -245,14 +245,18 @@ class NatRule(Stage):
                 table.dnat(walk.ct_entry, int(walk.packet.dst), walk.packet.dport)
         elif isinstance(target, (Snat, Masquerade)):
             if isinstance(target, Snat):
-                addr = IPv4Address(target.to_source.partition(":")[0])
+                address, _, ports = target.to_source.partition(":")
+                addr = IPv4Address(address)
+                port_range = _port_range(ports) if ports else None
                 kind = "SNAT"
             else:
                 addr = walk.node.interfaces.source_address(oif, walk.node.underlay_ip)
+                port_range = target.to_ports
                 kind = "MASQUERADE"
             walk.ct_status = walk.ct_status | {"SNAT"}
             if table is not None:
-                table.masquerade(walk.ct_entry, int(addr), walk.state.now)
+                table.masquerade(walk.ct_entry, int(addr), walk.state.now,
+                                 port_range=port_range)
                 rewrite = table.translate(walk.ct_entry, "original")
                 walk.packet = before.with_(src=IPv4Address(rewrite.src),
                                            sport=_port(before, rewrite.sport))
@@ -261,6 +265,12 @@ class NatRule(Stage):
         else:
             return
         walk.records.append(NatRecord(walk.node.name, kind, before, walk.packet))
+
+
+def _port_range(text: str) -> tuple[int, int]:
+    """``P`` or ``P-Q`` of an SNAT target (checked when the rule was read)."""
+    low, _, high = text.partition("-")
+    return int(low), int(high or low)
 
 
 class Routing(Stage):

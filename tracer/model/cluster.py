@@ -307,6 +307,9 @@ class FelixConfig:
     wireguard_listening_port: int = WIREGUARD_DEFAULT_PORT
     wireguard_mtu: int = 0
     wireguard_interface_name: str = "wireguard.cali"
+    nat_port_range: tuple[int, int] | None = None
+    nat_outgoing_address: str | None = None
+    iptables_nat_outgoing_interface_filter: str = ""
     host_mtu: int = 1500
     origin: Origin = NO_ORIGIN
 

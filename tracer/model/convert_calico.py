@@ -507,6 +507,41 @@ def _failsafe(value: Any, field_path: str, ctx: Ctx) -> tuple[tuple[str, int], .
     return tuple(out)
 
 
+def _port_range(value: Any, field_path: str, ctx: Ctx) -> tuple[int, int]:
+    """numorstring.Port: a number or ``"MIN:MAX"``."""
+    text = str(value)
+    low, _, high = text.partition(":")
+    if not low.isdigit() or not (high or low).isdigit():
+        raise ctx.error(f"{field_path}: expected a port or MIN:MAX, got {quote(value)}")
+    first, last = int(low), int(high or low)
+    if not 1 <= first <= last <= 65535:
+        raise ctx.error(f"{field_path}: port range {quote(value)} outside 1-65535")
+    return first, last
+
+
+def _ipv4_address(value: Any, field_path: str, ctx: Ctx) -> str:
+    try:
+        return str(IPv4Address(str(value)))
+    except ValueError:
+        raise ctx.error(f"{field_path}: expected an IPv4 address, got {quote(value)}") from None
+
+
+# Fields that change felix's rules in ways calico-trace does not model: accepted at felix's
+# default, refused otherwise (a verdict built without them could be wrong).
+FELIX_UNMODELLED_UNLESS_DEFAULT = {
+    "natOutgoingExclusions": "IPPoolsOnly",
+    "wireguardHostEncryptionEnabled": False,
+}
+# Fields that change only what felix logs or needs other resources to act: said, not refused.
+FELIX_SAID = {
+    "logActionRateLimit": "changes the rate limit on Log rules, which are rendered without it "
+                          "(verdicts are unaffected)",
+    "logActionRateLimitBurst": "changes the burst of Log rules' rate limit, which is not "
+                               "rendered (verdicts are unaffected)",
+    "serviceLoopPrevention": "acts on service CIDRs from BGPConfiguration, which calico-trace "
+                             "does not read (cali-cidr-block stays empty)",
+}
+
 # FelixConfiguration field -> (FelixConfig attribute, converter).
 FELIX_FIELDS = {
     "defaultEndpointToHostAction": ("default_endpoint_to_host_action",
@@ -531,6 +566,9 @@ FELIX_FIELDS = {
     "wireguardListeningPort": ("wireguard_listening_port", _int),
     "wireguardMTU": ("wireguard_mtu", _int),
     "wireguardInterfaceName": ("wireguard_interface_name", _text),
+    "natPortRange": ("nat_port_range", _port_range),
+    "natOutgoingAddress": ("nat_outgoing_address", _ipv4_address),
+    "iptablesNATOutgoingInterfaceFilter": ("iptables_nat_outgoing_interface_filter", _text),
 }
 
 
@@ -545,6 +583,13 @@ def felix_config(spec: dict, base: FelixConfig, ctx: Ctx) -> FelixConfig:
         if key in FELIX_FIELDS:
             attr, convert = FELIX_FIELDS[key]
             changes[attr] = convert(value, f"spec.{key}", ctx)
+        elif key in FELIX_UNMODELLED_UNLESS_DEFAULT:
+            default = FELIX_UNMODELLED_UNLESS_DEFAULT[key]
+            if str(value).lower() != str(default).lower():
+                raise ctx.error(f"spec.{key}: {quote(value)} changes felix's rules in a way "
+                                f"calico-trace does not model (only {default} is)")
+        elif key in FELIX_SAID:
+            ctx.warn(f"spec.{key}: {FELIX_SAID[key]}")
         else:
             ignored.append(key)
     if ignored:

@@ -169,11 +169,20 @@ def clear_mark(mask: int) -> Action:
     return Action(f"--jump MARK --set-mark 0/{hexmark(mask)}", ir.SetMark(0, mask))
 
 
-def masquerade(random_fully: bool) -> Action:
+def masquerade(random_fully: bool, to_ports: tuple[int, int] | None = None) -> Action:
     # felix adds --random-fully when the feature detector finds iptables >= 1.6.2 and
     # kernel >= 3.14 (environment/feature_detect.go), i.e. on any supported host.
     suffix = " --random-fully" if random_fully else ""
-    return Action("--jump MASQUERADE" + suffix, ir.Masquerade(random_fully=random_fully))
+    ports = f" --to-ports {to_ports[0]}-{to_ports[1]}" if to_ports else ""
+    return Action("--jump MASQUERADE" + ports + suffix,
+                  ir.Masquerade(to_ports=to_ports, random_fully=random_fully))
+
+
+def snat(to_source: str, random_fully: bool) -> Action:
+    """SNATAction: ``--to-source ADDR[:PORTS]`` (fully random on the same hosts as MASQUERADE)."""
+    suffix = " --random-fully" if random_fully else ""
+    return Action(f"--jump SNAT --to-source {to_source}{suffix}",
+                  ir.Snat(to_source, random_fully=random_fully))
 
 
 def log(prefix: str) -> Action:

@@ -12,15 +12,36 @@ from tracer.policy.felix.context import MASQ_FULLY_RANDOM, Ctx, static_prov
 
 
 def nat_outgoing_chain(ctx: Ctx) -> FChain:
-    """One MASQUERADE rule when any pool has natOutgoing (masq_mgr: masqPools non-empty).
+    """The MASQUERADE (or SNAT to natOutgoingAddress) rules when any pool has natOutgoing
+    (masq_mgr: masqPools non-empty).
 
-    Sources in ``masq-ipam-pools`` going anywhere outside every pool get masqueraded. The
-    NATPortRange / NATOutgoingAddress / interface-filter variants are not modelled.
+    Sources in ``masq-ipam-pools`` going anywhere outside every pool are translated. With
+    natPortRange, TCP and UDP get the port range and RETURN, and everything else the plain
+    action; iptablesNATOutgoingInterfaceFilter limits every rule to that egress interface.
     """
     if not any(pool.nat_outgoing for pool in ctx.cluster.ippools.values()):
         return FChain("cali-nat-outgoing")
+    felix = ctx.cluster.felix
+    address, ports = felix.nat_outgoing_address, felix.nat_port_range
+    plain = (b.snat(address, MASQ_FULLY_RANDOM) if address
+             else b.masquerade(MASQ_FULLY_RANDOM))
+    if ports is None:
+        actions = [("", plain)]
+    else:
+        ranged = (b.snat(f"{address}:{ports[0]}-{ports[1]}", MASQ_FULLY_RANDOM) if address
+                  else b.masquerade(MASQ_FULLY_RANDOM, ports))
+        actions = [("tcp", ranged), ("tcp", b.RETURN), ("udp", ranged), ("udp", b.RETURN),
+                   ("", plain)]
+    prov = static_prov("nat-outgoing", source="rules/nat.go")
+    return FChain("cali-nat-outgoing", tuple(
+        FRule(_masq_match(ctx, protocol), action, (), prov) for protocol, action in actions))
+
+
+def _masq_match(ctx: Ctx, protocol: str) -> M:
+    """makeNATOutgoingRuleIPTables: the sets, then the protocol, then the interface filter."""
     match = (M().ipset(ctx.set_name("masq-ipam-pools"), "src")
              .ipset(ctx.all_pools_set, "dst", negated=True))
-    rule = FRule(match, b.masquerade(MASQ_FULLY_RANDOM), (),
-                 static_prov("nat-outgoing", source="rules/nat.go"))
-    return FChain("cali-nat-outgoing", (rule,))
+    if protocol:
+        match = match.protocol(protocol)
+    interface = ctx.cluster.felix.iptables_nat_outgoing_interface_filter
+    return match.out_iface(interface) if interface else match
