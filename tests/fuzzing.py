@@ -190,7 +190,10 @@ def command_for(scenario: Scenario, draw) -> list[str]:
     which = draw(st.sampled_from(("matrix", "packet", "render", "conntrack")))
     src, dst = draw(st.sampled_from(pods)), draw(st.sampled_from(pods))
     if which == "matrix":
-        return ["matrix", "--port", "80"]
+        namespace = src.split("/")[0]
+        return ["matrix", "--port", "80", *draw(st.sampled_from((
+            [], ["-o", "jsonl"], ["-o", "summary"], ["-o", "csv", "--from-namespace", namespace],
+            ["-o", "json", "--to-selector", "has(app) || role == 'db'"])))]
     if which == "render":
         return ["render", "--node", scenario.nodes[0] if scenario.nodes else "node-1", "--ipsets"]
     if which == "conntrack":
