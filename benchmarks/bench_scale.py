@@ -121,6 +121,7 @@ Command: `.venv/bin/python benchmarks/bench_scale.py --sizes {sizes} --repeat {a
 Clusters from `benchmarks/gen_cluster.py` (100 pods per node, as many Kubernetes
 NetworkPolicies as pods). Each cell: median wall time of {args.repeat} runs, largest peak
 RSS. Cold: empty cache (load, parse, prepare, write the cache); warm: served from it.
+The 2 vCPUs were shared with other jobs while this ran: compare rows of one run, not runs.
 {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}.
 ![growth](scale_growth.png)
 

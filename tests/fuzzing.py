@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import re
 import signal
 import shutil
@@ -348,11 +349,27 @@ class Case:
 
 
 def execute(case: Case) -> Outcome:
-    """Lay the case's files down in a temporary folder and run it."""
-    with tempfile.TemporaryDirectory(prefix="ctfuzz-") as tmp:
+    """Lay the case's files down in a temporary folder and run it there: relative paths a
+    fuzzed argument names (--out, --cache, --write-pcap) land in that folder, not the tree."""
+    with tempfile.TemporaryDirectory(prefix="ctfuzz-") as tmp, contextlib.chdir(tmp), \
+            _environment(XDG_CACHE_HOME=tmp):
         argv = case.materialise(Path(tmp))
         entry = capture_entry if case.entry == "capture" else cli_entry
         return run(entry, argv)
+
+
+@contextlib.contextmanager
+def _environment(**values: str):
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @st.composite
