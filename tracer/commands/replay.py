@@ -129,7 +129,12 @@ def _read_captures(paths, keylog):
     for path in paths:
         if not Path(path).is_file():
             raise InputError("no such capture file", file=path)
-    return [read_capture(path, keylog=keylog) for path in paths]
+    captures = [read_capture(path, keylog=keylog) for path in paths]
+    for capture in captures:
+        # Cut before its first packet: nothing to replay, and most likely the wrong file.
+        if capture.frames == 0 and capture.warnings:
+            raise InputError(capture.warnings[0], file=capture.path)
+    return captures
 
 
 def _read_flow_logs(paths):

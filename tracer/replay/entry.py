@@ -92,18 +92,20 @@ class Entries:
         if at is not None and at.kind == "iface":
             outer = _outer(packet, meta)
             if outer is not None and at.underlay and outer.src not in self._local:
-                return self._arriving(outer)
+                return self._arriving(outer, packet)
             if packet.src not in self._local and outer is None:
-                return self._arriving(packet)
+                return self._arriving(packet, packet)
         try:
             return locate(self.cluster, packet)
         except InputError:
             raise NotEntered(f"both ends are outside the cluster ({packet.src} -> "
                              f"{packet.dst})") from None
 
-    def _arriving(self, packet: Packet) -> Probe:
-        src = place_of(self.cluster, packet.src).label
-        dst = place_of(self.cluster, packet.dst).label
+    def _arriving(self, packet: Packet, named: Packet) -> Probe:
+        """``packet`` arrives on the --at interface; the ends are named after ``named`` (the
+        inner packet of a tunnel: the pods, not the nodes)."""
+        src = place_of(self.cluster, named.src).label
+        dst = place_of(self.cluster, named.dst).label
         return Probe(packet, self.at.node, self.at.iface, src, dst, "external")
 
 

@@ -59,6 +59,9 @@ PACKET_COLUMNS: dict[str, str] = {
 # Felix's policy and profile chains: an allowed packet is decided where one sets the accept mark.
 POLICY_CHAINS = ("cali-pi-", "cali-po-", "cali-pri-", "cali-pro-")
 
+# Rows whose IPv4 header could not be read: their addresses are not addresses.
+NO_ADDRESSES = frozenset({Reason.BAD_VERSION, Reason.BAD_IHL, Reason.TRUNCATED_IP_HEADER})
+
 TUNNEL_NAMES = {Tunnel.NONE: "", Tunnel.IPIP: "ipip", Tunnel.VXLAN: "vxlan",
                 Tunnel.WIREGUARD: "wireguard"}
 
@@ -145,6 +148,9 @@ class _Run:
         kind = category(reason)
         if kind in ("malformed", "fragment"):
             # ip_rcv_core / ip_defrag drop these before any table sees them.
+            if reason in NO_ADDRESSES:
+                values.update(src=None, dst=None, protocol=None, length=None, sport=None,
+                              dport=None, tcp_flags=None)
             values.update(verdict=DROPPED, reason="malformed" if kind == "malformed" else
                           "fragment", detail=f"not parsed: {REASONS[reason][1]}")
             self._append(values, (index, row))
