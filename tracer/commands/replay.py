@@ -101,7 +101,8 @@ def replay(paths, captures, at_text, out_dir, engine, keylog, tcp_loose, what_if
                 written += tables.save(flows_b, out_dir, "what-if-flows")
                 written += tables.save(changes, out_dir, "what-if-changes")
         click.echo("wrote " + ", ".join(str(p) for p in written), err=True)
-    out = Console(file=sys.stdout, width=max(100, Console().width))
+    terminal = Console()
+    out = Console(file=sys.stdout, width=terminal.width if terminal.is_terminal else 160)
     out.print(summary(packets, flows, top=top))
     if changes is not None:
         from tracer.replay.whatif import breaks, changes_table

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pandas as pd
 from rich.console import Group
+from rich.markup import escape
 from rich.table import Table
 
 from tracer.replay.runner import ALLOWED, DROPPED, NOT_MODELLED, NOT_PARSED
@@ -53,7 +54,8 @@ def top_denied(flows: pd.DataFrame, *, top: int = 10) -> Table:
     table = Table(title=f"Top denied flows (by dropped packets, at most {top})",
                   title_justify="left")
     for name in ("flow", "from", "to", "proto/port", "dropped", "reason", "deciding policy"):
-        table.add_column(name, justify="right" if name in ("flow", "dropped") else "left")
+        table.add_column(name, justify="right" if name in ("flow", "dropped") else "left",
+                         overflow="fold")
     denied = flows[flows["dropped"] > 0].sort_values(["dropped", "flow"],
                                                      ascending=[False, True]).head(top)
     for _, row in denied.iterrows():
@@ -63,10 +65,10 @@ def top_denied(flows: pd.DataFrame, *, top: int = 10) -> Table:
                     if part and not part.endswith(": none")]
         if selected and row["reason"] == "default-deny":
             policy += f"; {'; '.join(selected)}"
-        table.add_row(str(row["flow"]), _end(row["source"], row["src"]),
-                      _end(row["destination"], row["dst"]),
-                      f"{row['protocol']}{port}", str(row["dropped"]), _text(row["reason"]),
-                      policy)
+        cells = (str(row["flow"]), _end(row["source"], row["src"]),
+                 _end(row["destination"], row["dst"]), f"{row['protocol']}{port}",
+                 str(row["dropped"]), _text(row["reason"]), policy)
+        table.add_row(*map(escape, cells))
     if denied.empty:
         table.add_row("", "(none)", "", "", "0", "", "")
     return table
