@@ -174,9 +174,7 @@ class _Runner:
             build_dataplane(cluster, version=version, prepared=self.prepared), self.engine)
         if flow_logs:
             from tracer.replay.flowlogs import flow_log_frames
-            result = None
-            packets, flows = flow_log_frames(dataplane, inputs)
-            return result, packets, flows, notes
+            return (*flow_log_frames(dataplane, inputs), notes)
         at = parse_at(dataplane, self.at_text)
         if self.workers > 1:
             from tracer.replay.scale import replay_parallel
