@@ -41,12 +41,15 @@ AUTO_COMPILED_MIN = 2000
                    "replayed as its opening packet.")
 @click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True,
               help="Processes (dask): captures split by flow, results merged.")
+@click.option("--dask", "scheduler", metavar="ADDRESS",
+              help="Run the --workers parts on this Dask scheduler (tcp://host:8786) instead "
+                   "of local processes.")
 @click.option("--top", type=click.IntRange(1, 1000), default=10, show_default=True,
               help="Denied flows listed in the summary.")
 @click.option("--calico-version", help="Calico release whose felix rules to render.")
 @cache_options
 def replay(paths, captures, at_text, out_dir, engine, keylog, tcp_loose, what_if, flow_logs,
-           workers, top, calico_version, cache_dir, no_cache, verbose) -> None:
+           workers, scheduler, top, calico_version, cache_dir, no_cache, verbose) -> None:
     """Replay CAPTURE files (pcap, pcapng) through every node's Calico dataplane: a verdict,
     reason and deciding rule for every packet, in capture order, with conntrack."""
     from rich.console import Console
@@ -72,7 +75,11 @@ def replay(paths, captures, at_text, out_dir, engine, keylog, tcp_loose, what_if
         inputs = _read_flow_logs(flow_logs) if flow_logs else _read_captures(captures, keylog)
     size = sum(len(i) for i in inputs)
     engine = _pick_engine(engine, size)
-    run = _Runner(prepared, calico_version, engine, at_text, tcp_loose, workers, err)
+    if scheduler and workers == 1:
+        raise InputError("--dask needs --workers N (the number of parts to split into)",
+                         obj="--dask")
+    run = _Runner(prepared, calico_version, engine, at_text, tcp_loose, workers, err, keylog,
+                  scheduler)
     with clock.stage("replay"):
         result, packets, flows, notes = run(inputs, flow_logs=bool(flow_logs))
     for warning in result.warnings:
@@ -84,7 +91,8 @@ def replay(paths, captures, at_text, out_dir, engine, keylog, tcp_loose, what_if
         from tracer.replay.whatif import diff_flows, overlay_manifests
         with clock.stage("what-if"):
             other = overlay_manifests(paths, what_if, calico_version=calico_version)
-            run_b = _Runner(other, calico_version, engine, at_text, tcp_loose, workers, err)
+            run_b = _Runner(other, calico_version, engine, at_text, tcp_loose, workers, err,
+                            keylog, scheduler)
             _, packets_b, flows_b, _ = run_b(inputs, flow_logs=bool(flow_logs))
             changes = diff_flows(flows, flows_b)
     if out_dir is not None:
@@ -158,8 +166,10 @@ def _pick_engine(engine: str, packets: int) -> str:
 class _Runner:
     """One replay of the inputs against one set of manifests (the what-if runs it twice)."""
 
-    def __init__(self, prepared, calico_version, engine, at_text, tcp_loose, workers, err):
+    def __init__(self, prepared, calico_version, engine, at_text, tcp_loose, workers, err,
+                 keylog=None, scheduler=None):
         self.prepared, self.calico_version, self.engine = prepared, calico_version, engine
+        self.keylog, self.scheduler = keylog, scheduler
         self.at_text, self.tcp_loose, self.workers, self.err = at_text, tcp_loose, workers, err
 
     def __call__(self, inputs, *, flow_logs: bool):
@@ -178,8 +188,10 @@ class _Runner:
         at = parse_at(dataplane, self.at_text)
         if self.workers > 1:
             from tracer.replay.scale import replay_parallel
-            result = replay_parallel(self.prepared, version, self.engine, inputs, at=self.at_text,
-                                     tcp_loose=self.tcp_loose, workers=self.workers)
+            result = replay_parallel(self.prepared, version, self.engine, inputs,
+                                     keylog=self.keylog, at=self.at_text,
+                                     tcp_loose=self.tcp_loose, workers=self.workers,
+                                     scheduler=self.scheduler)
         else:
             result = _with_progress(dataplane, inputs, at, self.tcp_loose, self.err)
         packets = tables.packet_frame(result)

@@ -128,6 +128,7 @@ def _packet_row(run: _Run, values: dict, *, probe: Probe | None = None, time=Non
     for name, column in run.result.columns.items():
         column.append(row.get(name))
     run.result.origin.append((-1, -1))
+    run.result.keys.append(None)
 
 
 def _place(cluster, namespace, name, aggregated, ip) -> tuple[IPv4Address | None, str]:

@@ -17,6 +17,7 @@ The result is column lists (:class:`Replay`), turned into frames by :mod:`tracer
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+import zlib
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
@@ -74,7 +75,7 @@ class Replay:
     columns: dict[str, list] = field(default_factory=lambda: {c: [] for c in PACKET_COLUMNS})
     why: dict[int, str] = field(default_factory=dict)           # flow -> why (explained)
     selected_by: dict[int, str] = field(default_factory=dict)   # flow -> policies selecting
-    rule_text: dict[int, str] = field(default_factory=dict)     # packet index -> rule text
+    keys: list[tuple | None] = field(default_factory=list)      # each row's flow key
     origin: list[tuple[int, int]] = field(default_factory=list)  # (capture index, row | -1)
     captures: list[Capture] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -85,10 +86,16 @@ class Replay:
 
 def replay_captures(dataplane: Dataplane, captures: Sequence[Capture], *, at: At | None = None,
                     tcp_loose: bool = True, capacity: int = DEFAULT_CONNTRACK_MAX,
-                    progress: Callable[[int], None] | None = None) -> Replay:
+                    progress: Callable[[int], None] | None = None,
+                    part: tuple[int, int] = (0, 1), first_ns: int | None = None) -> Replay:
     """Send every row of ``captures`` (in order, files one after another) through
-    ``dataplane`` with one run state; ``progress(n)`` is told after every ``n`` rows."""
-    run = _Run(dataplane, Entries(dataplane, at), tcp_loose=tcp_loose, capacity=capacity)
+    ``dataplane`` with one run state; ``progress(n)`` is told after every ``n`` rows.
+
+    ``part=(k, n)`` replays only the flows whose key hashes to ``k`` of ``n`` (rows that
+    belong to no flow go to part 0), for a scale-out where each part has its own conntrack;
+    ``first_ns`` is then the whole run's first timestamp, so every part keeps the same clock."""
+    run = _Run(dataplane, Entries(dataplane, at), tcp_loose=tcp_loose, capacity=capacity,
+               part=part, first_ns=first_ns)
     for index, capture in enumerate(captures):
         run.result.captures.append(capture)
         run.result.warnings.extend(f"{capture.path}: {w}" for w in capture.warnings)
@@ -98,14 +105,15 @@ def replay_captures(dataplane: Dataplane, captures: Sequence[Capture], *, at: At
 
 class _Run:
     def __init__(self, dataplane: Dataplane, entries: Entries, *, tcp_loose: bool,
-                 capacity: int):
+                 capacity: int, part: tuple[int, int] = (0, 1), first_ns: int | None = None):
         self.dataplane = dataplane
         self.entries = entries
         self.session = Session(dataplane, tcp_loose=tcp_loose, capacity=capacity)
         self.result = Replay()
         self.flows: dict[tuple, int] = {}
         self.decisions: dict[tuple, Decision] = {}
-        self.first_ns: int | None = None
+        self.first_ns = first_ns
+        self.part, self.parts = part
         self.accept_mark = mark_bits(dataplane.version, dataplane.cluster.felix).accept
         # flow -> (trace, dropped?) of the packet that explains it: the first drop, else the first
         self.representative: dict[int, tuple[PacketTrace, bool]] = {}
@@ -134,6 +142,8 @@ class _Run:
             progress(done % 256)
 
     def _skipped(self, index: int, capture: Capture, skip: np.void) -> None:
+        if self.part != 0:
+            return
         values = _blank(capture.path, int(skip["frame"]))
         values.update(verdict=NOT_PARSED, reason="skipped",
                       detail=f"not parsed: {SKIPS[Skip(int(skip['reason']))]}")
@@ -146,7 +156,10 @@ class _Run:
         values.update(_header_columns(packet, meta))
         reason = Reason(int(meta["reason"]))
         kind = category(reason)
-        if kind in ("malformed", "fragment"):
+        key = None if kind in ("malformed", "fragment") else flow_key(packet)
+        if self.parts > 1 and partition(key, self.parts) != self.part:
+            return
+        if key is None:
             # ip_rcv_core / ip_defrag drop these before any table sees them.
             if reason in NO_ADDRESSES:
                 values.update(src=None, dst=None, protocol=None, length=None, sport=None,
@@ -156,13 +169,13 @@ class _Run:
             self._append(values, (index, row))
             return
         self._clock(int(meta["ts_ns"]))
-        flow = self._flow(packet)
+        flow = self._flow(key)
         values["flow"] = flow
         try:
             probe = self.entries.probe(packet, meta)
         except NotEntered as why:
             values.update(verdict=NOT_MODELLED, reason="outside-cluster", detail=str(why))
-            self._append(values, (index, row))
+            self._append(values, (index, row), key)
             return
         outcome = self.dataplane.pipeline.run(probe, self.session.state, self.session.pins)
         trace = self._trace(probe, outcome)
@@ -172,16 +185,16 @@ class _Run:
         decision = self._decision(trace)
         if decision is not None:
             values.update(_decision_columns(decision))
-            self.result.rule_text[len(self.result)] = decision.rule_text or ""
         self._keep_representative(flow, trace)
-        self._append(values, (index, row))
+        self._append(values, (index, row), key)
 
     # ------------------------------------------------------------------ helpers
 
-    def _append(self, values: dict, origin: tuple[int, int]) -> None:
+    def _append(self, values: dict, origin: tuple[int, int], key: tuple | None = None) -> None:
         for name, column in self.result.columns.items():
             column.append(values.get(name))
         self.result.origin.append(origin)
+        self.result.keys.append(key)
 
     def _clock(self, ts_ns: int) -> None:
         """Capture time drives conntrack: seconds since the first packet, never backwards
@@ -191,14 +204,9 @@ class _Run:
         state = self.session.state
         state.now = max(state.now, (ts_ns - self.first_ns) / 1e9)
 
-    def _flow(self, packet: Packet) -> int:
-        """One id per connection, both directions; an ICMP error joins the flow it quotes."""
-        key = _tuple(packet.inner) if packet.protocol == ICMP and packet.inner else \
-            _tuple(packet)
-        reverse = (key[0], key[3], key[4], key[1], key[2])
+    def _flow(self, key: tuple) -> int:
+        """Flow ids in order of first appearance."""
         flow = self.flows.get(key)
-        if flow is None:
-            flow = self.flows.get(reverse)
         if flow is None:
             flow = self.flows[key] = len(self.flows)
         return flow
@@ -259,6 +267,22 @@ def _conntrack_accept(event) -> bool:
     """Felix's ``--ctstate RELATED,ESTABLISHED -j ACCEPT``: what lets a reply through."""
     prov = event.rule.provenance if event.rule is not None else None
     return event.kind == "rule" and prov is not None and prov.role == "conntrack-accept"
+
+
+def flow_key(packet: Packet) -> tuple:
+    """One key per connection, the same for both directions (the lower end first); an ICMP
+    error has the key of the flow it quotes."""
+    proto, a, pa, b, pb = _tuple(packet.inner) if packet.protocol == ICMP and packet.inner \
+        else _tuple(packet)
+    ends = sorted([(int(a), -1 if pa is None else pa), (int(b), -1 if pb is None else pb)])
+    return (proto, *ends[0], *ends[1])
+
+
+def partition(key: tuple | None, parts: int) -> int:
+    """Which of ``parts`` a flow goes to: a hash stable across processes (unlike hash())."""
+    if key is None or parts == 1:
+        return 0
+    return zlib.crc32(repr(key).encode()) % parts
 
 
 def _tuple(packet: Packet) -> tuple:
