@@ -88,3 +88,27 @@ def vxlan_capture(path: Path) -> Path:
               framed(IP(src=fe, dst=be) / TCP(sport=40001, dport=80, flags="S", seq=1))]
     wrpcap(str(path), _timed(frames))
     return path
+
+
+def many_flows_capture(path: Path, flows: int = 30) -> Path:
+    """``flows`` connections to the backend, from frontend (allowed) and other (denied) in
+    turn, their packets interleaved as concurrent connections are, and a stray SYN-ACK per
+    five flows: conntrack must keep each flow's state apart."""
+    ips = pod_ips(BACKEND_FROM_FRONTEND)
+    be = ips["myns/backend"]
+    clients = [ips["myns/frontend"], ips["myns/other"]]
+    streams = []
+    for i in range(flows):
+        frames = handshake(clients[i % 2], be, 41000 + i, 6379)
+        if i % 5 == 0:
+            frames.append(Ether() / IP(src=be, dst=clients[0]) /
+                          TCP(sport=6379, dport=50000 + i, flags="SA", seq=3, ack=4))
+        streams.append(frames)
+    interleaved = []
+    depth = max(len(s) for s in streams)
+    for step in range(depth):
+        for stream in streams:
+            if step < len(stream):
+                interleaved.append(stream[step])
+    wrpcap(str(path), _timed([f.copy() for f in interleaved], step=0.001))
+    return path
