@@ -27,10 +27,10 @@ from tracer.dataplane.interfaces import IfaceKind
 from tracer.dataplane.packet import Packet
 from tracer.dataplane.pipeline import Probe
 from tracer.errors import InputError, quote
-from tracer.model.places import place_of
+from tracer.model.places import Place, place_of
 from tracer.protocols import IPIP, UDP
 from tracer.trace.assemble import Dataplane
-from tracer.trace.tracing import locate
+from tracer.trace.tracing import probe_for
 
 
 class NotEntered(Exception):
@@ -86,6 +86,14 @@ class Entries:
             local.update(ep.pod.ip for ep in self.cluster.endpoints.values()
                          if ep.pod.node == at.node)
         self._local = frozenset(local)
+        self._places: dict[IPv4Address, Place] = {}
+
+    def place(self, address: IPv4Address) -> Place:
+        """Who owns ``address`` (cached: the cluster's lookup by address is a scan)."""
+        place = self._places.get(address)
+        if place is None:
+            place = self._places[address] = place_of(self.cluster, address)
+        return place
 
     def probe(self, packet: Packet, meta: np.void) -> Probe:
         at = self.at
@@ -96,7 +104,8 @@ class Entries:
             if packet.src not in self._local and outer is None:
                 return self._arriving(packet, packet)
         try:
-            return locate(self.cluster, packet)
+            return probe_for(self.cluster, packet, self.place(packet.src),
+                             self.place(packet.dst))
         except InputError:
             raise NotEntered(f"both ends are outside the cluster ({packet.src} -> "
                              f"{packet.dst})") from None
@@ -104,8 +113,7 @@ class Entries:
     def _arriving(self, packet: Packet, named: Packet) -> Probe:
         """``packet`` arrives on the --at interface; the ends are named after ``named`` (the
         inner packet of a tunnel: the pods, not the nodes)."""
-        src = place_of(self.cluster, named.src).label
-        dst = place_of(self.cluster, named.dst).label
+        src, dst = self.place(named.src).label, self.place(named.dst).label
         return Probe(packet, self.at.node, self.at.iface, src, dst, "external")
 
 

@@ -32,7 +32,6 @@ from tracer.dataplane.ir import SetMark
 from tracer.dataplane.trace import ConntrackRecord, NatRecord
 from tracer.explain import explain
 from tracer.explain.deciding import decision_for
-from tracer.model.places import place_of
 from tracer.policy.felix import mark_bits
 from tracer.protocols import ICMP, PORTED, TCP, display_name
 from tracer.replay.entry import At, Entries, NotEntered
@@ -212,10 +211,10 @@ class _Run:
         return flow
 
     def _trace(self, probe: Probe, outcome: Outcome) -> PacketTrace:
-        cluster = self.dataplane.cluster
+        place = self.entries.place
         return PacketTrace(
-            packet=probe.packet, src=place_of(cluster, probe.packet.src),
-            dst=place_of(cluster, probe.packet.dst), assumptions=(), hops=outcome.hops,
+            packet=probe.packet, src=place(probe.packet.src), dst=place(probe.packet.dst),
+            assumptions=(), hops=outcome.hops,
             verdict="dropped" if outcome.drop else "allowed",
             reason=outcome.drop.reason if outcome.drop else None,
             delivered_to=outcome.delivered_to)
@@ -254,13 +253,28 @@ class _Run:
             self.representative[flow] = (trace, trace.drop is not None)
 
     def finish(self) -> Replay:
+        """Explain each flow's representative packet. Connections from one pod to the same
+        port of another are explained alike (only the client port differs): once."""
+        said: dict[tuple, tuple[str, str]] = {}
         for flow, (trace, _) in self.representative.items():
-            explained = explain(self.dataplane, trace)
-            self.result.why[flow] = explained.why
-            self.result.selected_by[flow] = "; ".join(
-                f"{key}: {', '.join(names) or 'none'}"
-                for key, names in sorted(explained.selected_by.items()))
+            packet = trace.packet
+            key = (trace.src.label, trace.dst.label, packet.protocol, packet.dport,
+                   packet.icmp_type, packet.tcp_flags, trace.verdict, trace.reason,
+                   trace.delivered_to, _last_events(trace))
+            if key not in said:
+                explained = explain(self.dataplane, trace)
+                said[key] = (explained.why, "; ".join(
+                    f"{k}: {', '.join(names) or 'none'}"
+                    for k, names in sorted(explained.selected_by.items())))
+            self.result.why[flow], self.result.selected_by[flow] = said[key]
         return self.result
+
+
+def _last_events(trace: PacketTrace) -> tuple:
+    """Where the trace ended, rule by rule (two traces that end alike are explained alike)."""
+    return tuple((hop.node, len(hop.stages)) for hop in trace.hops) + tuple(
+        (event.table, event.chain, event.rule_number)
+        for _, event in trace.netfilter_events()[-3:])
 
 
 def _conntrack_accept(event) -> bool:
