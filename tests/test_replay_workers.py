@@ -28,6 +28,9 @@ def test_two_workers_give_the_single_process_tables(tmp_path, capsys):
     assert set(packets[packets["tcp_flags"] == "SYN,ACK"]["ct_state"]) == {
         "ESTABLISHED", "INVALID"}
     assert (packets["reason"] == "conntrack-invalid").sum() >= 6
+    # each flow's explanation quotes its own packet (explanations are shared across ports)
+    for _, flow in flows[flows["reason"] == "default-deny"].iterrows():
+        assert f":{flow['sport']} -> " in flow["why"]
     # the tshark-visible comments come out the same too
     assert (tmp_path / "2" / "replay.pcapng").read_bytes() == \
         (tmp_path / "1" / "replay.pcapng").read_bytes()

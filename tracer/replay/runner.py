@@ -113,6 +113,7 @@ class _Run:
         self.decisions: dict[tuple, Decision] = {}
         self.first_ns = first_ns
         self.part, self.parts = part
+        self.errors = 0
         self.accept_mark = mark_bits(dataplane.version, dataplane.cluster.felix).accept
         # flow -> (trace, dropped?) of the packet that explains it: the first drop, else the first
         self.representative: dict[int, tuple[PacketTrace, bool]] = {}
@@ -176,7 +177,15 @@ class _Run:
             values.update(verdict=NOT_MODELLED, reason="outside-cluster", detail=str(why))
             self._append(values, (index, row), key)
             return
-        outcome = self.dataplane.pipeline.run(probe, self.session.state, self.session.pins)
+        try:
+            outcome = self.dataplane.pipeline.run(probe, self.session.state, self.session.pins)
+        except Exception as err:   # noqa: BLE001 - a dataplane bug must not end the replay
+            # The row says so and the run goes on; the warning makes it impossible to miss.
+            values.update(verdict=NOT_MODELLED, reason="internal-error",
+                          detail=f"internal error: {type(err).__name__}: {err}")
+            self.errors += 1
+            self._append(values, (index, row), key)
+            return
         trace = self._trace(probe, outcome)
         values.update(_outcome_columns(probe, outcome))
         if kind == "unreadable":
@@ -255,7 +264,11 @@ class _Run:
     def finish(self) -> Replay:
         """Explain each flow's representative packet. Connections from one pod to the same
         port of another are explained alike (only the client port differs): once."""
-        said: dict[tuple, tuple[str, str]] = {}
+        if self.errors:
+            self.result.warnings.append(
+                f"{self.errors} packet(s) hit an internal error of the dataplane model "
+                "(verdict 'not modelled', reason internal-error); please report it")
+        said: dict[tuple, tuple[str, str, str]] = {}
         for flow, (trace, _) in self.representative.items():
             packet = trace.packet
             key = (trace.src.label, trace.dst.label, packet.protocol, packet.dport,
@@ -265,8 +278,12 @@ class _Run:
                 explained = explain(self.dataplane, trace)
                 said[key] = (explained.why, "; ".join(
                     f"{k}: {', '.join(names) or 'none'}"
-                    for k, names in sorted(explained.selected_by.items())))
-            self.result.why[flow], self.result.selected_by[flow] = said[key]
+                    for k, names in sorted(explained.selected_by.items())),
+                    packet.describe())
+            why, selected_by, described = said[key]
+            # The text quotes the packet it explained; this flow's differs in its port only.
+            self.result.why[flow] = why.replace(described, packet.describe())
+            self.result.selected_by[flow] = selected_by
         return self.result
 
 
