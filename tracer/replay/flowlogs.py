@@ -57,8 +57,9 @@ def flow_log_frames(dataplane: Dataplane, logs: Sequence[pd.DataFrame]
 
 def _replay_record(run: _Run, dataplane: Dataplane, record, flow: int) -> dict:
     cluster = dataplane.cluster
-    row = {"flow": flow, "protocol": display_name(int(record.protocol)), "first_seen": record.start_time,
-           "last_seen": record.end_time, "log_file": record.file, "log_line": record.line,
+    row = {"flow": flow, "protocol": display_name(int(record.protocol)),
+           "first_seen": record.start_time, "last_seen": record.end_time,
+           "log_file": record.file, "log_line": record.line,
            "logged_action": record.action, "reporter": record.reporter,
            "logged_policies": _policies(record.policies),
            "packets": _sum(record.packets_in, record.packets_out),
