@@ -3,12 +3,10 @@ changes, with the deciding policy on each side, and exit status 1 when one break
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pandas as pd
 
 from replay_traffic import BACKEND_FROM_FRONTEND, mixed_capture
+from tracer.cli import main
 
 # Same kind, namespace and name as the scenario's policy: it replaces it. The backend now
 # admits role=batch (myns/other) and no longer role=frontend.
@@ -54,20 +52,25 @@ spec:
 """
 
 
-def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", "from tracer.cli import main; main()",
-                           "replay", "--no-cache", "--engine", "reference", *args],
-                          capture_output=True, text=True, timeout=120)
+def in_process(capsys, *args: str) -> tuple[int, str, str]:
+    """The real entry point in this process: exit status, stdout, stderr."""
+    try:
+        main(["replay", "--no-cache", "--engine", "reference", *args])
+        status = 0
+    except SystemExit as leaving:
+        status = leaving.code
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
 
 
-def test_a_replaced_policy_lists_the_flows_it_breaks_and_fixes(tmp_path):
+def test_a_replaced_policy_lists_the_flows_it_breaks_and_fixes(tmp_path, capsys):
     cap = mixed_capture(tmp_path / "mixed.pcap")
     change = tmp_path / "swap.yaml"
     change.write_text(SWAPPED)
-    done = run("-f", str(BACKEND_FROM_FRONTEND), str(cap), "--what-if", str(change), "--out",
-               str(tmp_path / "o"))
-    assert done.returncode == 1, done.stderr          # allowed flows become denied
-    assert "What-if: 3 flow(s) change verdict" in done.stdout
+    status, out, _ = in_process(capsys, "-f", str(BACKEND_FROM_FRONTEND), str(cap), "--what-if",
+                             str(change), "--out", str(tmp_path / "o"))
+    assert status == 1                                # allowed flows become denied
+    assert "What-if: 3 flow(s) change verdict" in out
     changes = pd.read_parquet(tmp_path / "o" / "what-if-changes.parquet").set_index("flow")
     assert sorted(changes.index) == [0, 1, 3]
     broken = changes.loc[0]                           # the frontend's connection
@@ -84,13 +87,13 @@ def test_a_replaced_policy_lists_the_flows_it_breaks_and_fixes(tmp_path):
     assert before.iloc[0]["verdict"] == "allowed" and after.iloc[0]["verdict"] == "dropped"
 
 
-def test_an_added_policy_that_only_opens_exits_0(tmp_path):
+def test_an_added_policy_that_only_opens_exits_0(tmp_path, capsys):
     cap = mixed_capture(tmp_path / "mixed.pcap")
     change = tmp_path / "add.yaml"
     change.write_text(ADDED)
-    done = run("-f", str(BACKEND_FROM_FRONTEND), str(cap), "--what-if", str(change), "--out",
-               str(tmp_path / "o"))
-    assert done.returncode == 0, done.stderr
+    status, _, _ = in_process(capsys, "-f", str(BACKEND_FROM_FRONTEND), str(cap),
+                              "--what-if", str(change), "--out", str(tmp_path / "o"))
+    assert status == 0
     changes = pd.read_parquet(tmp_path / "o" / "what-if-changes.parquet")
     assert list(changes["flow"]) == [1]
     assert changes.iloc[0]["change"] == "denied -> allowed"
@@ -98,11 +101,12 @@ def test_an_added_policy_that_only_opens_exits_0(tmp_path):
     assert changes.iloc[0]["reason_before"] == "default-deny"
 
 
-def test_a_bad_what_if_file_is_one_line(tmp_path):
+def test_a_bad_what_if_file_is_one_line(tmp_path, capsys):
     cap = mixed_capture(tmp_path / "mixed.pcap")
     bad = tmp_path / "bad.yaml"
     bad.write_text("kind: NetworkPolicy\n  metadata: [\n")
-    done = run("-f", str(BACKEND_FROM_FRONTEND), str(cap), "--what-if", str(bad))
-    assert done.returncode == 2
-    lines = done.stderr.strip().splitlines()
+    status, _, err = in_process(capsys, "-f", str(BACKEND_FROM_FRONTEND), str(cap),
+                                "--what-if", str(bad))
+    assert status == 2
+    lines = err.strip().splitlines()
     assert len(lines) == 1 and str(bad) in lines[0]

@@ -205,7 +205,7 @@ def _with_progress(dataplane, inputs, at, tcp_loose, err):
 
     from tracer.replay.runner import replay_captures
 
-    total = sum(len(c) + len(c.skipped) for c in inputs)
+    total = sum(len(c) for c in inputs)
     if total < 5000:
         return replay_captures(dataplane, inputs, at=at, tcp_loose=tcp_loose)
     with Progress(TextColumn("replay"), BarColumn(), MofNCompleteColumn(),

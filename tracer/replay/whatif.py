@@ -76,8 +76,9 @@ def overlay_manifests(paths: Sequence[str], what_if: Sequence[str], *,
 
 def diff_flows(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
     """Flows whose verdict differs between two replays of the same traffic."""
-    joined = before.set_index("flow").join(after.set_index("flow"), rsuffix="_after",
-                                           how="inner")
+    joined = before.set_index("flow").merge(after.set_index("flow"), how="inner",
+                                            left_index=True, right_index=True,
+                                            suffixes=("", "_after"))
     changed = joined[joined["verdict"] != joined["verdict_after"]]
     out = pd.DataFrame(index=changed.index)
     for name in ("protocol", "src", "sport", "dst", "dport", "source", "destination",
