@@ -110,3 +110,17 @@ def test_a_bad_what_if_file_is_one_line(tmp_path, capsys):
     assert status == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and str(bad) in lines[0]
+
+
+def test_compare_with_a_whole_second_set_of_manifests(tmp_path, capsys):
+    cap = mixed_capture(tmp_path / "mixed.pcap")
+    proposed = tmp_path / "proposed"
+    proposed.mkdir()
+    (proposed / "cluster.yaml").write_text((BACKEND_FROM_FRONTEND / "cluster.yaml").read_text())
+    (proposed / "policy.yaml").write_text(SWAPPED)
+    status, out, _ = in_process(capsys, "-f", str(BACKEND_FROM_FRONTEND), str(cap),
+                                "--compare-with", str(proposed), "--out", str(tmp_path / "o"))
+    assert status == 1 and "What-if: 3 flow(s) change verdict" in out
+    changes = pd.read_parquet(tmp_path / "o" / "what-if-changes.parquet")
+    assert list(changes["change"]) == ["allowed -> denied", "denied -> allowed",
+                                       "allowed -> denied"]

@@ -36,6 +36,9 @@ AUTO_COMPILED_MIN = 2000
               help="Manifests to add to (or replace in, same kind/namespace/name) -f; replay "
                    "again and list the flows whose verdict changes. Exit status 1 when a flow "
                    "that was allowed is denied.")
+@click.option("--compare-with", "compare_with", multiple=True, type=click.Path(),
+              help="A whole second set of manifests (a proposed cluster) to replay the same "
+                   "traffic against, as --what-if does with an overlay.")
 @click.option("--flow-logs", "flow_logs", multiple=True, type=click.Path(),
               help="Calico flow logs (felix flows.log, Goldmane, Whisker): each record is "
                    "replayed as its opening packet.")
@@ -48,7 +51,8 @@ AUTO_COMPILED_MIN = 2000
               help="Denied flows listed in the summary.")
 @click.option("--calico-version", help="Calico release whose felix rules to render.")
 @cache_options
-def replay(paths, captures, at_text, out_dir, engine, keylog, tcp_loose, what_if, flow_logs,
+def replay(paths, captures, at_text, out_dir, engine, keylog, tcp_loose, what_if, compare_with,
+           flow_logs,
            workers, scheduler, top, calico_version, cache_dir, no_cache, verbose) -> None:
     """Replay CAPTURE files (pcap, pcapng) through every node's Calico dataplane: a verdict,
     reason and deciding rule for every packet, in capture order, with conntrack."""
@@ -64,6 +68,9 @@ def replay(paths, captures, at_text, out_dir, engine, keylog, tcp_loose, what_if
     if flow_logs and at_text:
         raise InputError("--at is for captures; flow logs say where each flow came from",
                          obj="--at")
+    if what_if and compare_with:
+        raise InputError("--what-if overlays -f, --compare-with replaces it: use one",
+                         obj="--compare-with")
     _check_out(out_dir)
     clock = StageClock(verbose=verbose)
     err = Console(stderr=True)
@@ -87,10 +94,13 @@ def replay(paths, captures, at_text, out_dir, engine, keylog, tcp_loose, what_if
     say_notes(notes)
     status = 0
     changes = None
-    if what_if:
+    if what_if or compare_with:
         from tracer.replay.whatif import diff_flows, overlay_manifests
         with clock.stage("what-if"):
-            other = overlay_manifests(paths, what_if, calico_version=calico_version)
+            other = (overlay_manifests(paths, what_if, calico_version=calico_version)
+                     if what_if else
+                     load_for_command(compare_with, calico_version=calico_version,
+                                      cache_dir=cache_dir, no_cache=no_cache, clock=clock))
             run_b = _Runner(other, calico_version, engine, at_text, tcp_loose, workers, err,
                             keylog, scheduler)
             _, packets_b, flows_b, _ = run_b(inputs, flow_logs=bool(flow_logs))
