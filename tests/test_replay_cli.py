@@ -167,6 +167,15 @@ def test_vxlan_at_the_receiving_underlay_is_decapsulated_there(tmp_path, capsys)
     assert list(packets["source"]) == ["shop/frontend-7d4b9"] * 2
 
 
+def test_at_a_pod_says_which_packets_did_not_cross_it(mixed, tmp_path, capsys):
+    main(["replay", "--no-cache", "-f", str(BACKEND_FROM_FRONTEND), str(mixed), "--at",
+          "myns/frontend", "--out", str(tmp_path), "--engine", "reference"])
+    err = capsys.readouterr().err
+    assert "--at myns/frontend: 3 packet(s) neither from nor to that pod" in err
+    packets = pd.read_parquet(tmp_path / "packets.parquet")
+    assert packets.iloc[0]["entry"] == "node-1/" + _veth("myns/frontend")
+
+
 def test_reference_and_compiled_engines_give_the_same_tables(mixed, tmp_path, capsys):
     for engine in ("reference", "compiled"):
         replay(capsys, "-f", str(BACKEND_FROM_FRONTEND), str(mixed), "--out",

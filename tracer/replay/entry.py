@@ -87,6 +87,7 @@ class Entries:
                          if ep.pod.node == at.node)
         self._local = frozenset(local)
         self._places: dict[IPv4Address, Place] = {}
+        self.foreign = 0                   # --at NS/POD: packets neither from nor to the pod
 
     def place(self, address: IPv4Address) -> Place:
         """Who owns ``address`` (cached: the cluster's lookup by address is a scan)."""
@@ -97,6 +98,10 @@ class Entries:
 
     def probe(self, packet: Packet, meta: np.void) -> Probe:
         at = self.at
+        if at is not None and at.kind == "pod":
+            pod_ip = self.cluster.endpoints[at.pod].pod.ip
+            if pod_ip not in (packet.src, packet.dst):
+                self.foreign += 1          # cannot have crossed the pod's eth0: said at the end
         if at is not None and at.kind == "iface":
             outer = _outer(packet, meta)
             if outer is not None and at.underlay and outer.src not in self._local:

@@ -264,6 +264,10 @@ class _Run:
     def finish(self) -> Replay:
         """Explain each flow's representative packet. Connections from one pod to the same
         port of another are explained alike (only the client port differs): once."""
+        if self.entries.foreign:
+            self.result.warnings.append(
+                f"--at {self.entries.at.label}: {self.entries.foreign} packet(s) neither from "
+                "nor to that pod (entered where their source is)")
         if self.errors:
             self.result.warnings.append(
                 f"{self.errors} packet(s) hit an internal error of the dataplane model "
