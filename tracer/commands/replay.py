@@ -11,9 +11,6 @@ from tracer.commands.options import (cache_options, load_for_command, say_notes,
 from tracer.commands.stages import StageClock
 from tracer.errors import InputError, quote
 
-# Below this many packets a cold numba cache costs more than the compiled engine saves.
-AUTO_COMPILED_MIN = 2000
-
 
 @click.command()
 @click.option("-f", "--filename", "paths", multiple=True, required=True, type=click.Path(),
@@ -26,8 +23,8 @@ AUTO_COMPILED_MIN = 2000
               help="Write packets.{parquet,csv}, flows.{parquet,csv} and replay.pcapng "
                    "(verdict and deciding rule as each packet's comment) here.")
 @click.option("--engine", type=click.Choice(["auto", "compiled", "reference"]), default="auto",
-              show_default=True, help="auto: compiled, unless the capture is small and numba's "
-              "kernels are not compiled yet.")
+              show_default=True, help="auto: the faster for replay, measured (the reference "
+              "today); both give the same tables.")
 @click.option("--keylog", type=click.Path(), help="WireGuard keylog to decrypt tunnel traffic.")
 @click.option("--tcp-loose/--no-tcp-loose", default=True, show_default=True,
               help="nf_conntrack_tcp_loose: pick up TCP connections from a mid-stream packet "
@@ -80,8 +77,7 @@ def replay(paths, captures, at_text, out_dir, engine, keylog, tcp_loose, what_if
         click.echo(f"warning: {warning}", err=True)
     with clock.stage("read captures"):
         inputs = _read_flow_logs(flow_logs) if flow_logs else _read_captures(captures, keylog)
-    size = sum(len(i) for i in inputs)
-    engine = _pick_engine(engine, size)
+    engine = _pick_engine(engine)
     if scheduler and workers == 1:
         raise InputError("--dask needs --workers N (the number of parts to split into)",
                          obj="--dask")
@@ -164,13 +160,11 @@ def _read_flow_logs(paths):
     return [read_flow_logs(path) for path in paths]
 
 
-def _pick_engine(engine: str, packets: int) -> str:
-    if engine != "auto":
-        return engine
-    from tracer.engine.warmup import kernels_cached
-    if packets < AUTO_COMPILED_MIN and not kernels_cached():
-        return "reference"
-    return "compiled"
+def _pick_engine(engine: str) -> str:
+    """``auto`` is the reference: replay sends one packet per table call and records the
+    deciding rule, where the compiled engine's per-call overhead costs more than it saves
+    (benchmarks/RESULTS.md, "replay": 0.6-0.7x the reference at 300-1,000 policies)."""
+    return "reference" if engine == "auto" else engine
 
 
 class _Runner:
