@@ -230,3 +230,25 @@ def test_bad_input_is_one_line(mixed, args, names, capsys):
 def _veth(pod: str) -> str:
     from tracer.model.loader import load_cluster
     return load_cluster([BACKEND_FROM_FRONTEND]).endpoints[pod].interface
+
+
+def test_hops_pcapng_shows_each_point_of_the_path_with_vxlan_framing(tmp_path, capsys):
+    cap = vxlan_capture(tmp_path / "underlay.pcap")
+    replay(capsys, "-f", str(MULTINODE_VXLAN), str(cap), "--out", str(tmp_path / "o"),
+           "--hops", "--engine", "reference")
+    tshark = shutil.which("tshark")
+    assert tshark, "tshark is not installed (make test installs it)"
+    done = subprocess.run([tshark, "-r", str(tmp_path / "o" / "hops.pcapng"), "-T", "fields",
+                           "-E", "separator=|", "-e", "frame.interface_name", "-e", "vxlan.vni",
+                           "-e", "frame.comment"], capture_output=True, text=True, timeout=60,
+                          check=True)
+    rows = [line.split("|") for line in done.stdout.splitlines()]
+    # the allowed SYN: sent, on node-1's underlay in VXLAN, received; the denied one ends on
+    # the underlay (dropped on node-2)
+    assert [r[0] for r in rows] == ["shop/frontend-7d4b9 eth0", "node-1 eth0",
+                                    "pod shop/backend-5f8c2 eth0", "shop/frontend-7d4b9 eth0",
+                                    "node-1 eth0"]
+    assert rows[1][1] == "4096" and rows[4][1] == "4096"
+    assert rows[2][2].startswith("frame 1: received by pod shop/backend-5f8c2")
+    assert "calico-trace: allowed" in rows[2][2]
+    assert "calico-trace: dropped [default-deny] on node-2" in rows[4][2]

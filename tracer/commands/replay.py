@@ -22,6 +22,9 @@ from tracer.errors import InputError, quote
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Write packets.{parquet,csv}, flows.{parquet,csv} and replay.pcapng "
                    "(verdict and deciding rule as each packet's comment) here.")
+@click.option("--hops", is_flag=True,
+              help="With --out: also write hops.pcapng, every packet as it is at each point "
+                   "of its path (sent, on each underlay with its tunnel framing, received).")
 @click.option("--engine", type=click.Choice(["auto", "compiled", "reference"]), default="auto",
               show_default=True, help="auto: the faster for replay, measured (the reference "
               "today); both give the same tables.")
@@ -48,7 +51,7 @@ from tracer.errors import InputError, quote
               help="Denied flows listed in the summary.")
 @click.option("--calico-version", help="Calico release whose felix rules to render.")
 @cache_options
-def replay(paths, captures, at_text, out_dir, engine, keylog, tcp_loose, what_if, compare_with,
+def replay(paths, captures, at_text, out_dir, hops, engine, keylog, tcp_loose, what_if, compare_with,
            flow_logs,
            workers, scheduler, top, calico_version, cache_dir, no_cache, verbose) -> None:
     """Replay CAPTURE files (pcap, pcapng) through every node's Calico dataplane: a verdict,
@@ -65,6 +68,9 @@ def replay(paths, captures, at_text, out_dir, engine, keylog, tcp_loose, what_if
     if flow_logs and at_text:
         raise InputError("--at is for captures; flow logs say where each flow came from",
                          obj="--at")
+    if hops and (out_dir is None or flow_logs or workers > 1):
+        raise InputError("--hops writes hops.pcapng under --out, for captures replayed in one "
+                         "process", obj="--hops")
     if what_if and compare_with:
         raise InputError("--what-if overlays -f, --compare-with replaces it: use one",
                          obj="--compare-with")
@@ -82,7 +88,7 @@ def replay(paths, captures, at_text, out_dir, engine, keylog, tcp_loose, what_if
         raise InputError("--dask needs --workers N (the number of parts to split into)",
                          obj="--dask")
     run = _Runner(prepared, calico_version, engine, at_text, tcp_loose, workers, err, keylog,
-                  scheduler)
+                  scheduler, hops)
     with clock.stage("replay"):
         result, packets, flows, notes = run(inputs, flow_logs=bool(flow_logs))
     for warning in result.warnings:
@@ -110,6 +116,10 @@ def replay(paths, captures, at_text, out_dir, engine, keylog, tcp_loose, what_if
                 pcap = out_dir / "replay.pcapng"
                 tables.write_annotated_pcapng(pcap, result, packets)
                 written.append(pcap)
+            if hops:
+                path = out_dir / "hops.pcapng"
+                tables.write_hops(path, result)
+                written.append(path)
             if changes is not None:
                 written += tables.save(packets_b, out_dir, "what-if-packets")
                 written += tables.save(flows_b, out_dir, "what-if-flows")
@@ -171,9 +181,9 @@ class _Runner:
     """One replay of the inputs against one set of manifests (the what-if runs it twice)."""
 
     def __init__(self, prepared, calico_version, engine, at_text, tcp_loose, workers, err,
-                 keylog=None, scheduler=None):
+                 keylog=None, scheduler=None, hops=False):
         self.prepared, self.calico_version, self.engine = prepared, calico_version, engine
-        self.keylog, self.scheduler = keylog, scheduler
+        self.keylog, self.scheduler, self.hops = keylog, scheduler, hops
         self.at_text, self.tcp_loose, self.workers, self.err = at_text, tcp_loose, workers, err
 
     def __call__(self, inputs, *, flow_logs: bool):
@@ -197,12 +207,12 @@ class _Runner:
                                      tcp_loose=self.tcp_loose, workers=self.workers,
                                      scheduler=self.scheduler)
         else:
-            result = _with_progress(dataplane, inputs, at, self.tcp_loose, self.err)
+            result = _with_progress(dataplane, inputs, at, self.tcp_loose, self.err, self.hops)
         packets = tables.packet_frame(result)
         return result, packets, tables.flow_frame(packets, result), notes
 
 
-def _with_progress(dataplane, inputs, at, tcp_loose, err):
+def _with_progress(dataplane, inputs, at, tcp_loose, err, hops):
     """Replay with a progress bar on stderr when the capture is long and stderr a terminal."""
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                TimeRemainingColumn)
@@ -211,9 +221,9 @@ def _with_progress(dataplane, inputs, at, tcp_loose, err):
 
     total = sum(len(c) for c in inputs)
     if total < 5000:
-        return replay_captures(dataplane, inputs, at=at, tcp_loose=tcp_loose)
+        return replay_captures(dataplane, inputs, at=at, tcp_loose=tcp_loose, hops=hops)
     with Progress(TextColumn("replay"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), console=err, transient=True) as bar:
         task = bar.add_task("replay", total=total)
-        return replay_captures(dataplane, inputs, at=at, tcp_loose=tcp_loose,
+        return replay_captures(dataplane, inputs, at=at, tcp_loose=tcp_loose, hops=hops,
                                progress=lambda n: bar.advance(task, n))

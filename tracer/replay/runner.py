@@ -23,7 +23,7 @@ from ipaddress import IPv4Address
 
 import numpy as np
 
-from tracer.capture import REASONS, SKIPS, Capture, Reason, Skip, Tunnel, category
+from tracer.capture import REASONS, SKIPS, Capture, Frame, Reason, Skip, Tunnel, category
 from tracer.dataplane.batch import from_row
 from tracer.dataplane.packet import Packet, tcp_flag_names
 from tracer.dataplane.pipeline import Outcome, Probe
@@ -34,6 +34,7 @@ from tracer.explain import explain
 from tracer.explain.deciding import decision_for
 from tracer.policy.felix import mark_bits
 from tracer.protocols import ICMP, PORTED, TCP, display_name
+from tracer.render.trace_pcap import trace_frames
 from tracer.replay.entry import At, Entries, NotEntered
 from tracer.trace.assemble import Dataplane
 from tracer.trace.result import Decision, PacketTrace
@@ -75,6 +76,7 @@ class Replay:
     why: dict[int, str] = field(default_factory=dict)           # flow -> why (explained)
     selected_by: dict[int, str] = field(default_factory=dict)   # flow -> policies selecting
     keys: list[tuple | None] = field(default_factory=list)      # each row's flow key
+    hop_frames: list = field(default_factory=list)   # with hops=True: Frame per path point
     origin: list[tuple[int, int]] = field(default_factory=list)  # (capture index, row | -1)
     captures: list[Capture] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -86,15 +88,18 @@ class Replay:
 def replay_captures(dataplane: Dataplane, captures: Sequence[Capture], *, at: At | None = None,
                     tcp_loose: bool = True, capacity: int = DEFAULT_CONNTRACK_MAX,
                     progress: Callable[[int], None] | None = None,
-                    part: tuple[int, int] = (0, 1), first_ns: int | None = None) -> Replay:
+                    part: tuple[int, int] = (0, 1), first_ns: int | None = None,
+                    hops: bool = False) -> Replay:
     """Send every row of ``captures`` (in order, files one after another) through
     ``dataplane`` with one run state; ``progress(n)`` is told after every ``n`` rows.
 
     ``part=(k, n)`` replays only the flows whose key hashes to ``k`` of ``n`` (rows that
     belong to no flow go to part 0), for a scale-out where each part has its own conntrack;
-    ``first_ns`` is then the whole run's first timestamp, so every part keeps the same clock."""
+    ``first_ns`` is then the whole run's first timestamp, so every part keeps the same clock.
+    ``hops``: also keep each packet as it is at every point of its path (``hop_frames``)."""
     run = _Run(dataplane, Entries(dataplane, at), tcp_loose=tcp_loose, capacity=capacity,
                part=part, first_ns=first_ns)
+    run.hops = hops
     for index, capture in enumerate(captures):
         run.result.captures.append(capture)
         run.result.warnings.extend(f"{capture.path}: {w}" for w in capture.warnings)
@@ -114,6 +119,7 @@ class _Run:
         self.first_ns = first_ns
         self.part, self.parts = part
         self.errors = 0
+        self.hops = False
         self.accept_mark = mark_bits(dataplane.version, dataplane.cluster.felix).accept
         # flow -> (trace, dropped?) of the packet that explains it: the first drop, else the first
         self.representative: dict[int, tuple[PacketTrace, bool]] = {}
@@ -194,6 +200,8 @@ class _Run:
         if decision is not None:
             values.update(_decision_columns(decision))
         self._keep_representative(flow, trace)
+        if self.hops:
+            self._hop_frames(trace, int(meta["frame"]), int(meta["ts_ns"]), values)
         self._append(values, (index, row), key)
 
     # ------------------------------------------------------------------ helpers
@@ -255,6 +263,22 @@ class _Run:
         return (event.kind == "rule" and rule is not None and isinstance(rule.target, SetMark)
                 and bool(rule.target.value & self.accept_mark)
                 and event.chain.startswith(POLICY_CHAINS))
+
+    def _hop_frames(self, trace: PacketTrace, frame: int, ts_ns: int, values: dict) -> None:
+        """The packet where it was sent, on every underlay it crossed (tunnel framing
+        included, byte-exact) and where it was received; the last carries the verdict."""
+        points = trace_frames(trace)
+        verdict = f"calico-trace: {values['verdict']}" + (
+            f" [{values['reason']}] on {values['node']}" if values.get("reason") else "")
+        if values.get("policy"):
+            verdict += f"\ndecided by {values['deciding_table']}/{values['deciding_chain']} " \
+                       f"rule {values['deciding_rule']}: {values['policy']}"
+        for i, (iface, where, data) in enumerate(points):
+            comment = f"frame {frame}: {where}"
+            if i == len(points) - 1:
+                comment += "\n" + verdict
+            # Microseconds apart, so tools keep the path's order within one captured packet.
+            self.result.hop_frames.append(Frame(data, iface, ts_ns / 1e9 + i * 1e-6, comment))
 
     def _keep_representative(self, flow: int, trace: PacketTrace) -> None:
         kept = self.representative.get(flow)

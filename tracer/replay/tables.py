@@ -148,3 +148,12 @@ def write_annotated_pcapng(path: Path, replay: Replay, packets: pd.DataFrame) ->
     except OSError as err:
         raise InputError(f"cannot write: {err.strerror or err}", file=str(path),
                          obj="--out") from None
+
+
+def write_hops(path: Path, replay: Replay) -> int:
+    """Every replayed packet at each point of its path (``replay_captures(hops=True)``)."""
+    try:
+        return write_pcapng(path, replay.hop_frames, linktype=LINKTYPE_RAW)
+    except OSError as err:
+        raise InputError(f"cannot write: {err.strerror or err}", file=str(path),
+                         obj="--hops") from None
