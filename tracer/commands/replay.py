@@ -51,9 +51,9 @@ from tracer.errors import InputError, quote
               help="Denied flows listed in the summary.")
 @click.option("--calico-version", help="Calico release whose felix rules to render.")
 @cache_options
-def replay(paths, captures, at_text, out_dir, hops, engine, keylog, tcp_loose, what_if, compare_with,
-           flow_logs,
-           workers, scheduler, top, calico_version, cache_dir, no_cache, verbose) -> None:
+def replay(paths, captures, at_text, out_dir, hops, engine, keylog, tcp_loose, what_if,
+           compare_with, flow_logs, workers, scheduler, top, calico_version, cache_dir, no_cache,
+           verbose) -> None:
     """Replay CAPTURE files (pcap, pcapng) through every node's Calico dataplane: a verdict,
     reason and deciding rule for every packet, in capture order, with conntrack."""
     from rich.console import Console
