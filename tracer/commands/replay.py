@@ -74,6 +74,9 @@ def replay(paths, captures, at_text, out_dir, hops, engine, keylog, tcp_loose, w
     if what_if and compare_with:
         raise InputError("--what-if overlays -f, --compare-with replaces it: use one",
                          obj="--compare-with")
+    if scheduler and workers == 1:
+        raise InputError("--dask needs --workers N (the number of parts to split into)",
+                         obj="--dask")
     _check_out(out_dir)
     clock = StageClock(verbose=verbose)
     err = Console(stderr=True)
@@ -84,9 +87,6 @@ def replay(paths, captures, at_text, out_dir, hops, engine, keylog, tcp_loose, w
     with clock.stage("read captures"):
         inputs = _read_flow_logs(flow_logs) if flow_logs else _read_captures(captures, keylog)
     engine = _pick_engine(engine)
-    if scheduler and workers == 1:
-        raise InputError("--dask needs --workers N (the number of parts to split into)",
-                         obj="--dask")
     run = _Runner(prepared, calico_version, engine, at_text, tcp_loose, workers, err, keylog,
                   scheduler, hops)
     with clock.stage("replay"):
