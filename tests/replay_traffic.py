@@ -112,3 +112,14 @@ def many_flows_capture(path: Path, flows: int = 30) -> Path:
                 interleaved.append(stream[step])
     wrpcap(str(path), _timed([f.copy() for f in interleaved], step=0.001))
     return path
+
+
+SERVICE_CLUSTERIP = ROOT / "service-clusterip"
+
+
+def service_capture(path: Path) -> Path:
+    """On service-clusterip, at demo/client's eth0: the handshake to the Service's cluster IP
+    (10.96.0.50:80); the SYN-ACK shows the cluster IP, already de-NATed."""
+    client = pod_ips(SERVICE_CLUSTERIP)["demo/client"]
+    wrpcap(str(path), _timed([f.copy() for f in handshake(client, "10.96.0.50", 40000, 80)]))
+    return path

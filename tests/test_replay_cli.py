@@ -252,3 +252,21 @@ def test_hops_pcapng_shows_each_point_of_the_path_with_vxlan_framing(tmp_path, c
     assert rows[2][2].startswith("frame 1: received by pod shop/backend-5f8c2")
     assert "calico-trace: allowed" in rows[2][2]
     assert "calico-trace: dropped [default-deny] on node-2" in rows[4][2]
+
+
+def test_a_service_flow_through_dnat_seen_at_the_client(tmp_path, capsys):
+    from replay_traffic import SERVICE_CLUSTERIP, service_capture
+    cap = service_capture(tmp_path / "svc.pcap")
+    replay(capsys, "-f", str(SERVICE_CLUSTERIP), str(cap), "--out", str(tmp_path / "o"),
+           "--engine", "reference")
+    packets = pd.read_parquet(tmp_path / "o" / "packets.parquet")
+    assert set(packets["verdict"]) == {"allowed"} and set(packets["flow"]) == {0}
+    syn = packets.iloc[0]
+    assert syn["nat"].startswith("node-1 DNAT 10.244.0.20:40000>10.96.0.50:80 -> ")
+    assert syn["policy"] == "KubernetesNetworkPolicy demo/web-allow-client"
+    # The SYN-ACK the client saw came from the cluster IP; the backend sent it from its own
+    # address, and node-1's conntrack de-NATed it: replayed as sent, it is ESTABLISHED.
+    synack = packets.iloc[1]
+    assert (synack["src"], synack["ct_state"]) == ("10.96.0.50", "ESTABLISHED")
+    assert "de-NAT" in synack["nat"] and "before de-NAT" in synack["detail"]
+    assert set(packets.iloc[2:]["ct_state"]) == {"ESTABLISHED"}

@@ -38,7 +38,7 @@ from tracer.render.trace_pcap import trace_frames
 from tracer.replay.entry import At, Entries, NotEntered
 from tracer.trace.assemble import Dataplane
 from tracer.trace.result import Decision, PacketTrace
-from tracer.trace.session import Session
+from tracer.trace.session import Session, delivered_packet
 
 # Verdicts of the per-packet table.
 ALLOWED, DROPPED, NOT_PARSED, NOT_MODELLED = "allowed", "dropped", "not parsed", "not modelled"
@@ -119,6 +119,7 @@ class _Run:
         self.first_ns = first_ns
         self.part, self.parts = part
         self.errors = 0
+        self.translations: dict[tuple, tuple] = {}     # reply as seen -> as its sender sent it
         self.hops = False
         self.accept_mark = mark_bits(dataplane.version, dataplane.cluster.felix).accept
         # flow -> (trace, dropped?) of the packet that explains it: the first drop, else the first
@@ -177,8 +178,9 @@ class _Run:
         self._clock(int(meta["ts_ns"]))
         flow = self._flow(key)
         values["flow"] = flow
+        sent_as = self._untranslated(packet)
         try:
-            probe = self.entries.probe(packet, meta)
+            probe = self.entries.probe(sent_as, meta)
         except NotEntered as why:
             values.update(verdict=NOT_MODELLED, reason="outside-cluster", detail=str(why))
             self._append(values, (index, row), key)
@@ -194,6 +196,10 @@ class _Run:
             return
         trace = self._trace(probe, outcome)
         values.update(_outcome_columns(probe, outcome))
+        if sent_as is not packet:
+            values["detail"] += (f" (replayed as its sender sent it, before de-NAT: "
+                                 f"{sent_as.describe()})")
+        self._remember_translation(probe.packet, outcome)
         if kind == "unreadable":
             values["detail"] = f"{values['detail']} (outer packet only: {REASONS[reason][1]})"
         decision = self._decision(trace)
@@ -211,6 +217,30 @@ class _Run:
             column.append(values.get(name))
         self.result.origin.append(origin)
         self.result.keys.append(key)
+
+    def _remember_translation(self, sent: Packet, outcome: Outcome) -> None:
+        """A connection's first packet that NAT changed on its way (kube-proxy's DNAT to a
+        Service backend, felix's MASQUERADE): its reply, as a capture next to the client
+        shows it, is already de-NATed, which is not what the backend sent. Remember how the
+        backend addressed it, so the reply is replayed from there (:meth:`_untranslated`)."""
+        if outcome.drop is not None or sent.protocol not in PORTED:
+            return
+        got = delivered_packet(outcome)
+        before = (sent.src, sent.sport, sent.dst, sent.dport)
+        after = (got.src, got.sport, got.dst, got.dport)
+        if before != after:
+            reply_seen = (sent.protocol, sent.dst, sent.dport, sent.src, sent.sport)
+            self.translations[reply_seen] = (got.dst, got.dport, got.src, got.sport)
+
+    def _untranslated(self, packet: Packet) -> Packet:
+        """``packet`` as its sender put it on the wire (see :meth:`_remember_translation`)."""
+        if not self.translations or packet.protocol not in PORTED:
+            return packet
+        sent = self.translations.get((packet.protocol, packet.src, packet.sport, packet.dst,
+                                      packet.dport))
+        if sent is None:
+            return packet
+        return packet.with_(src=sent[0], sport=sent[1], dst=sent[2], dport=sent[3])
 
     def _clock(self, ts_ns: int) -> None:
         """Capture time drives conntrack: seconds since the first packet, never backwards
