@@ -19,6 +19,7 @@ COMMANDS = {
     "conntrack": "tracer.commands.conntrack:conntrack",
     "bench": "tracer.commands.bench:bench",
     "lab": "tracer.commands.lab:lab",
+    "replay": "tracer.commands.replay:replay",
 }
 
 
