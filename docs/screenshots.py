@@ -68,8 +68,8 @@ def main() -> None:
                 sys.exit(f"{name}: the page logged errors: {errors}")
             out = IMAGES / f"{name}.png"
             # The viewport, cut short where the page ends (no empty band under a short page).
-            height = min(VIEWPORT["height"],
-                         page.evaluate("Math.ceil(document.body.getBoundingClientRect().bottom)") + 16)
+            bottom = page.evaluate("Math.ceil(document.body.getBoundingClientRect().bottom)")
+            height = min(VIEWPORT["height"], bottom + 16)
             page.screenshot(path=str(out), clip={"x": 0, "y": 0, "width": VIEWPORT["width"],
                                                  "height": height})
             print(f"{out.relative_to(ROOT)}: {out.stat().st_size // 1024} KB")
