@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from html_fixtures import write_big_cluster
 from tracer.cli import cli
 from tracer.explain import explain
+from tracer.lab.spec import load_lab
 from tracer.model.loader import load_cluster
 from tracer.trace.assemble import build_dataplane
 from tracer.trace.tracing import TraceRequest, trace_packet
@@ -147,7 +148,9 @@ def test_small_heatmap_cell_shows_its_embedded_trace(open_page):
 def test_lab_page_renders_and_answers_unfold(open_page):
     html = invoke("lab", "show", "12", "--output", "html")
     page = open_page(html, "lab-12")
-    assert page.locator("section.trace").count() == 5
+    lab = load_lab(SCENARIOS / "labs" / "12-conntrack")        # one trace per check and fix
+    assert page.locator("section.trace").count() == len(lab.checks) + sum(
+        1 for check in lab.checks if check.fix)
     answer = page.locator("details.answer").first
     assert not answer.locator("p").first.is_visible()
     answer.locator("summary").click()

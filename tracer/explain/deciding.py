@@ -2,7 +2,8 @@
 
 A drop is decided by one rule: the one whose verdict ended the traversal. An allowed packet is
 decided by the policy or profile rules that set the accept mark in each endpoint chain the
-packet went through (egress of the source, ingress of the destination).
+packet went through (egress of the source, ingress of the destination), and by a failsafe rule
+that accepted it before any host endpoint policy could judge it.
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ def deciding_decisions(dataplane, trace: PacketTrace) -> tuple[Decision, ...]:
         if (event.kind == "rule" and rule is not None and isinstance(rule.target, SetMark)
                 and rule.target.value & accept
                 and event.chain.startswith(("cali-pi-", "cali-po-", "cali-pri-", "cali-pro-"))):
+            found.append(decision_for(node, event, dataplane))
+        elif (event.kind == "rule" and event.effect == "ACCEPT" and rule is not None
+              and rule.provenance is not None and rule.provenance.role == "failsafe"):
             found.append(decision_for(node, event, dataplane))
     return tuple(found)
 

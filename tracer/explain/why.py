@@ -42,7 +42,7 @@ def compose(dataplane, trace: PacketTrace, decisions: tuple[Decision, ...],
     drop = trace.drop
     caveat = _traversal_caveats(trace)
     if drop is None:
-        why = _why_allowed(trace, verdicts) + caveat
+        why = _why_allowed(trace, verdicts, decisions) + caveat
         return why, "", staged, selected_by
     why = _why_dropped(cluster, trace, drop, decisions, verdicts) + caveat
     deciding_chain = decisions[0].chain if decisions else ""
@@ -82,13 +82,33 @@ def _policy_view(trace: PacketTrace) -> Packet:
     return trace.packet
 
 
-def _why_allowed(trace: PacketTrace, verdicts: list[DirectionDecision]) -> str:
+def _why_allowed(trace: PacketTrace, verdicts: list[DirectionDecision],
+                 decisions: tuple[Decision, ...]) -> str:
     parts = [f"{trace.source} reached {trace.delivered_to}."]
     for v in verdicts:
         parts.append(_direction_sentence(v))
-    if not verdicts:
+    # Host endpoint chains (cali-fh-*, cali-th-*) are no workload's: their deciding rules say
+    # what let the packet through.
+    failsafe = [d for d in decisions if d.provenance and d.provenance.role == "failsafe"]
+    host_policy = [d for d in decisions if d.provenance and d.provenance.policy
+                   and d.chain.startswith("cali-p")] if _host_endpoint_only(trace) else []
+    for d in failsafe:
+        parts.append(f"Accepted on {d.node} by {d.table}/{d.chain} rule {d.rule_number}: a "
+                     "failsafe port, open before any host endpoint policy is consulted.")
+    for d in host_policy if not verdicts else ():
+        prov = d.provenance
+        parts.append(f"Allowed on {d.node} by {prov.policy_kind or 'policy'} {prov.policy} "
+                     f"{prov.direction} rule {prov.rule_index}, a host endpoint policy.")
+    if not verdicts and not failsafe and not host_policy:
         parts.append("No workload endpoint chain was involved, so no Calico policy applied.")
     return " ".join(parts)
+
+
+def _host_endpoint_only(trace: PacketTrace) -> bool:
+    """The packet went through a host endpoint's chains and no workload's."""
+    chains = {event.chain for _, event in trace.netfilter_events()}
+    return (any(c.startswith(("cali-fh-", "cali-th-", "cali-fhfw-", "cali-thfw-")) for c in chains)
+            and not any(c.startswith(("cali-tw-", "cali-fw-")) for c in chains))
 
 
 def _direction_sentence(v: DirectionDecision) -> str:
