@@ -19,6 +19,10 @@ COMMANDS = {
     "conntrack": "tracer.commands.conntrack:conntrack",
     "bench": "tracer.commands.bench:bench",
     "lab": "tracer.commands.lab:lab",
+    "up": "tracer.commands.live:up",
+    "down": "tracer.commands.live:down",
+    "exec": "tracer.commands.live:exec_",
+    "flows": "tracer.commands.live:flows",
 }
 
 

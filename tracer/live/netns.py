@@ -1,0 +1,119 @@
+"""Realise live pods: one network namespace per pod whose ``eth0`` is a TUN device.
+
+The namespace is laid out as Calico's CNI plugin lays out a pod's: the pod IP as ``/32`` on
+``eth0``, a link-scope route to ``169.254.1.1`` and the default route via it, the pool's MTU.
+The TUN is opened by a thread that entered the namespace, so the device lives there while
+its file descriptor stays with us; whatever the pod sends out of ``eth0`` we read.
+
+Namespaces are named and guarded by :mod:`tracer.kernel.cleanup` (``ctk-<pid>-<n>``,
+announced to a watchdog before creation), so Ctrl-C, SIGTERM, a crash or SIGKILL of the
+owner all end with them removed. Nothing here touches the host's namespace.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+from dataclasses import dataclass
+
+import pytun
+from pyroute2 import IPRoute
+from pyroute2 import netns as pyroute2_netns
+
+from tracer.kernel import cleanup, nsexec
+from tracer.live.topology import POD_GATEWAY, LivePod
+
+RT_SCOPE_LINK = 253
+POD_SYSCTLS = {"net/ipv6/conf/all/disable_ipv6": 1,      # the model is IPv4: keep v6 quiet
+               "net/ipv6/conf/default/disable_ipv6": 1}
+
+
+@dataclass
+class PodPort:
+    pod: LivePod
+    netns: str
+    tun: pytun.TunTapDevice
+
+    @property
+    def fd(self) -> int:
+        return self.tun.fileno()
+
+
+class LiveNamespaces:
+    """Context manager: a namespace and TUN per pod on enter, all removed on exit."""
+
+    def __init__(self, pods: tuple[LivePod, ...]) -> None:
+        self.pods = pods
+        self.ports: dict[str, PodPort] = {}
+        self._created: list[str] = []
+        self._owner = os.getpid()
+        self._watchdog = cleanup.Watchdog()
+        self._signals = cleanup.signal_guard()
+
+    def __enter__(self) -> "LiveNamespaces":
+        cleanup.reap_orphans()
+        self._signals.__enter__()
+        try:
+            self._watchdog.start()
+            for pod in self.pods:
+                self.ports[pod.key] = self._realise(pod)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the TUNs and remove every namespace (idempotent)."""
+        if os.getpid() != self._owner:
+            return                          # a forked helper must not tear down our pods
+        try:
+            for port in self.ports.values():
+                try:
+                    port.tun.close()
+                except OSError:
+                    pass
+            self.ports.clear()
+            for name in reversed(self._created):
+                cleanup.remove_namespace(name)
+            self._created.clear()
+            self._watchdog.release()
+        finally:
+            self._signals.__exit__(None, None, None)
+
+    def _realise(self, pod: LivePod) -> PodPort:
+        name = cleanup.new_namespace_name()
+        self._watchdog.announce(name)       # announced first: a crash right after is covered
+        pyroute2_netns.create(name)
+        self._created.append(name)
+        tun = nsexec.call_in_netns(name, _open_tun)
+        os.set_blocking(tun.fileno(), False)
+        nsexec.write_sysctls(name, POD_SYSCTLS)
+        with IPRoute(netns=name, flags=0) as ipr:
+            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+            eth0 = ipr.link_lookup(ifname="eth0")[0]
+            ipr.link("set", index=eth0, mtu=pod.mtu, state="up")
+            ipr.addr("add", index=eth0, address=str(pod.ip), prefixlen=32)
+            ipr.route("add", dst=f"{POD_GATEWAY}/32", oif=eth0, scope=RT_SCOPE_LINK)
+            ipr.route("add", dst="0.0.0.0/0", gateway=str(POD_GATEWAY), oif=eth0)
+        return PodPort(pod, name, tun)
+
+
+def _open_tun() -> pytun.TunTapDevice:
+    # IFF_NO_PI: each read is one bare IP datagram, as the pipeline wants it.
+    return pytun.TunTapDevice(name="eth0", flags=pytun.IFF_TUN | pytun.IFF_NO_PI)
+
+
+def enter_netns(name: str) -> None:
+    """Move the calling thread into namespace ``name`` (``exec`` does this, then execs)."""
+    fd = os.open(nsexec.netns_path(name), os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        if libc.setns(fd, nsexec.CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns into {name}: {os.strerror(err)}")
+    finally:
+        os.close(fd)
