@@ -113,7 +113,7 @@ def _detach(args: list[str]) -> None:
 def exec_(pod, command) -> None:
     """Run COMMAND inside POD's network namespace (NAMESPACE/POD), as kubectl exec does."""
     from tracer.live import state
-    from tracer.live.netns import enter_netns
+    from tracer.live.enter import enter_netns
 
     _require_root()
     running = state.running()
@@ -169,7 +169,8 @@ def down() -> None:
         click.echo("down: nothing running" + (f"; removed {len(reaped)} orphaned namespaces"
                                               if reaped else ""))
         return
-    if found.alive():
+    was_running = found.alive()
+    if was_running:
         os.kill(found.pid, signal.SIGTERM)
         deadline = time.monotonic() + DOWN_TIMEOUT
         while found.alive() and time.monotonic() < deadline:
@@ -180,4 +181,5 @@ def down() -> None:
         remove_namespace(pod["netns"])
     state.remove(found.pid)
     reap_orphans()
-    click.echo(f"down: stopped pid {found.pid}, removed {len(found.pods)} pod namespaces")
+    what = f"stopped pid {found.pid}" if was_running else f"pid {found.pid} had already ended"
+    click.echo(f"down: {what}; removed {len(found.pods)} pod namespaces")

@@ -12,8 +12,6 @@ owner all end with them removed. Nothing here touches the host's namespace.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 from dataclasses import dataclass
 
@@ -106,14 +104,3 @@ def _open_tun() -> pytun.TunTapDevice:
     # IFF_NO_PI: each read is one bare IP datagram, as the pipeline wants it.
     return pytun.TunTapDevice(name="eth0", flags=pytun.IFF_TUN | pytun.IFF_NO_PI)
 
-
-def enter_netns(name: str) -> None:
-    """Move the calling thread into namespace ``name`` (``exec`` does this, then execs)."""
-    fd = os.open(nsexec.netns_path(name), os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        if libc.setns(fd, nsexec.CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns into {name}: {os.strerror(err)}")
-    finally:
-        os.close(fd)
