@@ -1,0 +1,78 @@
+"""TUN bytes <-> pipeline packets: fields parsed as scapy reads them, rewrites after NAT keep
+every checksum right, ICMP errors quote the offending datagram, bad bytes raise."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address
+
+import pytest
+from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, TCPerror
+
+from tracer.encap.ipv4 import MalformedPacket
+from tracer.live import frames
+from tracer.protocols import ACK, SYN
+
+
+def _checksums_ok(data: bytes) -> bool:
+    """Recompute with scapy: the bytes' checksums equal what scapy would write."""
+    pkt = IP(data)
+    fresh = pkt.copy()
+    del fresh[IP].chksum
+    layer = fresh.payload
+    if hasattr(layer, "chksum"):
+        del layer.chksum
+    return bytes(IP(bytes(fresh))) == data
+
+
+def test_tcp_fields_match_scapy():
+    raw = bytes(IP(src="10.0.0.1", dst="10.0.0.2", ttl=61) /
+                TCP(sport=40000, dport=6379, flags="SA", seq=7, ack=9, window=1000) / b"hi")
+    packet = frames.parse(raw)
+    assert (packet.src, packet.dst, packet.ttl) == (IPv4Address("10.0.0.1"),
+                                                    IPv4Address("10.0.0.2"), 61)
+    assert (packet.sport, packet.dport, packet.seq, packet.ack_seq) == (40000, 6379, 7, 9)
+    assert packet.tcp_flags == SYN | ACK and packet.payload_len == 2
+    assert packet.length == len(raw)
+
+
+@pytest.mark.parametrize("l4", [TCP(sport=1234, dport=80) / b"payload",
+                                UDP(sport=1234, dport=53) / b"query",
+                                ICMP(type=8, id=77) / b"ping"])
+def test_rewrite_after_nat_keeps_checksums(l4):
+    raw = bytes(IP(src="10.0.0.1", dst="10.96.0.10") / l4)
+    before = frames.parse(raw)
+    changes = dict(dst=IPv4Address("192.168.0.9"), ttl=before.ttl - 1)
+    if before.sport is not None:
+        changes.update(dport=8080)
+    else:
+        changes.update(icmp_id=99)
+    after = before.with_(**changes)
+    out = frames.rewrite(raw, before, after)
+    assert frames.parse(out) == after
+    assert _checksums_ok(out)
+    assert out[-4:] == raw[-4:]                 # the payload is untouched
+
+
+def test_ttl_only_rewrite_keeps_transport_bytes():
+    raw = bytes(IP(src="10.0.0.1", dst="10.0.0.2") / TCP(sport=1, dport=2) / (b"x" * 100))
+    before = frames.parse(raw)
+    out = frames.rewrite(raw, before, before.with_(ttl=63))
+    assert out[20:] == raw[20:] and out[8] == 63 and _checksums_ok(out)
+
+
+def test_icmp_error_quotes_the_datagram_and_parses_back():
+    raw = bytes(IP(src="10.0.0.1", dst="10.0.0.2") / TCP(sport=5, dport=6) / (b"z" * 2000))
+    error = frames.icmp_error(raw, IPv4Address("172.18.0.2"), 3, 4, rest=1450)
+    assert len(error) <= 576 and _checksums_ok(error)
+    parsed = IP(error)
+    assert parsed[ICMP].type == 3 and parsed[ICMP].code == 4
+    assert parsed[IPerror].dst == "10.0.0.2" and parsed[TCPerror].dport == 6
+    packet = frames.parse(error)
+    assert packet.dst == IPv4Address("10.0.0.1") and packet.inner.dport == 6
+
+
+@pytest.mark.parametrize("data", [b"", b"\x45" * 10, bytes(IP() / TCP())[:22],
+                                  b"\x60" + bytes(39)])
+def test_bad_bytes_raise_malformed(data):
+    with pytest.raises(MalformedPacket):
+        frames.parse(data)
