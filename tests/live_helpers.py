@@ -40,8 +40,11 @@ def host_network_view() -> tuple[str, str]:
 class LiveRun:
     """A ``calico-trace up`` subprocess on one bundled scenario."""
 
-    def __init__(self, scenario: str, run_dir: Path) -> None:
+    cli_argv = CLI
+
+    def __init__(self, scenario: str, run_dir: Path, manifests: Path | None = None) -> None:
         self.scenario = scenario
+        self.manifests = manifests or SCENARIOS / scenario
         self.env_dir = run_dir
         self.env = {**os.environ, "CALICO_TRACE_RUN_DIR": str(run_dir)}
         self.log = run_dir / "test-up.out"
@@ -55,7 +58,7 @@ class LiveRun:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "w") as out:
             self.proc = subprocess.Popen(
-                [*CLI, "up", "-f", str(SCENARIOS / self.scenario), "--no-cache"],
+                [*CLI, "up", "-f", str(self.manifests), "--no-cache"],
                 stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=REPO)
         deadline = time.monotonic() + READY_TIMEOUT
         while "pods ready" not in self.output():
