@@ -85,6 +85,15 @@ class FlowTable:
         self.changed = True
         return flow, new
 
+    def touch(self, packet: Packet) -> Flow | None:
+        """Count ``packet`` on its flow if the flow is known (the fast path's bookkeeping)."""
+        flow = self.flows.get(flow_key(packet))
+        if flow is not None:
+            flow.packets += 1
+            flow.last_seen = self.clock()
+            self.changed = True
+        return flow
+
     def dump(self, path: str) -> None:
         """Write the table as JSON (atomically: ``flows`` may read it at any time)."""
         rows = [flow.public() for flow in self.flows.values()]

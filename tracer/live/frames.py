@@ -13,7 +13,7 @@ from ipaddress import IPv4Address
 
 from tracer.dataplane.packet import Packet
 from tracer.encap.ipv4 import IP_DF, IP_OFFSET_MASK, MalformedPacket, internet_checksum
-from tracer.protocols import ICMP, PORTED, TCP, UDP
+from tracer.protocols import ICMP, PORTED, SYN, TCP, UDP
 
 ICMP_ERROR_TYPES = frozenset({3, 4, 5, 11, 12})   # errors quote the offending datagram
 ICMP_ECHO_TYPES = frozenset({0, 8})
@@ -54,6 +54,8 @@ def parse(data: bytes, *, quoted: bool = False) -> Packet:
             seq, ack, off, flags, window = struct.unpack_from("!IIBBH", l4, 4)
             fields.update(seq=seq, ack_seq=ack, tcp_flags=flags & 0x3F, window=window,
                           payload_len=max(len(l4) - (off >> 4) * 4, 0))
+            if flags & SYN and not quoted:
+                fields["wscale"] = tcp_window_scale(data)
         elif proto == TCP and not quoted:
             raise MalformedPacket("truncated TCP header")
         elif proto == UDP:
@@ -147,3 +149,25 @@ def icmp_error(data: bytes, router: IPv4Address, icmp_type: int, code: int,
                        router.packed, src.packed)
     head = head[:10] + struct.pack("!H", internet_checksum(head)) + head[12:]
     return head + body
+
+
+def tcp_window_scale(data: bytes) -> int | None:
+    """The window-scale shift a TCP SYN announces in its options (RFC 7323), or None."""
+    hlen = (data[0] & 0x0F) * 4
+    if len(data) < hlen + 20:
+        return None
+    end = min(hlen + (data[hlen + 12] >> 4) * 4, len(data))
+    at = hlen + 20
+    while at < end:
+        kind = data[at]
+        if kind == 0:                                   # end of options
+            return None
+        if kind == 1:                                   # no-op padding
+            at += 1
+            continue
+        if at + 1 >= end or data[at + 1] < 2:
+            return None
+        if kind == 3 and data[at + 1] == 3 and at + 2 < end:
+            return data[at + 2]
+        at += data[at + 1]
+    return None

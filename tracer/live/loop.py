@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from tracer.dataplane.packet import Packet
 from tracer.dataplane.pipeline import Outcome, Probe
 from tracer.dataplane.reasons import DropReason
-from tracer.dataplane.trace import DeliverRecord, DropRecord, MtuRecord
+from tracer.dataplane.trace import ConntrackRecord, DeliverRecord, DropRecord, MtuRecord
 from tracer.encap.ipv4 import MalformedPacket
 from tracer.explain import explain
 from tracer.live import frames
+from tracer.live.fastpath import FastPath
 from tracer.live.flows import Flow, FlowTable, should_print
 from tracer.live.netns import PodPort
 from tracer.model.places import place_of
@@ -53,6 +54,7 @@ class LiveLoop:
         self.ports = ports
         self.by_fd = {port.fd: port for port in ports.values()}
         self.session = Session(dataplane)
+        self.fast = FastPath()
         self.flows = FlowTable()
         self.counters = Counters()
         self.say = say
@@ -67,6 +69,7 @@ class LiveLoop:
         """Run new packets through ``dataplane``; conntrack (the session's state) is kept, so
         connections already open stay open as a node's do when felix rewrites its rules."""
         self.session.dataplane = dataplane
+        self.fast.clear()                        # remembered paths came from the old rules
 
     # ------------------------------------------------------------------ the loop
 
@@ -106,6 +109,8 @@ class LiveLoop:
         except MalformedPacket as err:
             self._malformed(port, data, str(err))
             return
+        if self._shortcut(data, packet, now):
+            return
         destination = place_of(self.dataplane.cluster, packet.dst).label
         probe = Probe(packet, port.pod.node, port.pod.interface, port.pod.key, destination,
                       "pod")
@@ -115,6 +120,20 @@ class LiveLoop:
             self._deliver(flow, new, probe, packet, data, outcome)
         else:
             self._drop(flow, probe, packet, data, outcome)
+
+    def _shortcut(self, data: bytes, packet: Packet, now: float) -> bool:
+        """Replay the remembered path of an established flow (see ``tracer.live.fastpath``)."""
+        hit = self.fast.lookup(packet, self.session.state)
+        if hit is None:
+            return False
+        flow = self.flows.touch(packet)
+        target = self.ports.get(hit[0])
+        if flow is None or target is None:
+            return False
+        flow.delivered += 1
+        self._write(target, frames.rewrite(data, packet, hit[1]))
+        self.counters.delivered += 1
+        return True
 
     def _deliver(self, flow: Flow, new: bool, probe: Probe, packet: Packet, data: bytes,
                  outcome: Outcome) -> None:
@@ -129,6 +148,7 @@ class LiveLoop:
             return
         final = outcome.hops[-1].stages[-1]
         assert isinstance(final, DeliverRecord)
+        self.fast.learn(packet, target.pod.key, outcome, self.session.state.now)
         self._write(target, frames.rewrite(data, packet, final.packet))
         self.counters.delivered += 1
 
@@ -146,6 +166,10 @@ class LiveLoop:
         trace = self._explained(probe, outcome)
         flow.deciding, flow.why = deciding_text(trace), trace.why
         more = f" (+{held} more)" if held else ""
+        if drop.reason == DropReason.CONNTRACK_INVALID:      # say what conntrack objected to
+            notes = [s.note for hop in outcome.hops for s in hop.stages
+                     if isinstance(s, ConntrackRecord) and s.ctstate == "INVALID"]
+            more += f" (conntrack: {notes[-1]})" if notes else ""
         self.say(f"{_stamp()} DROP {packet.describe()} {probe.source} -> "
                  f"{probe.destination} on {drop.node} [{drop.reason}]"
                  f" by {flow.deciding or drop.detail}{more}")

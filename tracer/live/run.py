@@ -100,7 +100,7 @@ def serve(load: Callable[[], Dataplane], manifests: Sequence[str], *,
             state.remove(os.getpid())
             c = loop.counters
             say(f"down: read {c.read}, delivered {c.delivered}, dropped {c.dropped}, "
-                f"ICMP errors sent {c.icmp_errors}")
+                f"ICMP errors sent {c.icmp_errors}; fast path {loop.fast.hits}")
 
 
 class _Ticker:
