@@ -76,3 +76,10 @@ def test_icmp_error_quotes_the_datagram_and_parses_back():
 def test_bad_bytes_raise_malformed(data):
     with pytest.raises(MalformedPacket):
         frames.parse(data)
+
+
+@pytest.mark.parametrize("ttl", [64, 2, 255])
+def test_decrement_ttl_updates_the_header_checksum(ttl):
+    raw = bytes(IP(src="10.0.0.1", dst="10.0.0.2", ttl=ttl) / UDP(sport=1, dport=2) / b"abc")
+    out = frames.decrement_ttl(raw, 1)
+    assert out[8] == ttl - 1 and out[20:] == raw[20:] and _checksums_ok(out)

@@ -44,6 +44,7 @@ class Shortcut:
     ttl_drop: int                 # routing hops the walk took
     expires: float
     lookups: tuple[tuple[str, bool], ...]   # (node, sees the delivered form) per ct lookup
+    translated: bool = False      # NAT changed addresses, ports or the echo id
 
 
 def direction_key(packet: Packet) -> tuple:
@@ -68,18 +69,21 @@ class FastPath:
     def clear(self) -> None:
         self.entries.clear()
 
-    def lookup(self, packet: Packet, state: RunState) -> tuple[str, Packet] | None:
-        """The destination pod and the packet as delivered, if the shortcut applies (its
-        conntrack lookups made); None: send the packet through the pipeline."""
+    def lookup(self, packet: Packet, state: RunState) -> tuple[str, Packet | None, int] | None:
+        """The destination pod, the packet as delivered (None: only its TTL changed) and the
+        TTL taken, if the shortcut applies (its conntrack lookups made); None: send the
+        packet through the pipeline."""
         if not eligible(packet):
             return None
         key = direction_key(packet)
         entry = self.entries.get(key)
         if entry is None or entry.expires < state.now:
             return None
-        delivered = packet.with_(src=entry.src, dst=entry.dst, sport=entry.sport,
-                                 dport=entry.dport, icmp_id=entry.icmp_id,
-                                 ttl=packet.ttl - entry.ttl_drop)
+        delivered = None
+        if entry.translated:
+            delivered = packet.with_(src=entry.src, dst=entry.dst, sport=entry.sport,
+                                     dport=entry.dport, icmp_id=entry.icmp_id,
+                                     ttl=packet.ttl - entry.ttl_drop)
         for node, translated in entry.lookups:
             seen = delivered if translated else packet
             verdict = state.conntrack(node).process(conntrack_key(seen), state.now)
@@ -87,7 +91,7 @@ class FastPath:
                 del self.entries[key]             # the connection changed: ask the rules
                 return None
         self.hits += 1
-        return entry.target, delivered
+        return entry.target, delivered, entry.ttl_drop
 
     def learn(self, packet: Packet, target: str, outcome: Outcome, now: float) -> None:
         """Remember ``outcome`` (a delivery to pod ``target``) if it may be replayed."""
@@ -104,7 +108,8 @@ class FastPath:
             self.entries.clear()
         self.entries[key] = Shortcut(target, out.src, out.dst, out.sport, out.dport,
                                      out.icmp_id, packet.ttl - out.ttl,
-                                     now + REVALIDATE_SECONDS, lookups)
+                                     now + REVALIDATE_SECONDS, lookups,
+                                     _five(packet) != _five(out))
 
 
 def _five(packet: Packet) -> tuple:

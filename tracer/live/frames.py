@@ -87,6 +87,22 @@ def rewrite(data: bytes, before: Packet, after: Packet) -> bytes:
     return bytes(buf)
 
 
+def decrement_ttl(data: bytes, hops: int) -> bytes:
+    """``data`` with its TTL lowered by ``hops``: the header checksum is updated in place
+    (RFC 1624), the rest is untouched (TTL is not in any transport checksum)."""
+    if hops <= 0:
+        return data
+    buf = bytearray(data)
+    old = (buf[8] << 8) | buf[9]
+    buf[8] = max(buf[8] - hops, 0)
+    new = (buf[8] << 8) | buf[9]
+    total = (~((buf[10] << 8) | buf[11]) & 0xFFFF) + (~old & 0xFFFF) + new
+    total = (total & 0xFFFF) + (total >> 16)
+    total = (total & 0xFFFF) + (total >> 16)
+    struct.pack_into("!H", buf, 10, ~total & 0xFFFF)
+    return bytes(buf)
+
+
 def _patch_header(buf: bytearray, at: int, hlen: int, before: Packet, after: Packet) -> bool:
     """Patch one IPv4 header (and its ports or echo id) in place; return whether a field the
     transport checksum covers changed. The IP header checksum is redone here."""

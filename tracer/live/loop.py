@@ -131,7 +131,9 @@ class LiveLoop:
         if flow is None or target is None:
             return False
         flow.delivered += 1
-        self._write(target, frames.rewrite(data, packet, hit[1]))
+        _, delivered, ttl_drop = hit
+        self._write(target, frames.rewrite(data, packet, delivered) if delivered is not None
+                    else frames.decrement_ttl(data, ttl_drop))
         self.counters.delivered += 1
         return True
 
