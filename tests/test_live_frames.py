@@ -83,3 +83,34 @@ def test_decrement_ttl_updates_the_header_checksum(ttl):
     raw = bytes(IP(src="10.0.0.1", dst="10.0.0.2", ttl=ttl) / UDP(sport=1, dport=2) / b"abc")
     out = frames.decrement_ttl(raw, 1)
     assert out[8] == ttl - 1 and out[20:] == raw[20:] and _checksums_ok(out)
+
+
+def test_partial_checksum_follows_nat_addresses():
+    """With checksum offload the field holds the pseudo-header sum only; after DNAT it must be
+    the new addresses' sum, so the receiver's completed checksum is right."""
+    def partial(pkt: bytes) -> bytes:
+        full = IP(pkt)
+        segment = bytes(full[IP].payload)
+        pseudo = pkt[12:20] + bytes([0, 6]) + len(segment).to_bytes(2, "big")
+        words = sum(int.from_bytes(pseudo[i:i + 2], "big") for i in range(0, 12, 2))
+        while words >> 16:
+            words = (words & 0xFFFF) + (words >> 16)
+        return pkt[:36] + words.to_bytes(2, "big") + pkt[38:]
+
+    raw = partial(bytes(IP(src="10.0.0.1", dst="10.96.0.10") / TCP(sport=5, dport=80) / b"d"))
+    before = frames.parse(raw)
+    after = before.with_(dst=IPv4Address("192.168.0.9"), dport=8080)
+    out = frames.rewrite(raw, before, after, partial=True)
+    expected = partial(bytes(IP(src="10.0.0.1", dst="192.168.0.9") / TCP(sport=5, dport=8080)
+                             / b"d"))
+    assert out[36:38] == expected[36:38] and out[22:24] == (8080).to_bytes(2, "big")
+
+
+def test_vnet_header_and_gso_segment_length():
+    raw = bytes(IP(src="10.0.0.1", dst="10.0.0.2") / TCP(sport=1, dport=2) / (b"x" * 30000))
+    header = bytes([1, 1]) + (40).to_bytes(2, "little") + (1428).to_bytes(2, "little") + bytes(4)
+    vhdr, data, gso, partial = frames.split_vnet(header + raw)
+    assert (vhdr, data, gso, partial) == (header, raw, 1428, True)
+    assert frames.segment_length(data, gso) == 40 + 1428
+    with pytest.raises(MalformedPacket):
+        frames.split_vnet(b"\x00" * 5)

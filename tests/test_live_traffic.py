@@ -129,3 +129,15 @@ def test_iperf3_runs_through_it(live):
         assert result["end"]["sum_received"]["bytes"] > 0
     finally:
         server.kill()
+
+
+def test_a_closed_port_is_refused_and_up_keeps_running(live):
+    pairs = dict.fromkeys((e["from"], e["to"]) for e in expectations(live.scenario))
+    src, dst = next((s, d) for s, d in pairs if _traced(live.scenario, s, d, "tcp", 1)[1]
+                    .verdict == "allowed")
+    closed = live.exec(src, "python3", "-c", "import socket; socket.create_connection("
+                       f"('{live.ips[dst]}', 1), timeout=2)")
+    assert "ConnectionRefusedError" in closed.stderr      # the RST came back through it
+    assert live.proc.poll() is None and "internal error" not in live.output()
+    e = next(e for e in expectations(live.scenario) if e["allowed"])
+    assert _curl(live, e["from"], e["to"], e["port"], True).stdout == "200"

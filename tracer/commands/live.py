@@ -33,9 +33,12 @@ def _require_root() -> None:
               show_default=True, help="reference: the plain-Python interpreter, about twice "
               "as fast as compiled for one packet at a time, which is how the live loop "
               "sends them; compiled: the numba engine.")
+@click.option("--offload/--no-offload", default=True, show_default=True,
+              help="Let pods hand over TCP segments of up to 64 KiB and leave checksums to "
+              "the receiver (IFF_VNET_HDR, TSO, checksum offload), as a veth does.")
 @click.option("--detach", is_flag=True, help="Run in the background; return once the pods are "
               "ready (output goes to /run/calico-trace/up.log).")
-def up(paths, cache_dir, no_cache, verbose, calico_version, engine, detach) -> None:
+def up(paths, cache_dir, no_cache, verbose, calico_version, engine, offload, detach) -> None:
     """Create one namespace per pod, with a TUN eth0, and forward every packet through the
     cluster's Calico dataplane; drops are printed as they happen."""
     # Imported here: exec, flows and down start fast without the dataplane's modules.
@@ -54,6 +57,7 @@ def up(paths, cache_dir, no_cache, verbose, calico_version, engine, detach) -> N
         args = ["up", *(a for path in paths for a in ("-f", path)), "--engine", engine]
         args += ["--calico-version", calico_version] if calico_version else []
         args += ["--no-cache"] if no_cache else []
+        args += [] if offload else ["--no-offload"]
         args += ["--cache", str(cache_dir)] if cache_dir else []
         _detach(args)
         return
@@ -73,7 +77,7 @@ def up(paths, cache_dir, no_cache, verbose, calico_version, engine, detach) -> N
         sys.stdout.flush()
 
     log = state.path(state.LOG_FILE) if os.environ.get(DETACHED_ENV) else None
-    serve(load, paths, say=say, log=log)
+    serve(load, paths, say=say, log=log, offload=offload)
 
 
 def _detach(args: list[str]) -> None:

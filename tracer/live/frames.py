@@ -72,8 +72,11 @@ def parse(data: bytes, *, quoted: bool = False) -> Packet:
     return Packet(**fields)
 
 
-def rewrite(data: bytes, before: Packet, after: Packet) -> bytes:
-    """``data`` (whose fields are ``before``) with the fields the pipeline changed to ``after``."""
+def rewrite(data: bytes, before: Packet, after: Packet, *, partial: bool = False) -> bytes:
+    """``data`` (whose fields are ``before``) with the fields the pipeline changed to ``after``.
+
+    ``partial``: the transport checksum is left to the receiver (a virtio_net_hdr with
+    NEEDS_CSUM), so the field holds only the pseudo-header sum: it follows the addresses."""
     buf = bytearray(data)
     hlen = (buf[0] & 0x0F) * 4
     l4_changed = _patch_header(buf, 0, hlen, before, after)
@@ -82,9 +85,28 @@ def rewrite(data: bytes, before: Packet, after: Packet) -> bytes:
         inner_hlen = (buf[inner_at] & 0x0F) * 4
         _patch_header(buf, inner_at, inner_hlen, before.inner, after.inner)
         l4_changed = True
-    if l4_changed:
+    if l4_changed and partial:
+        _pseudo_sum_follows(buf, hlen, after.protocol, before, after)
+    elif l4_changed:
         _transport_checksum(buf, hlen, after.protocol)
     return bytes(buf)
+
+
+def _pseudo_sum_follows(buf: bytearray, hlen: int, protocol: int, before: Packet,
+                        after: Packet) -> None:
+    """Move a partial (pseudo-header only, not complemented) TCP/UDP checksum to the new
+    addresses (RFC 1624 arithmetic); ports are in the part the receiver sums itself."""
+    offset = {TCP: 16, UDP: 6}.get(protocol)
+    if offset is None or len(buf) < hlen + offset + 2:
+        return
+    total = struct.unpack_from("!H", buf, hlen + offset)[0]
+    for old, new in ((before.src, after.src), (before.dst, after.dst)):
+        o, n = old.packed, new.packed
+        for i in (0, 2):
+            total += (~((o[i] << 8) | o[i + 1]) & 0xFFFF) + ((n[i] << 8) | n[i + 1])
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    struct.pack_into("!H", buf, hlen + offset, total)
 
 
 def decrement_ttl(data: bytes, hops: int) -> bytes:
@@ -187,3 +209,27 @@ def tcp_window_scale(data: bytes) -> int | None:
             return data[at + 2]
         at += data[at + 1]
     return None
+
+
+# virtio_net_hdr (linux/virtio_net.h), little-endian on x86: flags, gso_type, hdr_len,
+# gso_size, csum_start, csum_offset. With IFF_VNET_HDR every TUN read and write starts with it.
+VNET_HDR_LEN = 10
+VNET_NEEDS_CSUM = 0x01
+PLAIN_VNET_HDR = bytes(VNET_HDR_LEN)            # a whole packet, checksums complete
+
+
+def split_vnet(data: bytes) -> tuple[bytes, bytes, int, bool]:
+    """(header, datagram, GSO segment size or 0, checksum left to the receiver)."""
+    if len(data) < VNET_HDR_LEN:
+        raise MalformedPacket(f"truncated virtio_net_hdr ({len(data)} bytes)")
+    flags, gso_type, _hdr_len, gso_size = struct.unpack_from("<BBHH", data)
+    return (data[:VNET_HDR_LEN], data[VNET_HDR_LEN:], gso_size if gso_type else 0,
+            bool(flags & VNET_NEEDS_CSUM))
+
+
+def segment_length(data: bytes, gso_size: int) -> int:
+    """The IP length of one segment a GSO packet stands for (what MTU checks see, as the
+    kernel's ``skb_gso_validate_network_len`` does)."""
+    hlen = (data[0] & 0x0F) * 4
+    l4 = hlen + ((data[hlen + 12] >> 4) * 4 if data[9] == TCP and len(data) > hlen + 12 else 8)
+    return min(struct.unpack_from("!H", data, 2)[0], l4 + gso_size)

@@ -33,7 +33,7 @@ from tracer.trace.result import PacketTrace
 from tracer.trace.session import Session
 
 READ_BATCH = 64              # packets read from one TUN before looking at the others
-TUN_READ_SIZE = 65535
+TUN_READ_SIZE = 1 << 17      # a 64 KiB GSO packet and its virtio_net_hdr fit
 POLL_SECONDS = 0.2           # how often signals and manifest changes are looked at
 POD_PREFIX = "pod "
 
@@ -46,6 +46,7 @@ class Counters:
     icmp_errors: int = 0
     not_written: int = 0     # delivered but the destination's queue was full
     to_host: int = 0         # delivered to a node or outside: no program there in live mode
+    internal_errors: int = 0 # the pipeline raised: a bug in the model, reported and survived
 
 
 class LiveLoop:
@@ -60,6 +61,8 @@ class LiveLoop:
         self.say = say
         self.clock = clock
         self._last_tick = clock()
+        self._vhdr: bytes | None = None      # the virtio_net_hdr of the frame being handled
+        self._partial = False                # its transport checksum is left to the receiver
 
     @property
     def dataplane(self) -> Dataplane:
@@ -102,19 +105,32 @@ class LiveLoop:
         now = self.clock()
         self.session.advance(max(now - self._last_tick, 0.0))
         self._last_tick = now
-        if not data or data[0] >> 4 != 4:
-            return                                   # not IPv4 (the model is IPv4 only)
+        gso = 0
         try:
+            if port.offload:       # the frame being handled: its virtio_net_hdr goes along
+                self._vhdr, data, gso, self._partial = frames.split_vnet(data)
+            if not data or data[0] >> 4 != 4:
+                return                               # not IPv4 (the model is IPv4 only)
             packet = frames.parse(data)
         except MalformedPacket as err:
             self._malformed(port, data, str(err))
             return
+        if gso:                    # a TSO super-packet: MTU checks see one of its segments
+            packet = packet.with_(length=frames.segment_length(data, gso))
         if self._shortcut(data, packet, now):
             return
         destination = place_of(self.dataplane.cluster, packet.dst).label
         probe = Probe(packet, port.pod.node, port.pod.interface, port.pod.key, destination,
                       "pod")
-        outcome = self.dataplane.pipeline.run(probe, self.session.state, self.session.pins)
+        try:
+            outcome = self.dataplane.pipeline.run(probe, self.session.state, self.session.pins)
+        except Exception as err:                     # a model bug: lose the packet, not the run
+            self.counters.dropped += 1
+            self.counters.internal_errors += 1
+            self.say(f"{_stamp()} DROP {packet.describe()} {port.pod.key} -> {destination}: "
+                     f"internal error in the pipeline ({type(err).__name__}: {err}); "
+                     "please report it")
+            return
         flow, new = self.flows.record(packet, port.pod.key, destination)
         if outcome.drop is None:
             self._deliver(flow, new, probe, packet, data, outcome)
@@ -132,8 +148,9 @@ class LiveLoop:
             return False
         flow.delivered += 1
         _, delivered, ttl_drop = hit
-        self._write(target, frames.rewrite(data, packet, delivered) if delivered is not None
-                    else frames.decrement_ttl(data, ttl_drop))
+        self._write(target, frames.rewrite(data, packet, delivered, partial=self._partial)
+                    if delivered is not None else frames.decrement_ttl(data, ttl_drop),
+                    self._vhdr)
         self.counters.delivered += 1
         return True
 
@@ -151,7 +168,8 @@ class LiveLoop:
         final = outcome.hops[-1].stages[-1]
         assert isinstance(final, DeliverRecord)
         self.fast.learn(packet, target.pod.key, outcome, self.session.state.now)
-        self._write(target, frames.rewrite(data, packet, final.packet))
+        self._write(target, frames.rewrite(data, packet, final.packet, partial=self._partial),
+                    self._vhdr)
         self.counters.delivered += 1
 
     def _drop(self, flow: Flow, probe: Probe, packet: Packet, data: bytes,
@@ -208,7 +226,11 @@ class LiveLoop:
             self.counters.icmp_errors += 1
             self._write(sender, error)
 
-    def _write(self, port: PodPort, data: bytes) -> None:
+    def _write(self, port: PodPort, data: bytes, vhdr: bytes | None = None) -> None:
+        """Write one datagram; ``vhdr``: its virtio_net_hdr (ICMP errors we make need none:
+        they are whole, checksums done)."""
+        if port.offload:
+            data = (vhdr or frames.PLAIN_VNET_HDR) + data
         try:
             os.write(port.fd, data)
         except (BlockingIOError, OSError):

@@ -12,6 +12,7 @@ owner all end with them removed. Nothing here touches the host's namespace.
 
 from __future__ import annotations
 
+import fcntl
 import os
 from dataclasses import dataclass
 
@@ -27,11 +28,19 @@ POD_SYSCTLS = {"net/ipv6/conf/all/disable_ipv6": 1,      # the model is IPv4: ke
                "net/ipv6/conf/default/disable_ipv6": 1}
 
 
+# TUNSETOFFLOAD and its flags (linux/if_tun.h): the pod's stack may hand us TCP segments of
+# up to 64 KiB (TSO) and leave checksums to us (CHECKSUM_PARTIAL), each read and write led by
+# a virtio_net_hdr saying so (IFF_VNET_HDR).
+TUNSETOFFLOAD = 0x400454D0
+TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6 = 0x01, 0x02, 0x04
+
+
 @dataclass
 class PodPort:
     pod: LivePod
     netns: str
     tun: pytun.TunTapDevice
+    offload: bool = False          # reads and writes carry a virtio_net_hdr
 
     @property
     def fd(self) -> int:
@@ -41,8 +50,9 @@ class PodPort:
 class LiveNamespaces:
     """Context manager: a namespace and TUN per pod on enter, all removed on exit."""
 
-    def __init__(self, pods: tuple[LivePod, ...]) -> None:
+    def __init__(self, pods: tuple[LivePod, ...], *, offload: bool = False) -> None:
         self.pods = pods
+        self.offload = offload
         self.ports: dict[str, PodPort] = {}
         self._created: list[str] = []
         self._owner = os.getpid()
@@ -87,7 +97,7 @@ class LiveNamespaces:
         self._watchdog.announce(name)       # announced first: a crash right after is covered
         pyroute2_netns.create(name)
         self._created.append(name)
-        tun = nsexec.call_in_netns(name, _open_tun)
+        tun = nsexec.call_in_netns(name, _open_tun, self.offload)
         os.set_blocking(tun.fileno(), False)
         nsexec.write_sysctls(name, POD_SYSCTLS)
         with IPRoute(netns=name, flags=0) as ipr:
@@ -97,10 +107,14 @@ class LiveNamespaces:
             ipr.addr("add", index=eth0, address=str(pod.ip), prefixlen=32)
             ipr.route("add", dst=f"{POD_GATEWAY}/32", oif=eth0, scope=RT_SCOPE_LINK)
             ipr.route("add", dst="0.0.0.0/0", gateway=str(POD_GATEWAY), oif=eth0)
-        return PodPort(pod, name, tun)
+        return PodPort(pod, name, tun, self.offload)
 
 
-def _open_tun() -> pytun.TunTapDevice:
-    # IFF_NO_PI: each read is one bare IP datagram, as the pipeline wants it.
-    return pytun.TunTapDevice(name="eth0", flags=pytun.IFF_TUN | pytun.IFF_NO_PI)
+def _open_tun(offload: bool) -> pytun.TunTapDevice:
+    # IFF_NO_PI: each read is one IP datagram (after the virtio_net_hdr with offloads).
+    flags = pytun.IFF_TUN | pytun.IFF_NO_PI | (pytun.IFF_VNET_HDR if offload else 0)
+    tun = pytun.TunTapDevice(name="eth0", flags=flags)
+    if offload:
+        fcntl.ioctl(tun.fileno(), TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
+    return tun
 

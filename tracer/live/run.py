@@ -60,7 +60,7 @@ def manifest_stamp(paths: Sequence[str]) -> tuple:
 
 def serve(load: Callable[[], Dataplane], manifests: Sequence[str], *,
           say: Callable[[str], None], log: str | None = None,
-          stop: Callable[[], bool] = lambda: False) -> None:
+          stop: Callable[[], bool] = lambda: False, offload: bool = True) -> None:
     """Bring the cluster's pods up and forward their packets until interrupted."""
     existing = state.read()
     if existing is not None and existing.alive():
@@ -73,7 +73,7 @@ def serve(load: Callable[[], Dataplane], manifests: Sequence[str], *,
                          obj="up")
     signals = Signals()
     signals.install()
-    with LiveNamespaces(pods) as spaces:
+    with LiveNamespaces(pods, offload=offload) as spaces:
         loop = LiveLoop(dataplane, spaces.ports, say=say)
         flows_path = state.path(state.FLOWS_FILE)
         os.makedirs(state.STATE_DIR, exist_ok=True)
