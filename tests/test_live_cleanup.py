@@ -29,11 +29,16 @@ def run(tmp_path):
 
 def _program_in_pod(run: LiveRun) -> int:
     """Start a long-running program in a pod; its pid (it must die with the namespace)."""
-    run.background("myns/backend", "sleep", "60")
-    ps = run.exec("myns/backend", "sh", "-c", "for i in $(seq 100); do p=$(pgrep -n -x sleep) "
-                  "&& echo $p && exit 0; sleep 0.05; done; exit 1")
-    assert ps.returncode == 0
-    return int(ps.stdout.split()[0])
+    pid = run.background("myns/backend", "sleep", "60").pid    # exec replaces itself
+
+    def running_sleep() -> bool:
+        try:
+            return open(f"/proc/{pid}/comm").read().strip() == "sleep"
+        except OSError:
+            return False
+
+    assert wait_until(running_sleep, timeout=10)
+    return pid
 
 
 def test_sigkill_leaves_no_namespace(run):

@@ -19,7 +19,7 @@ from tracer.trace.tracing import TraceRequest, trace_packet
 pytestmark = pytest.mark.root
 
 SCENARIOS = ["backend-from-frontend", "multinode-vxlan"]   # one node; two nodes over VXLAN
-DENIED_TIMEOUT = "1.5"        # curl's budget where policy drops: a drop is a timeout
+DENIED_TIMEOUT = "1"          # curl's budget where policy drops: a drop is a timeout
 
 
 @pytest.fixture(scope="module", params=SCENARIOS)

@@ -17,6 +17,7 @@ from pathlib import Path
 from tracer.errors import InputError
 from tracer.kernel.cleanup import process_start_time
 from tracer.live import state
+from tracer.live.flows import format_flows
 from tracer.live.loop import LiveLoop
 from tracer.live.netns import LiveNamespaces
 from tracer.live.topology import live_pods
@@ -98,6 +99,8 @@ def serve(load: Callable[[], Dataplane], manifests: Sequence[str], *,
             except OSError:
                 pass
             state.remove(os.getpid())
+            say("flows seen:\n" + format_flows([f.public() for f in loop.flows.flows.values()])
+                .rstrip())
             c = loop.counters
             say(f"down: read {c.read}, delivered {c.delivered}, dropped {c.dropped}, "
                 f"ICMP errors sent {c.icmp_errors}; fast path {loop.fast.hits}")
