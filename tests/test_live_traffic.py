@@ -113,8 +113,6 @@ def test_flows_lists_both_verdicts_with_the_deciding_policy(live):
 
 
 def test_iperf3_runs_through_it(live):
-    if live.scenario != "multinode-vxlan":
-        return                   # once is enough (tests stay fast): across nodes, over VXLAN
     port = 5201
     pairs = dict.fromkeys((e["from"], e["to"]) for e in expectations(live.scenario))
     src, dst = next((s, d) for s, d in pairs if _traced(live.scenario, s, d, "tcp", port)[1]
