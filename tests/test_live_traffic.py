@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
+import subprocess
 
 import pytest
 
@@ -141,3 +142,16 @@ def test_a_closed_port_is_refused_and_up_keeps_running(live):
     assert live.proc.poll() is None and "internal error" not in live.output()
     e = next(e for e in expectations(live.scenario) if e["allowed"])
     assert _curl(live, e["from"], e["to"], e["port"], True).stdout == "200"
+
+
+def test_flows_follow_streams_the_table(live):
+    """(After the TCP test above, whose flows it must list.)"""
+    try:
+        subprocess.run([*live.cli_argv, "flows", "--follow", "--output", "json"],
+                       capture_output=True, text=True, env=live.env, timeout=2.5)
+        raise AssertionError("flows --follow ended while up runs")
+    except subprocess.TimeoutExpired as running:
+        out = running.stdout.decode() if isinstance(running.stdout, bytes) else running.stdout
+    rows = [json.loads(line) for line in (out or "").splitlines()]
+    e = next(e for e in expectations(live.scenario) if not e["allowed"])
+    assert any(r["server"] == f"{live.ips[e['to']]}:{e['port']}" and r["dropped"] for r in rows)

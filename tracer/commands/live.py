@@ -133,24 +133,49 @@ def exec_(pod, command) -> None:
 @click.command()
 @click.option("--output", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
-def flows(output) -> None:
+@click.option("--follow", is_flag=True, help="Keep listing flows as they change (a line per "
+              "changed flow, JSON lines with --output json) until Ctrl-C or `up` ends.")
+def flows(output, follow) -> None:
     """List the flows the running `up` has seen, with their verdicts and deciding policy."""
     from tracer.live import state
     from tracer.live.flows import format_flows
 
     running = state.running()
+    rows = _fresh_flows(running)
+    if not follow:
+        click.echo(json.dumps(rows, indent=1) if output == "json" else format_flows(rows),
+                   nl=output == "json")
+        return
+    seen: dict[tuple, int] = {}
+    while True:
+        for row in sorted(rows, key=lambda r: r["last_seen"]):
+            key = (row["protocol"], row["client"], row["server"])
+            if seen.get(key) != row["packets"]:
+                seen[key] = row["packets"]
+                click.echo(json.dumps(row) if output == "json" else format_flows([row]),
+                           nl=output == "json")
+        sys.stdout.flush()
+        time.sleep(1.0)
+        if not running.alive():
+            return
+        rows = _fresh_flows(running)
+
+
+def _fresh_flows(running) -> list[dict]:
+    """Ask `up` for a fresh dump of its flow table (SIGUSR1) and read it."""
     before = _mtime(running.flows)
-    os.kill(running.pid, signal.SIGUSR1)          # ask for a fresh dump
+    try:
+        os.kill(running.pid, signal.SIGUSR1)
+    except ProcessLookupError:
+        pass                                      # it just ended: its last dump stands
     deadline = time.monotonic() + 2.0
     while _mtime(running.flows) == before and time.monotonic() < deadline:
         time.sleep(0.05)
     try:
         with open(running.flows) as handle:
-            rows = json.load(handle)
+            return json.load(handle)
     except (OSError, json.JSONDecodeError) as err:
         raise InputError(f"cannot read the flow table: {err}", file=running.flows) from None
-    click.echo(json.dumps(rows, indent=1) if output == "json" else format_flows(rows),
-               nl=output == "json")
 
 
 def _mtime(path: str) -> float | None:
