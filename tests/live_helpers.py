@@ -27,14 +27,17 @@ def expectations(scenario: str) -> list[dict]:
     return yaml.safe_load((SCENARIOS / scenario / "scenario.yaml").read_text())["expect"]
 
 
-def host_network_view() -> tuple[str, str]:
-    """The host's interfaces and routes, to check a run left them as they were."""
+def host_network_view() -> tuple[str, str, str]:
+    """The host's interfaces, routes and iptables rules (no counters), to check a run left
+    them as they were."""
     links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True,
                            check=True).stdout
     names = sorted(line.split(":")[1].strip() for line in links.splitlines())
     routes = subprocess.run(["ip", "route", "show", "table", "all"], capture_output=True,
                             text=True, check=True).stdout
-    return "\n".join(names), routes
+    rules = subprocess.run(["iptables", "-S"], capture_output=True, text=True,
+                           check=True).stdout
+    return "\n".join(names), routes, rules
 
 
 class LiveRun:
