@@ -148,7 +148,7 @@ def test_flows_follow_streams_the_table(live):
     """(After the TCP test above, whose flows it must list.)"""
     try:
         subprocess.run([*live.cli_argv, "flows", "--follow", "--output", "json"],
-                       capture_output=True, text=True, env=live.env, timeout=2.5)
+                       capture_output=True, text=True, env=live.env, timeout=2.0)
         raise AssertionError("flows --follow ended while up runs")
     except subprocess.TimeoutExpired as running:
         out = running.stdout.decode() if isinstance(running.stdout, bytes) else running.stdout
