@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 CT     := $(VENV)/bin/calico-trace
 SYSTEM_PACKAGES := iptables ipset conntrack tshark iproute2 tcpdump iperf3 curl iputils-ping chromium
-SYSTEM_BINARIES := iptables-restore ipset conntrack tshark ip xtables-monitor tcpdump chromium
+SYSTEM_BINARIES := iptables-restore ipset conntrack tshark ip xtables-monitor tcpdump chromium iperf3 curl ping
 
 .PHONY: demo test venv system-deps clean bench fuzz
 

@@ -20,6 +20,10 @@ COMMANDS = {
     "bench": "tracer.commands.bench:bench",
     "lab": "tracer.commands.lab:lab",
     "replay": "tracer.commands.replay:replay",
+    "up": "tracer.commands.live:up",
+    "down": "tracer.commands.live:down",
+    "exec": "tracer.commands.live:exec_",
+    "flows": "tracer.commands.live:flows",
 }
 
 

@@ -935,6 +935,14 @@ class ArrayConntrackTable:
         order = live[np.argsort(self.pool["id"][live], kind="stable")]
         return [self._entry(int(s)) for s in order]
 
+    def _killed(self, entry_id: int) -> Entry:
+        """An entry the packet being processed killed (an RST): its row is freed but not yet
+        reused, and the packet still gets its NAT, as nf_ct_kill leaves it its reference."""
+        rows = np.nonzero(self.pool["id"] == entry_id)[0]
+        if rows.size == 0:
+            raise KeyError(entry_id)
+        return self._entry(int(rows[0]))
+
     def get(self, entry_id: int) -> Entry | None:
         s = _slot_of(self.pool, entry_id)
         return self._entry(s) if s >= 0 else None
@@ -1054,9 +1062,7 @@ class ArrayConntrackTable:
             offset = self._rng.getrandbits(16)
 
     def translate(self, entry_id: int, direction: str) -> NatRewrite:
-        entry = self.get(entry_id)
-        if entry is None:
-            raise KeyError(entry_id)
+        entry = self.get(entry_id) or self._killed(entry_id)
         want = (entry.reply if direction == "original" else entry.original).invert()
         assert want is not None
         snat, dnat = "SRC_NAT" in entry.status, "DST_NAT" in entry.status

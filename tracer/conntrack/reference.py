@@ -79,6 +79,7 @@ class ConntrackTable:
         self.timeouts = timeouts or Timeouts()
         self._tcp_timeouts = self.timeouts.tcp_table()
         self._conns: dict[int, _Conn] = {}
+        self._killed: dict[int, _Conn] = {}      # killed by the packet being processed
         self._index: dict[FlowTuple, tuple[int, int]] = {}
         self._next_id = 1
         self._rng = random.Random(nat_seed)
@@ -86,6 +87,7 @@ class ConntrackTable:
     # ----------------------------------------------------------------- nf_conntrack_in
     def process(self, key: PacketKey, now: float, *, notrack: bool = False) -> CtVerdict:
         """Track one packet (``nf_conntrack_in``); ``notrack`` models a raw-table NOTRACK."""
+        self._killed.clear()                     # the previous packet has gone its way
         if notrack:
             return CtVerdict("UNTRACKED")
         if key.protocol == IPPROTO_ICMP:
@@ -117,7 +119,10 @@ class ConntrackTable:
             if direction == 1:
                 conn.status |= SEEN_REPLY
             if kill:
+                # nf_ct_kill: the entry leaves the table, but the packet that killed it (an
+                # RST) keeps its reference, so NAT still applies to it on its way out.
                 self._delete(conn)
+                self._killed[conn.entry_id] = conn
             state = tcp.STATE_NAMES[conn.tcp.state] if conn.tcp is not None else None
             return CtVerdict(ctstate, _dir_name(direction), conn.entry_id, state,
                              REASONS[reason] or None, status_names(conn.status))
@@ -327,7 +332,7 @@ class ConntrackTable:
 
     def translate(self, entry_id: int, direction: str) -> NatRewrite:
         """How to rewrite a packet of this entry travelling in ``direction``."""
-        conn = self._conns[entry_id]
+        conn = self._conns.get(entry_id) or self._killed[entry_id]
         want = conn.tuples[1 if direction == "original" else 0].invert()
         assert want is not None
         snat, dnat = bool(conn.status & SRC_NAT), bool(conn.status & DST_NAT)

@@ -36,6 +36,7 @@ class Packet:
     icmp_id: int = 0                   # ICMP echo identifier (conntrack's key for echo)
     inner: "Packet | None" = None      # tunnel payload (IPIP, VXLAN, WireGuard) or the packet an
                                        # ICMP error quotes
+    wscale: int | None = None          # a TCP SYN's window-scale option (conntrack reads it)
 
     def with_(self, **changes) -> "Packet":
         return replace(self, **changes)

@@ -389,4 +389,4 @@ def conntrack_key(packet: Packet) -> PacketKey:
                      sport=packet.sport or 0, dport=packet.dport or 0,
                      tcp_flags=packet.tcp_flags if packet.protocol == TCP else None,
                      seq=packet.seq, ack=packet.ack_seq, window=packet.window,
-                     payload_len=packet.payload_len)
+                     payload_len=packet.payload_len, wscale=packet.wscale)

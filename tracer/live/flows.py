@@ -1,0 +1,130 @@
+"""What the live loop saw: one record per flow (both directions of a connection), the verdict
+of its last packet and, for a drop, the deciding rule and Calico policy.
+
+A flow is keyed as conntrack keys it, both directions together, so a SYN and its SYN-ACK
+are one flow. Drops are printed as they happen, at most once a second per flow (with the
+number suppressed), so a flood of denied packets cannot drown the terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+from tracer.dataplane.packet import Packet
+from tracer.protocols import ICMP, PORTED, display_name
+
+DROP_PRINT_INTERVAL = 1.0        # seconds between printed drops of one flow
+FLOWS_KEPT = 4096                # oldest flows are forgotten beyond this
+
+
+@dataclass
+class Flow:
+    protocol: str
+    client: str                  # "ip:port" (or ip for ICMP) of whoever sent first
+    server: str
+    source: str                  # "ns/pod" or "external ..." of the client
+    destination: str
+    first_seen: float
+    last_seen: float
+    packets: int = 0
+    delivered: int = 0
+    dropped: int = 0
+    verdict: str = ""            # of the last packet: "delivered to ..." or "dropped"
+    node: str | None = None      # where the last drop happened
+    reason: str | None = None
+    deciding: str | None = None  # the rule and policy behind the last drop
+    why: str | None = None
+    _printed_at: float = field(default=0.0, repr=False)
+    _suppressed: int = field(default=0, repr=False)
+
+    def public(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if not k.startswith("_")}
+
+
+def flow_key(packet: Packet) -> tuple:
+    """The same key for both directions of one connection (ICMP echo: by identifier)."""
+    if packet.protocol in PORTED:
+        a, b = (packet.src, packet.sport), (packet.dst, packet.dport)
+    elif packet.protocol == ICMP:
+        a, b = (packet.src, packet.icmp_id), (packet.dst, packet.icmp_id)
+    else:
+        a, b = (packet.src, 0), (packet.dst, 0)
+    return (packet.protocol, *sorted((a, b)))
+
+
+def endpoint_text(packet: Packet, side: str) -> str:
+    ip = packet.src if side == "src" else packet.dst
+    port = packet.sport if side == "src" else packet.dport
+    return f"{ip}:{port}" if packet.protocol in PORTED else str(ip)
+
+
+class FlowTable:
+    def __init__(self, clock=time.time) -> None:
+        self.flows: dict[tuple, Flow] = {}
+        self.clock = clock
+        self.changed = False
+
+    def record(self, packet: Packet, source: str, destination: str) -> tuple[Flow, bool]:
+        """The flow ``packet`` belongs to (made if new) and whether it is new."""
+        key = flow_key(packet)
+        now = self.clock()
+        flow = self.flows.get(key)
+        new = flow is None
+        if new:
+            if len(self.flows) >= FLOWS_KEPT:
+                self.flows.pop(next(iter(self.flows)))
+            flow = self.flows[key] = Flow(display_name(packet.protocol),
+                                          endpoint_text(packet, "src"),
+                                          endpoint_text(packet, "dst"), source, destination,
+                                          now, now)
+        flow.packets += 1
+        flow.last_seen = now
+        self.changed = True
+        return flow, new
+
+    def touch(self, packet: Packet) -> Flow | None:
+        """Count ``packet`` on its flow if the flow is known (the fast path's bookkeeping)."""
+        flow = self.flows.get(flow_key(packet))
+        if flow is not None:
+            flow.packets += 1
+            flow.last_seen = self.clock()
+            self.changed = True
+        return flow
+
+    def dump(self, path: str) -> None:
+        """Write the table as JSON (atomically: ``flows`` may read it at any time)."""
+        rows = [flow.public() for flow in self.flows.values()]
+        with open(path + ".tmp", "w") as handle:
+            json.dump(rows, handle, indent=1)
+        os.replace(path + ".tmp", path)
+        self.changed = False
+
+
+def should_print(flow: Flow, now: float) -> tuple[bool, int]:
+    """Whether to print this drop now, and how many were held back since the last print."""
+    if now - flow._printed_at < DROP_PRINT_INTERVAL:
+        flow._suppressed += 1
+        return False, 0
+    held, flow._suppressed, flow._printed_at = flow._suppressed, 0, now
+    return True, held
+
+
+def format_flows(rows: list[dict]) -> str:
+    """The flow table as text, one line per flow, most recent last."""
+    if not rows:
+        return "no flows seen yet\n"
+    lines = []
+    for row in sorted(rows, key=lambda r: r["last_seen"]):
+        stamp = time.strftime("%H:%M:%S", time.localtime(row["last_seen"]))
+        line = (f"{stamp} {row['protocol']} {row['client']} -> {row['server']} "
+                f"({row['source']} -> {row['destination']}) packets={row['packets']} "
+                f"delivered={row['delivered']} dropped={row['dropped']} last: {row['verdict']}")
+        if row.get("reason"):
+            line += f" on {row['node']} [{row['reason']}]"
+        if row.get("deciding"):
+            line += f" by {row['deciding']}"
+        lines.append(line)
+    return "\n".join(lines) + "\n"

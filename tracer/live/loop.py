@@ -1,0 +1,275 @@
+"""The live loop: every packet any pod sends goes through the cluster's pipeline, and what is
+delivered is written into the destination pod's TUN.
+
+One process, one epoll over every pod's TUN. A packet read from a pod enters its node's
+pipeline at the pod's ``cali…`` interface, exactly as ``packet`` traces it, and walks on to the
+destination node when it crosses nodes (the pipeline frames and unframes it for the underlay
+itself). Conntrack lives in one :class:`~tracer.trace.session.Session` for the whole run, on
+the wall clock, so handshakes, replies and timeouts behave as on a node. The dataplane may be
+swapped (SIGHUP, a manifest changed) while the session, and so conntrack, stays.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tracer.dataplane.packet import Packet
+from tracer.dataplane.pipeline import Outcome, Probe
+from tracer.dataplane.reasons import DropReason
+from tracer.dataplane.trace import ConntrackRecord, DeliverRecord, DropRecord, MtuRecord
+from tracer.encap.ipv4 import MalformedPacket
+from tracer.explain import explain
+from tracer.live import frames
+from tracer.live.fastpath import FastPath
+from tracer.live.flows import Flow, FlowTable, should_print
+from tracer.live.netns import PodPort
+from tracer.model.places import place_of
+from tracer.trace.assemble import Dataplane
+from tracer.trace.result import PacketTrace
+from tracer.trace.session import Session
+
+READ_BATCH = 64              # packets read from one TUN before looking at the others
+TUN_READ_SIZE = 1 << 17      # a 64 KiB GSO packet and its virtio_net_hdr fit
+POLL_SECONDS = 0.2           # how often signals and manifest changes are looked at
+POD_PREFIX = "pod "
+
+
+@dataclass
+class Counters:
+    read: int = 0
+    delivered: int = 0
+    dropped: int = 0
+    icmp_errors: int = 0
+    not_written: int = 0     # delivered but the destination's queue was full
+    to_host: int = 0         # delivered to a node or outside: no program there in live mode
+    internal_errors: int = 0 # the pipeline raised: a bug in the model, reported and survived
+
+
+class LiveLoop:
+    def __init__(self, dataplane: Dataplane, ports: dict[str, PodPort], *,
+                 say: Callable[[str], None] = print, clock=time.monotonic) -> None:
+        self.ports = ports
+        self.by_fd = {port.fd: port for port in ports.values()}
+        self.session = Session(dataplane)
+        self.fast = FastPath()
+        self.flows = FlowTable()
+        self.counters = Counters()
+        self.say = say
+        self.clock = clock
+        self._last_tick = clock()
+        self._vhdr: bytes | None = None      # the virtio_net_hdr of the frame being handled
+        self._partial = False                # its transport checksum is left to the receiver
+
+    @property
+    def dataplane(self) -> Dataplane:
+        return self.session.dataplane
+
+    def swap(self, dataplane: Dataplane) -> None:
+        """Run new packets through ``dataplane``; conntrack (the session's state) is kept, so
+        connections already open stay open as a node's do when felix rewrites its rules."""
+        self.session.dataplane = dataplane
+        self.fast.clear()                        # remembered paths came from the old rules
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self, should_stop: Callable[[], bool], tick: Callable[[], None] = lambda: None,
+            ) -> None:
+        poller = select.epoll()
+        for fd in self.by_fd:
+            poller.register(fd, select.EPOLLIN)
+        try:
+            while not should_stop():
+                for fd, _ in poller.poll(POLL_SECONDS):
+                    self.drain(self.by_fd[fd])
+                tick()
+        finally:
+            poller.close()
+
+    def drain(self, port: PodPort) -> None:
+        fd = port.fd
+        for _ in range(READ_BATCH):
+            try:
+                data = os.read(fd, TUN_READ_SIZE)
+            except BlockingIOError:
+                return
+            self.handle(port, data)
+
+    # ------------------------------------------------------------------ one packet
+
+    def handle(self, port: PodPort, data: bytes) -> None:
+        self.counters.read += 1
+        now = self.clock()
+        self.session.advance(max(now - self._last_tick, 0.0))
+        self._last_tick = now
+        gso = 0
+        try:
+            if port.offload:       # the frame being handled: its virtio_net_hdr goes along
+                self._vhdr, data, gso, self._partial = frames.split_vnet(data)
+            if not data or data[0] >> 4 != 4:
+                return                               # not IPv4 (the model is IPv4 only)
+            packet = frames.parse(data)
+        except MalformedPacket as err:
+            self._malformed(port, data, str(err))
+            return
+        if gso:                    # a TSO super-packet: MTU checks see one of its segments
+            packet = packet.with_(length=frames.segment_length(data, gso))
+        if self._shortcut(data, packet, now):
+            return
+        destination = place_of(self.dataplane.cluster, packet.dst).label
+        probe = Probe(packet, port.pod.node, port.pod.interface, port.pod.key, destination,
+                      "pod")
+        try:
+            outcome = self.dataplane.pipeline.run(probe, self.session.state, self.session.pins)
+        except Exception as err:                     # a model bug: lose the packet, not the run
+            self.counters.dropped += 1
+            self.counters.internal_errors += 1
+            self.say(f"{_stamp()} DROP {packet.describe()} {port.pod.key} -> {destination}: "
+                     f"internal error in the pipeline ({type(err).__name__}: {err}); "
+                     "please report it")
+            return
+        flow, new = self.flows.record(packet, port.pod.key, destination)
+        if outcome.drop is None:
+            self._deliver(flow, new, probe, packet, data, outcome)
+        else:
+            self._drop(flow, probe, packet, data, outcome)
+
+    def _shortcut(self, data: bytes, packet: Packet, now: float) -> bool:
+        """Replay the remembered path of an established flow (see ``tracer.live.fastpath``)."""
+        hit = self.fast.lookup(packet, self.session.state)
+        if hit is None:
+            return False
+        flow = self.flows.touch(packet)
+        target = self.ports.get(hit[0])
+        if flow is None or target is None:
+            return False
+        flow.delivered += 1
+        _, delivered, ttl_drop = hit
+        self._write(target, frames.rewrite(data, packet, delivered, partial=self._partial)
+                    if delivered is not None else frames.decrement_ttl(data, ttl_drop),
+                    self._vhdr)
+        self.counters.delivered += 1
+        return True
+
+    def _deliver(self, flow: Flow, new: bool, probe: Probe, packet: Packet, data: bytes,
+                 outcome: Outcome) -> None:
+        flow.delivered += 1
+        flow.verdict = f"delivered to {outcome.delivered_to}"
+        if new:
+            flow.deciding = deciding_text(self._explained(probe, outcome))
+        where = outcome.delivered_to or ""
+        target = self.ports.get(where[len(POD_PREFIX):]) if where.startswith(POD_PREFIX) else None
+        if target is None:
+            self.counters.to_host += 1
+            return
+        final = outcome.hops[-1].stages[-1]
+        assert isinstance(final, DeliverRecord)
+        self.fast.learn(packet, target.pod.key, outcome, self.session.state.now)
+        self._write(target, frames.rewrite(data, packet, final.packet, partial=self._partial),
+                    self._vhdr)
+        self.counters.delivered += 1
+
+    def _drop(self, flow: Flow, probe: Probe, packet: Packet, data: bytes,
+              outcome: Outcome) -> None:
+        drop = outcome.drop
+        assert drop is not None
+        self.counters.dropped += 1
+        flow.dropped += 1
+        flow.verdict, flow.node, flow.reason = "dropped", drop.node, str(drop.reason)
+        self._send_error(probe, data, outcome, drop)
+        show, held = should_print(flow, time.time())
+        if not show:
+            return
+        trace = self._explained(probe, outcome)
+        flow.deciding, flow.why = deciding_text(trace), trace.why
+        more = f" (+{held} more)" if held else ""
+        if drop.reason == DropReason.CONNTRACK_INVALID:      # say what conntrack objected to
+            notes = [s.note for hop in outcome.hops for s in hop.stages
+                     if isinstance(s, ConntrackRecord) and s.ctstate == "INVALID"]
+            more += f" (conntrack: {notes[-1]})" if notes else ""
+        self.say(f"{_stamp()} DROP {packet.describe()} {probe.source} -> "
+                 f"{probe.destination} on {drop.node} [{drop.reason}]"
+                 f" by {flow.deciding or drop.detail}{more}")
+        if trace.why:
+            self.say(f"    why: {trace.why}")
+
+    def _malformed(self, port: PodPort, data: bytes, problem: str) -> None:
+        self.counters.dropped += 1
+        self.say(f"{_stamp()} DROP {len(data)} bytes from {port.pod.key} on {port.pod.node} "
+                 f"[{DropReason.MALFORMED}] {problem}")
+
+    # ------------------------------------------------------------------ answers to drops
+
+    def _send_error(self, probe: Probe, data: bytes, outcome: Outcome,
+                    drop: DropRecord) -> None:
+        """REJECT and frag-needed answer the sender with an ICMP error, as the node would."""
+        sender = self.ports.get(probe.source)
+        if sender is None:
+            return
+        router = self.dataplane.cluster.nodes[drop.node].address.ip
+        error = None
+        if drop.event is not None and drop.event.effect == "REJECT":
+            with_ = getattr(drop.event.rule.target, "with_", "icmp-port-unreachable") \
+                if drop.event.rule is not None else "icmp-port-unreachable"
+            code = frames.REJECT_CODES.get(with_, 3)    # tcp-reset: answered as unreachable
+            error = frames.icmp_error(data, router, frames.ICMP_UNREACH, code)
+        elif drop.reason == DropReason.MTU_EXCEEDED:
+            mtu = next((s.mtu for hop in outcome.hops for s in hop.stages
+                        if isinstance(s, MtuRecord) and not s.fits), None)
+            if mtu is not None:
+                error = frames.icmp_error(data, router, frames.ICMP_UNREACH,
+                                          frames.ICMP_FRAG_NEEDED, rest=mtu)
+        if error is not None:
+            self.counters.icmp_errors += 1
+            self._write(sender, error)
+
+    def _write(self, port: PodPort, data: bytes, vhdr: bytes | None = None) -> None:
+        """Write one datagram; ``vhdr``: its virtio_net_hdr (ICMP errors we make need none:
+        they are whole, checksums done)."""
+        if port.offload:
+            data = (vhdr or frames.PLAIN_VNET_HDR) + data
+        try:
+            os.write(port.fd, data)
+        except (BlockingIOError, OSError):
+            self.counters.not_written += 1       # the pod's queue is full: a lost packet
+
+    def _explained(self, probe: Probe, outcome: Outcome) -> PacketTrace:
+        cluster = self.dataplane.cluster
+        packet = probe.packet
+        trace = PacketTrace(packet=packet, src=place_of(cluster, packet.src),
+                            dst=place_of(cluster, packet.dst), assumptions=(),
+                            hops=outcome.hops,
+                            verdict="dropped" if outcome.drop else "allowed",
+                            reason=outcome.drop.reason if outcome.drop else None,
+                            delivered_to=outcome.delivered_to)
+        return explain(self.dataplane, trace)
+
+
+def deciding_text(trace: PacketTrace) -> str:
+    """The rules that decided, each with the Calico object behind it."""
+    parts = []
+    for d in trace.deciding:
+        rule = f"{d.table}/{d.chain} rule {d.rule_number}"
+        p = d.provenance
+        if p is None:
+            parts.append(rule)
+        elif p.policy:
+            parts.append(f"{p.policy_kind or 'policy'} {p.policy} ({p.direction} rule "
+                         f"{p.rule_index}; {rule})")
+        elif p.profile:
+            parts.append(f"profile {p.profile} ({rule})")
+        elif p.role == "tier-end-drop":
+            chosen = trace.selected_by.get(f"{p.direction} {p.endpoint}", ())
+            parts.append(f"end of tier {p.tier}: no policy allowed {p.direction} of "
+                         f"{p.endpoint} (selected by {', '.join(chosen) or 'none'}; {rule})")
+        else:
+            parts.append(f"{p.role} ({rule})")
+    return "; ".join(parts)
+
+
+def _stamp() -> str:
+    now = time.time()
+    return time.strftime("%H:%M:%S", time.localtime(now)) + f".{int(now % 1 * 1000):03d}"
