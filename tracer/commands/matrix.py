@@ -85,10 +85,16 @@ def matrix(paths: tuple[str, ...], protocol: str, port: int, output: str, out_pa
         from tracer.render.matrix_plot import plot_matrix
         with clock.stage("plot"):
             plot_matrix(result, plot_path)
-    with clock.stage(f"write {output}"), _destination(out_path) as out:
-        _write(result, output, out, out_path, ascii_only=ascii_only, cluster=cluster,
-               manifests=" ".join(f"-f {shlex.quote(str(p))}" for p in paths),
-               protocol=protocol, port=port)
+    with clock.stage(f"write {output}"):
+        if output == "parquet":
+            from tracer.policy.matrix_render import write_parquet
+            with writing(out_path, "--out"):
+                write_parquet(result, out_path)
+        else:
+            with _destination(out_path) as out:
+                _write(result, output, out, out_path, ascii_only=ascii_only, cluster=cluster,
+                       manifests=" ".join(f"-f {shlex.quote(str(p))}" for p in paths),
+                       protocol=protocol, port=port)
     clock.report()
 
 
@@ -140,13 +146,9 @@ def _write(result, output: str, out, out_path: str | None, *, ascii_only: bool, 
     from tracer.policy import matrix_render
 
     if output in STREAMED:
-        with writing(out_path or "<stdout>", "--out"):
-            matrix_render.write_chunks(getattr(matrix_render, STREAMED[output])(result), out)
-            if output == "json":
-                out.write("\n")
-    elif output == "parquet":
-        with writing(out_path, "--out"):
-            matrix_render.write_parquet(result, out_path)
+        matrix_render.write_chunks(getattr(matrix_render, STREAMED[output])(result), out)
+        if output == "json":
+            out.write("\n")
     elif output == "summary":
         out.write(matrix_render.render_summary(result) + "\n")
     elif output == "html":
