@@ -37,17 +37,18 @@ from ipaddress import IPv4Address
 import numpy as np
 
 from tracer.bench.suite import Record, _record, compiled_rate
-from tracer.bench.workloads import Workload, acl_workload, calico_workload
+from tracer.bench.workloads import Workload, acl_rules, acl_workload, calico_workload
 from tracer.dataplane.interpreter import PacketView, run_hook
 from tracer.dataplane.ipsets import format_ipsets
 from tracer.dataplane.iptables_save import format_ruleset
-from tracer.dataplane.ir import Chain, Reject, Ruleset, Table, Verdict
+from tracer.dataplane.ir import (AddressMatch, Chain, PortMatch, ProtocolMatch, Reject, Rule,
+                                 Ruleset, Table, Verdict)
 from tracer.dataplane.state import NO_PINS
 
 GATEWAY = "192.0.2.2"              # the receiver, as the router's next hop (TEST-NET-1)
 ACL_SOURCES = (100 << 24 | 64 << 16, 10)       # 100.64.0.0/10: no ACL rule's base prefix
 ACL_DESTINATIONS = (198 << 24 | 18 << 16, 15)  # 198.18.0.0/15, the benchmarking range
-FRAMES = 256                       # distinct frames the sender cycles through
+FRAMES = 64                        # distinct frames the sender cycles through
 BATCH = 1024                       # frames per sendmmsg call
 SOL_PACKET, PACKET_QDISC_BYPASS = 263, 20       # <linux/socket.h>, <linux/if_packet.h>
 TOOLS = ("iptables-restore", "iptables-save", "ipset")
@@ -364,28 +365,55 @@ def _in(prefix: tuple[int, int], rng: random.Random) -> int:
 
 
 def walking_acl(rules: int, count: int = FRAMES, seed: int = 5) -> tuple[Workload, np.ndarray]:
-    """The ACL workload and ``count`` packets that match none of its rules (each walks all
-    of them to the chain policy), checked with the reference interpreter."""
-    workload = acl_workload(rules, packets=16)
+    """A ClassBench-style ACL of ``rules`` rules none of which matches ``count`` probe
+    packets, and those probes: each walks every rule to the chain policy (DROP).
+
+    The random ACL of :func:`acl_workload` holds rules on protocol and a port alone, which
+    every packet of that protocol meets early; here rules are drawn the same way and the
+    ones that would match a probe are left out (the reference interpreter then confirms
+    that every probe reaches the policy)."""
     rng = random.Random(seed)
-    env = workload.node.environment(NO_PINS)
-    rows = []
-    while len(rows) < count:
-        protocol = rng.choice((6, 17))
-        row = (_in(ACL_SOURCES, rng), _in(ACL_DESTINATIONS, rng), protocol,
-               rng.randrange(1024, 65535), rng.randrange(1, 65535))
-        view = PacketView(*row, None, None, 0x02 if protocol == 6 else None, "eth0", "eth1",
-                          0, "NEW")
-        deciding = run_hook(workload.node.ruleset, Table.FILTER, "FORWARD", view, env).deciding
-        if deciding is not None and deciding.kind == "policy":
-            rows.append(row)
-    batch = np.zeros(count, dtype=workload.packets.dtype)
-    for i, (saddr, daddr, protocol, sport, dport) in enumerate(rows):
-        batch[i]["saddr"], batch[i]["daddr"], batch[i]["protocol"] = saddr, daddr, protocol
-        batch[i]["sport"], batch[i]["dport"] = sport, dport
-        batch[i]["tcp_flags"] = 0x02 if protocol == 6 else -1
-    batch["ttl"], batch["tot_len"] = 64, 60
-    return workload, batch
+    probes = np.zeros(count, dtype=acl_workload(1, packets=1).packets.dtype)
+    for row in probes:
+        row["protocol"] = rng.choice((6, 17))
+        row["saddr"], row["daddr"] = _in(ACL_SOURCES, rng), _in(ACL_DESTINATIONS, rng)
+        row["sport"], row["dport"] = rng.randrange(1024, 65535), rng.randrange(1, 65535)
+    probes["tcp_flags"] = np.where(probes["protocol"] == 6, 0x02, -1)
+    probes["ttl"], probes["tot_len"] = 64, 60
+    kept: list[Rule] = []
+    draw = seed
+    while len(kept) < rules:
+        kept += [r for r in acl_rules(rules, draw) if not any(_matches(r, p) for p in probes)]
+        draw += 1000
+    workload = _acl_node(kept[:rules], probes)
+    if deciding_rule(workload, probes) != ("FORWARD", None):
+        raise RuntimeError("the ACL probes do not all reach the FORWARD policy")
+    return workload, probes
+
+
+def _matches(rule: Rule, probe: np.void) -> bool:
+    for m in rule.matches:
+        if isinstance(m, ProtocolMatch):
+            hit = m.protocol == probe["protocol"]
+        elif isinstance(m, AddressMatch):
+            hit = m.cidr.contains(int(probe["saddr" if m.direction == "src" else "daddr"]))
+        elif isinstance(m, PortMatch):
+            hit = m.contains(int(probe["sport" if m.direction == "src" else "dport"]))
+        else:
+            raise TypeError(f"unexpected ACL match {m!r}")
+        if hit == m.negated:
+            return False
+    return True
+
+
+def _acl_node(rules: list[Rule], packets: np.ndarray) -> Workload:
+    """:func:`acl_workload`'s node (FORWARD policy DROP, eth0 to eth1) holding ``rules``."""
+    base = acl_workload(1, packets=1)
+    tables = dict(base.node.ruleset.tables)
+    tables[Table.FILTER] = {**tables[Table.FILTER],
+                            "FORWARD": Chain("FORWARD", tuple(rules), "DROP")}
+    node = replace(base.node, ruleset=replace(base.node.ruleset, tables=tables))
+    return replace(base, node=node, packets=packets, rules=len(rules))
 
 
 def empty_forward(workload: Workload, policy: str) -> Workload:
