@@ -62,7 +62,7 @@ class Plan:
     @classmethod
     def quick(cls) -> "Plan":
         return cls((100, 1000), (1000, 5000), (1, 10, 100, 1000), 20_000, 1000, 3,
-                   kernel_seconds=0.5, kernel_policies=100)
+                   kernel_seconds=0.5, kernel_acl_rules=1000, kernel_policies=100)
 
     @classmethod
     def full(cls) -> "Plan":
