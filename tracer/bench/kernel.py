@@ -130,6 +130,9 @@ class Blaster:
         self._sendmmsg = libc.sendmmsg
         self._sendmmsg.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int)
 
+    def close(self) -> None:
+        self._sock.close()
+
     def run(self, seconds: float) -> tuple[int, float]:
         """Blast for ``seconds``; return (frames the socket took, wall seconds)."""
         fd, msgs, send = self._sock.fileno(), ctypes.addressof(self._msgs), self._sendmmsg
@@ -292,7 +295,7 @@ class KernelRun:
     sent: float                 # frames the sender's socket took per wall second
     decided_by: str             # "chain rule N" or "chain policy"
     decided: int                # total packets on that counter over all runs
-    others: int                 # packets counted on any other rule of the walk's chains
+    others: int                 # packets decided elsewhere (other ACCEPT/DROP, a policy)
     forwarded: int              # packets the receiver took in over all runs
 
 
@@ -322,16 +325,19 @@ def measure(line: Line, workload: Workload, packets: np.ndarray, seconds: float,
                          int(r["tcp_flags"]) if r["tcp_flags"] >= 0 else 0)
               for r in packets]
     blaster = line.blaster(frames)
-    blaster.run(min(0.2, seconds))                             # caches, neighbour, conntrack
-    rates, sends = [], []
-    before, received = line.counters(), line.forwarded()
-    first = dict(before)
-    for _ in range(repeat):
-        sent, wall = blaster.run(seconds)
-        after = line.counters()
-        rates.append((after.get(place, 0) - before.get(place, 0)) / wall)
-        sends.append(sent / wall)
-        before = after
+    try:
+        blaster.run(min(0.2, seconds))                         # caches, neighbour, conntrack
+        rates, sends = [], []
+        before, received = line.counters(), line.forwarded()
+        first = dict(before)
+        for _ in range(repeat):
+            sent, wall = blaster.run(seconds)
+            after = line.counters()
+            rates.append((after.get(place, 0) - before.get(place, 0)) / wall)
+            sends.append(sent / wall)
+            before = after
+    finally:
+        blaster.close()              # an open socket would keep the namespace alive
     others = sum(count - first.get(key, 0) for key, count in before.items()
                  if key != place and _decides(workload, key))
     chain, number = place
