@@ -1,5 +1,5 @@
-"""The compiled engine against the reference interpreter, conntrack against a Python dict,
-compile time against iptables-restore; the growth plot.
+"""The compiled engine against the reference interpreter and the kernel's netfilter,
+conntrack against a Python dict, compile time against iptables-restore; the growth plot.
 
     .venv/bin/python benchmarks/bench_engine.py [--quick] [--write]
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import subprocess
 import time
 from pathlib import Path
 
@@ -48,6 +49,14 @@ def main() -> None:
         write_results(records, args)
 
 
+def _iptables_version() -> str:
+    try:
+        return subprocess.run(["iptables", "-V"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "not installed"
+
+
 def write_results(records, args) -> None:
     command = "benchmarks/bench_engine.py" + (" --quick" if args.quick else "") + " --write"
     section = f"""{BEGIN}
@@ -59,7 +68,12 @@ Command: `.venv/bin/python {command}` (the same suite: `calico-trace bench`).
 packets per CPU second of the benchmarking process, medians; the reference is sampled (a few
 hundred packets, or a few at 10,000 policies) on the same rulesets and packets. Compile times
 are wall seconds (iptables-restore runs as another process, in a fresh network namespace,
-ipsets included).
+ipsets included). The kernel rows (root only; tracer/bench/kernel.py) load the same ruleset
+into a router namespace between a sender and a receiver (veth) and blast pre-built frames
+from the sender for a few seconds: packets/s are the kernel's own rule counters (the rule or
+policy that decided the packets, where the reference interpreter says they end) over wall
+seconds, medians of 3 runs, on one core (veth runs the router's forwarding in the sender's
+softirq, so the sender is included); iptables is {_iptables_version()}.
 
 {markdown_table(records)}
 

@@ -54,15 +54,20 @@ class Plan:
     conntrack_flows: int
     compile_rules: int
     repeat: int
+    # against the kernel (tracer/bench/kernel.py): seconds of traffic per run, 0 to skip
+    kernel_seconds: float = 0.0
+    kernel_acl_rules: int = 5000
+    kernel_policies: int = 1000
 
     @classmethod
     def quick(cls) -> "Plan":
-        return cls((100, 1000), (1000, 5000), (1, 10, 100, 1000), 20_000, 1000, 3)
+        return cls((100, 1000), (1000, 5000), (1, 10, 100, 1000), 20_000, 1000, 3,
+                   kernel_seconds=0.5, kernel_acl_rules=1000, kernel_policies=100)
 
     @classmethod
     def full(cls) -> "Plan":
         return cls((100, 1000, 10_000), (1000, 5000, 10_000), (1, 10, 100, 1000, 10_000),
-                   200_000, 10_000, 5)
+                   200_000, 10_000, 5, kernel_seconds=3.0)
 
 
 def _median_cpu(fn: Callable[[], None], repeat: int) -> float:
@@ -335,7 +340,9 @@ PARTS = (new_flow_records, conntrack_records, compile_records, growth_records)
 
 
 def run_suite(plan: Plan, progress=lambda text: None) -> list[Record]:
+    from tracer.bench.kernel import kernel_records   # it imports this module's helpers
+
     records: list[Record] = []
-    for part in PARTS:
+    for part in (*PARTS, kernel_records):
         records.extend(part(plan, progress))
     return records
