@@ -31,7 +31,7 @@ demo: $(VENV)/.installed
 	$(CT) packet -f scenarios/backend-from-frontend --from myns/other --to myns/backend --protocol tcp --port 6379 --verbosity summary
 
 test: $(VENV)/.installed system-deps
-	$(VENV)/bin/pytest -q -ra
+	$(VENV)/bin/pytest -q -ra --durations=20
 	$(CT) lab check
 
 # The commands that produced benchmarks/RESULTS.md (each rewrites its own section).
