@@ -44,6 +44,7 @@ from tracer.dataplane.iptables_save import format_ruleset
 from tracer.dataplane.ir import (AddressMatch, Chain, PortMatch, ProtocolMatch, Reject, Rule,
                                  Ruleset, Table, Verdict)
 from tracer.dataplane.state import NO_PINS
+from tracer.kernel import cleanup
 
 GATEWAY = "192.0.2.2"              # the receiver, as the router's next hop (TEST-NET-1)
 ACL_SOURCES = (100 << 24 | 64 << 16, 10)       # 100.64.0.0/10: no ACL rule's base prefix
@@ -149,55 +150,17 @@ class Blaster:
 # ------------------------------------------------------------------ the namespaces
 
 
-class Line:
+class Line(cleanup.OwnedNamespaces):
     """``sender ─ router ─ receiver`` namespaces; the router's ports are ``iif`` and ``oif``.
     A context manager: every namespace is removed on exit, by a watchdog if we die."""
 
     def __init__(self, iif: str, oif: str) -> None:
-        from tracer.kernel import cleanup
+        super().__init__()
         self.iif, self.oif = iif, oif
-        self._cleanup = cleanup
-        self._created: list[str] = []
-        self._owner = os.getpid()
-        self._watchdog = cleanup.Watchdog()
-        self._signals = cleanup.signal_guard()
 
-    def __enter__(self) -> "Line":
-        self._cleanup.reap_orphans()
-        self._signals.__enter__()
-        try:
-            self._watchdog.start()
-            self.sender, self.router, self.receiver = (self._namespace() for _ in range(3))
-            self._wire()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if os.getpid() != self._owner:
-            return                              # a pyroute2 fork must not tear us down
-        try:
-            for name in reversed(self._created):
-                self._cleanup.remove_namespace(name)
-            self._created.clear()
-            self._watchdog.release()
-        finally:
-            self._signals.__exit__(None, None, None)
-
-    def _namespace(self) -> str:
-        from pyroute2 import IPRoute
-        from pyroute2 import netns as pyroute2_netns
-        name = self._cleanup.new_namespace_name()
-        self._watchdog.announce(name)
-        pyroute2_netns.create(name)
-        self._created.append(name)
-        with IPRoute(netns=name, flags=0) as ipr:
-            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
-        return name
+    def _build(self) -> None:
+        self.sender, self.router, self.receiver = (self.new_namespace() for _ in range(3))
+        self._wire()
 
     def _wire(self) -> None:
         from pyroute2 import IPRoute

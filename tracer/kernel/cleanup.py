@@ -294,6 +294,68 @@ def _raise_exit(signum: int, _frame) -> None:
     raise SystemExit(128 + signum)
 
 
+class OwnedNamespaces:
+    """Namespaces this process creates and always removes, however it ends: the lifecycle the
+    kernel judge's lab, the live mode and the kernel benchmark share.
+
+    A subclass builds in :meth:`_build` (naming each namespace with :meth:`new_namespace`)
+    and closes what it holds beside namespaces in :meth:`_release`, which runs first."""
+
+    def __init__(self) -> None:
+        self._created: list[str] = []
+        self._owner = os.getpid()
+        self._watchdog = Watchdog()
+        self._signals = signal_guard()
+
+    def __enter__(self):
+        reap_orphans()
+        self._signals.__enter__()
+        try:
+            self._watchdog.start()
+            self._build()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release, remove every namespace (idempotent), then the watchdog and signals."""
+        if os.getpid() != self._owner:
+            # A forked child (pyroute2 forks to create namespaces) unwinding through our
+            # ``except`` must not tear down its parent's namespaces.
+            return
+        try:
+            self._release()
+            for name in reversed(self._created):
+                remove_namespace(name)
+            self._created.clear()
+            self._watchdog.release()
+        finally:
+            self._signals.__exit__(None, None, None)
+
+    def new_namespace(self) -> str:
+        """A new namespace with ``lo`` up, announced to the watchdog before it exists (a crash
+        right after is covered)."""
+        from pyroute2 import IPRoute
+
+        name = new_namespace_name()
+        self._watchdog.announce(name)
+        pyroute2_netns.create(name)
+        self._created.append(name)
+        with IPRoute(netns=name, flags=0) as ipr:
+            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+        return name
+
+    def _build(self) -> None:
+        raise NotImplementedError
+
+    def _release(self) -> None:
+        """What the subclass holds besides its namespaces (open devices, say)."""
+
+
 def main(argv: list[str]) -> int:
     if len(argv) >= 3 and argv[0] == "--watch":
         for signum in (signal.SIGINT, signal.SIGHUP):

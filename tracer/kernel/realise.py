@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface
 
 from pyroute2 import IPRoute
-from pyroute2 import netns as pyroute2_netns
 
 from tracer.errors import InputError
 from tracer.kernel import cleanup, nsexec
@@ -62,47 +61,17 @@ class LabNamespaces:
         return [n for n in names if n]
 
 
-class KernelLab:
+class KernelLab(cleanup.OwnedNamespaces):
     """Context manager: realise ``spec`` on enter, remove every namespace on exit."""
 
     def __init__(self, spec: TopologySpec) -> None:
+        super().__init__()
         self.spec = spec
         self.ns = LabNamespaces()
-        self._created: list[str] = []
-        self._owner = os.getpid()
-        self._watchdog = cleanup.Watchdog()
-        self._signals = cleanup.signal_guard()
-
-    # -- lifecycle ------------------------------------------------------------------------
 
     def __enter__(self) -> "KernelLab":
         validate(self.spec)
-        cleanup.reap_orphans()
-        self._signals.__enter__()
-        try:
-            self._watchdog.start()
-            self._build()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Remove all namespaces (idempotent), then release the watchdog and signals."""
-        if os.getpid() != self._owner:
-            # A forked child (pyroute2 forks to create namespaces) unwinding through our
-            # ``except`` must not tear down the parent's lab.
-            return
-        try:
-            for name in reversed(self._created):
-                cleanup.remove_namespace(name)
-            self._created.clear()
-            self._watchdog.release()
-        finally:
-            self._signals.__exit__(None, None, None)
+        return super().__enter__()
 
     # -- lookups for probes ---------------------------------------------------------------
 
@@ -126,25 +95,16 @@ class KernelLab:
 
     # -- building -------------------------------------------------------------------------
 
-    def _new_namespace(self) -> str:
-        name = cleanup.new_namespace_name()
-        self._watchdog.announce(name)       # announced first: a crash right after is covered
-        pyroute2_netns.create(name)
-        self._created.append(name)
-        with IPRoute(netns=name, flags=0) as ipr:
-            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
-        return name
-
     def _build(self) -> None:
-        self.ns.underlay = self._new_namespace()
+        self.ns.underlay = self.new_namespace()
         with IPRoute(netns=self.ns.underlay, flags=0) as ipr:
             ipr.link("add", ifname=BRIDGE, kind="bridge")
             ipr.link("set", index=_index(ipr, BRIDGE), state="up")
         for number, node in enumerate(self.spec.nodes):
-            self.ns.nodes[node.name] = self._new_namespace()
+            self.ns.nodes[node.name] = self.new_namespace()
             self._attach_to_underlay(self.ns.nodes[node.name], f"u{number}", node.underlay)
         if self.spec.underlay_gateway is not None:
-            self.ns.external = self._new_namespace()
+            self.ns.external = self.new_namespace()
             self._attach_to_underlay(self.ns.external, "uext", self.spec.underlay_gateway)
             with IPRoute(netns=self.ns.external, flags=0) as ipr:
                 eth0 = _index(ipr, UNDERLAY_DEVICE)
@@ -185,7 +145,7 @@ class KernelLab:
 
     def _build_pod(self, node: NodeSpec, pod: PodSpec) -> None:
         node_ns = self.ns.nodes[node.name]
-        pod_ns = self.ns.pods[pod.key] = self._new_namespace()
+        pod_ns = self.ns.pods[pod.key] = self.new_namespace()
         with IPRoute(netns=node_ns, flags=0) as ipr:
             ipr.link("add", ifname=pod.interface, kind="veth",
                      peer={"ifname": "eth0", "net_ns_fd": pod_ns})

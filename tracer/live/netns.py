@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import pytun
 from pyroute2 import IPRoute
-from pyroute2 import netns as pyroute2_netns
 
 from tracer.kernel import cleanup, nsexec
 from tracer.live.topology import POD_GATEWAY, LivePod
@@ -47,61 +46,33 @@ class PodPort:
         return self.tun.fileno()
 
 
-class LiveNamespaces:
+class LiveNamespaces(cleanup.OwnedNamespaces):
     """Context manager: a namespace and TUN per pod on enter, all removed on exit."""
 
     def __init__(self, pods: tuple[LivePod, ...], *, offload: bool = False) -> None:
+        super().__init__()
         self.pods = pods
         self.offload = offload
         self.ports: dict[str, PodPort] = {}
-        self._created: list[str] = []
-        self._owner = os.getpid()
-        self._watchdog = cleanup.Watchdog()
-        self._signals = cleanup.signal_guard()
 
-    def __enter__(self) -> "LiveNamespaces":
-        cleanup.reap_orphans()
-        self._signals.__enter__()
-        try:
-            self._watchdog.start()
-            for pod in self.pods:
-                self.ports[pod.key] = self._realise(pod)
-        except BaseException:
-            self.close()
-            raise
-        return self
+    def _build(self) -> None:
+        for pod in self.pods:
+            self.ports[pod.key] = self._realise(pod)
 
-    def __exit__(self, *exc_info) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close the TUNs and remove every namespace (idempotent)."""
-        if os.getpid() != self._owner:
-            return                          # a forked helper must not tear down our pods
-        try:
-            for port in self.ports.values():
-                try:
-                    port.tun.close()
-                except OSError:
-                    pass
-            self.ports.clear()
-            for name in reversed(self._created):
-                cleanup.remove_namespace(name)
-            self._created.clear()
-            self._watchdog.release()
-        finally:
-            self._signals.__exit__(None, None, None)
+    def _release(self) -> None:
+        for port in self.ports.values():
+            try:
+                port.tun.close()
+            except OSError:
+                pass
+        self.ports.clear()
 
     def _realise(self, pod: LivePod) -> PodPort:
-        name = cleanup.new_namespace_name()
-        self._watchdog.announce(name)       # announced first: a crash right after is covered
-        pyroute2_netns.create(name)
-        self._created.append(name)
+        name = self.new_namespace()
         tun = nsexec.call_in_netns(name, _open_tun, self.offload)
         os.set_blocking(tun.fileno(), False)
         nsexec.write_sysctls(name, POD_SYSCTLS)
         with IPRoute(netns=name, flags=0) as ipr:
-            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
             eth0 = ipr.link_lookup(ifname="eth0")[0]
             ipr.link("set", index=eth0, mtu=pod.mtu, state="up")
             ipr.addr("add", index=eth0, address=str(pod.ip), prefixlen=32)
