@@ -44,6 +44,7 @@ from tracer.dataplane.iptables_save import format_ruleset
 from tracer.dataplane.ir import (AddressMatch, Chain, PortMatch, ProtocolMatch, Reject, Rule,
                                  Ruleset, Table, Verdict)
 from tracer.dataplane.state import NO_PINS
+from tracer.encap.ipv4 import internet_checksum
 from tracer.kernel import cleanup
 
 GATEWAY = "192.0.2.2"              # the receiver, as the router's next hop (TEST-NET-1)
@@ -65,15 +66,6 @@ def missing_requirements() -> str | None:
 # ------------------------------------------------------------------ frames
 
 
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
 def ipv4_frame(dst_mac: str, src_mac: str, saddr: int, daddr: int, protocol: int,
                sport: int, dport: int, tcp_flags: int, total_length: int = 60) -> bytes:
     """An Ethernet frame carrying a TCP or UDP packet of ``total_length`` bytes, checksums
@@ -85,12 +77,12 @@ def ipv4_frame(dst_mac: str, src_mac: str, saddr: int, daddr: int, protocol: int
     else:
         l4 = struct.pack("!HHHH", sport, dport, header + len(payload), 0)
     pseudo = struct.pack("!IIBBH", saddr, daddr, 0, protocol, len(l4) + len(payload))
-    check = _checksum(pseudo + l4 + payload)
+    check = internet_checksum(pseudo + l4 + payload)
     offset = 16 if protocol == 6 else 6
     l4 = l4[:offset] + struct.pack("!H", check) + l4[offset + 2:]
     ip = struct.pack("!BBHHHBBHII", 0x45, 0, total_length, 0, 0x4000, 64, protocol, 0,
                      saddr, daddr)
-    ip = ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:]
+    ip = ip[:10] + struct.pack("!H", internet_checksum(ip)) + ip[12:]
     return (bytes.fromhex(dst_mac.replace(":", "")) + bytes.fromhex(src_mac.replace(":", ""))
             + b"\x08\x00" + ip + l4 + payload)
 
