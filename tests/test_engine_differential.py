@@ -82,7 +82,8 @@ STATUSES = st.one_of(st.none(), st.frozensets(st.sampled_from(
 ADDR_TYPES = st.one_of(st.none(), st.sampled_from(("LOCAL", "UNICAST", "BROADCAST",
                                                    "MULTICAST", "LOCAL,UNICAST", "BLACKHOLE")))
 
-MATCHES = st.one_of(
+# one strategy per IR match kind (test_the_raw_corpus_reaches_every_match_and_target_kind)
+MATCH_KINDS = (
     st.builds(ProtocolMatch, st.sampled_from(PROTOCOLS), negated),
     st.builds(AddressMatch, st.sampled_from(("src", "dst")), cidrs(), negated),
     st.builds(InterfaceMatch, st.sampled_from(("in", "out")), st.sampled_from(IFACE_PATTERNS),
@@ -108,29 +109,35 @@ MATCHES = st.one_of(
     st.builds(StatisticMatch, st.sampled_from(("random", "nth")), st.just(0.5), st.just(2),
               st.just(0), negated),
 )
+MATCHES = st.one_of(*MATCH_KINDS)
 # kube-proxy's IPVS mode: the engine hands such a table to the reference, which says that the
 # dump lacks the kernel's IPVS table (test_an_ipvs_match_falls_back_and_says_why)
 IPVS_MATCHES = st.builds(IpvsMatch, st.just(True), st.sampled_from((None, 6)),
                          negated=st.sampled_from(((), ("ipvs",))))
 
 
+FIXED_TARGETS = (Verdict("ACCEPT"), Verdict("DROP"), Verdict("RETURN"), Reject(), Log("x"),
+                 Nflog(1), TraceTarget(), NoTrack(), None, Masquerade(), Snat("10.9.9.9"),
+                 Dnat("10.8.8.8:80"))
+MARK_TARGETS = (
+    st.builds(SetMark, st.sampled_from(MARKS), st.sampled_from((0xFFFFFFFF, 0x30000))),
+    st.builds(ConnMarkTarget, st.sampled_from(("save", "restore", "set")),
+              st.sampled_from(MARKS), st.sampled_from((0xFFFFFFFF, 0x30000)),
+              st.sampled_from((0xFFFFFFFF, 0x30000)), st.sampled_from((0xFFFFFFFF, 0x100000))),
+)
+
+
+def jump_targets(later: tuple[str, ...]):
+    return (st.builds(Jump, st.sampled_from(later)), st.builds(Goto, st.sampled_from(later)))
+
+
 def targets(index: int):
     """Targets of a rule in chain ``CHAINS[index]``: jumps only go forward (no loops)."""
     later = CHAINS[index + 1:]
-    plain = st.one_of(
-        st.sampled_from((Verdict("ACCEPT"), Verdict("DROP"), Verdict("RETURN"), Reject(),
-                         Log("x"), Nflog(1), TraceTarget(), NoTrack(), None,
-                         Masquerade(), Snat("10.9.9.9"), Dnat("10.8.8.8:80"))),
-        st.builds(SetMark, st.sampled_from(MARKS), st.sampled_from((0xFFFFFFFF, 0x30000))),
-        st.builds(ConnMarkTarget, st.sampled_from(("save", "restore", "set")),
-                  st.sampled_from(MARKS), st.sampled_from((0xFFFFFFFF, 0x30000)),
-                  st.sampled_from((0xFFFFFFFF, 0x30000)), st.sampled_from((0xFFFFFFFF,
-                                                                            0x100000))),
-    )
+    plain = st.one_of(st.sampled_from(FIXED_TARGETS), *MARK_TARGETS)
     if not later:
         return plain
-    jumps = st.one_of(st.builds(Jump, st.sampled_from(later)),
-                      st.builds(Goto, st.sampled_from(later)))
+    jumps = st.one_of(*jump_targets(later))
     return st.one_of(plain, jumps, jumps)
 
 
@@ -249,9 +256,10 @@ def test_the_raw_corpus_reaches_every_match_and_target_kind():
     from typing import get_args
 
     from tracer.dataplane import ir
-    drawn_matches = {type(st.one_of(MATCHES, IPVS_MATCHES).example()) for _ in range(400)}
+    drawn_matches = {type(kind.example()) for kind in (*MATCH_KINDS, IPVS_MATCHES)}
     assert drawn_matches == set(get_args(ir.Match))
-    drawn = {type(targets(0).example()) for _ in range(600)}
+    drawn = {type(t) for t in FIXED_TARGETS} | {
+        type(kind.example()) for kind in (*MARK_TARGETS, *jump_targets(CHAINS[1:]))}
     assert drawn == set(get_args(ir.Target)) | {type(None)}
 
 
