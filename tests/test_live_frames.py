@@ -114,3 +114,30 @@ def test_vnet_header_and_gso_segment_length():
     assert frames.segment_length(data, gso) == 40 + 1428
     with pytest.raises(MalformedPacket):
         frames.split_vnet(b"\x00" * 5)
+
+
+def test_tcp_reset_answers_a_syn_as_the_kernel_does():
+    """nf_reject_ipv4: no ACK on the segment -> RST|ACK acknowledging SYN and payload."""
+    raw = bytes(IP(src="10.0.0.1", dst="10.0.0.2") / TCP(sport=40000, dport=80, flags="S",
+                                                         seq=1000) / b"hi")
+    reset = frames.tcp_reset(raw)
+    assert _checksums_ok(reset)
+    parsed = IP(reset)
+    assert (parsed.src, parsed.dst, parsed.flags) == ("10.0.0.2", "10.0.0.1", "DF")
+    assert (parsed[TCP].sport, parsed[TCP].dport) == (80, 40000)
+    assert (parsed[TCP].flags, parsed[TCP].seq, parsed[TCP].ack) == ("RA", 0, 1003)
+
+
+def test_tcp_reset_to_an_acked_segment_takes_its_ack_as_sequence():
+    raw = bytes(IP(src="10.0.0.1", dst="10.0.0.2") / TCP(sport=1, dport=2, flags="PA",
+                                                         seq=5, ack=777) / b"data")
+    parsed = IP(frames.tcp_reset(raw))
+    assert (parsed[TCP].flags, parsed[TCP].seq, parsed[TCP].ack) == ("R", 777, 0)
+
+
+@pytest.mark.parametrize("segment", [
+    IP(src="10.0.0.1", dst="10.0.0.2") / TCP(flags="R"),
+    IP(src="10.0.0.1", dst="10.0.0.2", frag=10) / TCP(flags="S"),
+    IP(src="10.0.0.1", dst="10.0.0.2") / UDP()])
+def test_no_reset_for_a_reset_a_fragment_or_not_tcp(segment):
+    assert frames.tcp_reset(bytes(segment)) is None

@@ -13,7 +13,7 @@ from ipaddress import IPv4Address
 
 from tracer.dataplane.packet import Packet
 from tracer.encap.ipv4 import IP_DF, IP_OFFSET_MASK, MalformedPacket, internet_checksum
-from tracer.protocols import ICMP, PORTED, SYN, TCP, UDP
+from tracer.protocols import ACK, FIN, ICMP, PORTED, RST, SYN, TCP, UDP
 
 ICMP_ERROR_TYPES = frozenset({3, 4, 5, 11, 12})   # errors quote the offending datagram
 ICMP_ECHO_TYPES = frozenset({0, 8})
@@ -187,6 +187,35 @@ def icmp_error(data: bytes, router: IPv4Address, icmp_type: int, code: int,
                        router.packed, src.packed)
     head = head[:10] + struct.pack("!H", internet_checksum(head)) + head[12:]
     return head + body
+
+
+def tcp_reset(data: bytes) -> bytes | None:
+    """The RST ``REJECT --reject-with tcp-reset`` answers TCP segment ``data`` with (the
+    kernel's nf_reject_ipv4.c), or None where it sends nothing: to a RST, or a fragment.
+
+    It comes from the segment's destination: with the segment's ACK set, RST with that
+    acknowledgement as its sequence; otherwise RST|ACK acknowledging all the segment held."""
+    hlen = (data[0] & 0x0F) * 4
+    if data[9] != TCP or struct.unpack_from("!H", data, 6)[0] & IP_OFFSET_MASK \
+            or len(data) < hlen + 20:
+        return None
+    sport, dport, seq, ack, off, flags = struct.unpack_from("!HHIIBB", data, hlen)
+    if flags & RST:
+        return None
+    if flags & ACK:
+        reply_seq, reply_ack, reply_flags = ack, 0, RST
+    else:
+        length = struct.unpack_from("!H", data, 2)[0] - hlen - (off >> 4) * 4
+        consumed = length + bool(flags & SYN) + bool(flags & FIN)
+        reply_seq, reply_ack, reply_flags = 0, (seq + consumed) & 0xFFFFFFFF, RST | ACK
+    src, dst = data[16:20], data[12:16]
+    tcp = bytearray(struct.pack("!HHIIBBHHH", dport, sport, reply_seq, reply_ack, 5 << 4,
+                                reply_flags, 0, 0, 0))
+    pseudo = src + dst + struct.pack("!BBH", 0, TCP, len(tcp))
+    struct.pack_into("!H", tcp, 16, internet_checksum(pseudo + bytes(tcp)))
+    head = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, IP_DF, 64, TCP, 0, src, dst)
+    head = head[:10] + struct.pack("!H", internet_checksum(head)) + head[12:]
+    return head + bytes(tcp)
 
 
 def tcp_window_scale(data: bytes) -> int | None:

@@ -43,7 +43,7 @@ class Counters:
     read: int = 0
     delivered: int = 0
     dropped: int = 0
-    icmp_errors: int = 0
+    answers: int = 0                     # ICMP errors and TCP resets sent for drops
     not_written: int = 0     # delivered but the destination's queue was full
     to_host: int = 0         # delivered to a node or outside: no program there in live mode
     internal_errors: int = 0 # the pipeline raised: a bug in the model, reported and survived
@@ -214,8 +214,11 @@ class LiveLoop:
         if drop.event is not None and drop.event.effect == "REJECT":
             with_ = getattr(drop.event.rule.target, "with_", "icmp-port-unreachable") \
                 if drop.event.rule is not None else "icmp-port-unreachable"
-            code = frames.REJECT_CODES.get(with_, 3)    # tcp-reset: answered as unreachable
-            error = frames.icmp_error(data, router, frames.ICMP_UNREACH, code)
+            if with_ == "tcp-reset":
+                error = frames.tcp_reset(data)
+            else:
+                code = frames.REJECT_CODES.get(with_, 3)
+                error = frames.icmp_error(data, router, frames.ICMP_UNREACH, code)
         elif drop.reason == DropReason.MTU_EXCEEDED:
             mtu = next((s.mtu for hop in outcome.hops for s in hop.stages
                         if isinstance(s, MtuRecord) and not s.fits), None)
@@ -223,7 +226,7 @@ class LiveLoop:
                 error = frames.icmp_error(data, router, frames.ICMP_UNREACH,
                                           frames.ICMP_FRAG_NEEDED, rest=mtu)
         if error is not None:
-            self.counters.icmp_errors += 1
+            self.counters.answers += 1
             self._write(sender, error)
 
     def _write(self, port: PodPort, data: bytes, vhdr: bytes | None = None) -> None:

@@ -103,7 +103,7 @@ def serve(load: Callable[[], Dataplane], manifests: Sequence[str], *,
                 .rstrip())
             c = loop.counters
             say(f"down: read {c.read}, delivered {c.delivered}, dropped {c.dropped}, "
-                f"ICMP errors sent {c.icmp_errors}; fast path {loop.fast.hits}")
+                f"ICMP errors and resets sent {c.answers}; fast path {loop.fast.hits}")
 
 
 class _Ticker:
