@@ -367,3 +367,54 @@ def test_truncated_headers_become_invalid_verdicts():
     assert table.process(PacketKey(ip(A), ip(B), 6, 1, 2), 0.0).reason == "truncated packet"
     assert table.process(PacketKey(ip(A), ip(B), 1), 0.0).ctstate == "INVALID"
     assert table.process(PacketKey.icmp(A, B, 40), 0.0).reason == "invalid icmp type"
+
+
+# ----------------------------------------------------------------- replay (the fast path's)
+
+def _internals(table: ConntrackTable) -> list:
+    from dataclasses import asdict
+    return [(c.status, c.mark, c.expires, c.timeout, c.stream_ts,
+             asdict(c.tcp) if c.tcp is not None else None) for c in table._conns.values()]
+
+
+def _open_tcp(table: ConntrackTable) -> None:
+    a, b = "10.0.0.1", "10.0.0.2"
+    for key, now in ((PacketKey.tcp(a, b, 4000, 80, SYN, seq=100), 0.0),
+                     (PacketKey.tcp(b, a, 80, 4000, SYN | ACK, seq=900, ack=101), 0.1),
+                     (PacketKey.tcp(a, b, 4000, 80, ACK, seq=101, ack=901), 0.2)):
+        verdict = table.process(key, now)
+        if verdict.entry_id is not None:
+            table.confirm(verdict.entry_id, now)
+
+
+def test_replay_keeps_what_process_did_and_can_undo_it():
+    table = ConntrackTable()
+    _open_tcp(table)
+    before = _internals(table)
+    segment = PacketKey.tcp("10.0.0.1", "10.0.0.2", 4000, 80, PSH | ACK, seq=101, ack=901,
+                            payload_len=50)
+    undo = table.replay(segment, 1.0, "ESTABLISHED")
+    assert undo is not None
+    after = _internals(table)
+    assert after != before                        # the window and the timeout moved on
+    twin = ConntrackTable()
+    _open_tcp(twin)
+    twin.process(segment, 1.0)
+    assert _internals(twin) == after              # exactly what process does
+    undo()
+    assert _internals(table) == before
+
+
+@pytest.mark.parametrize("segment,expect,now", [
+    (PacketKey.tcp("10.0.0.1", "10.0.0.2", 4000, 80, ACK, seq=101, ack=901), "NEW", 1.0),
+    (PacketKey.tcp("10.0.0.1", "10.0.0.2", 4000, 80, ACK, seq=101, ack=901), "ESTABLISHED",
+     10 ** 7),                                    # the entry has expired
+    (PacketKey.tcp("10.0.0.1", "10.0.0.2", 4001, 80, ACK, seq=101, ack=901), "ESTABLISHED",
+     1.0),                                        # no entry
+])
+def test_replay_that_finds_another_state_changes_nothing(segment, expect, now):
+    table = ConntrackTable()
+    _open_tcp(table)
+    before, count = _internals(table), table.count
+    assert table.replay(segment, now, expect) is None
+    assert _internals(table) == before and table.count == count

@@ -24,7 +24,9 @@ of closing TCP entries is not modelled; expiry is ``expires <= now``.
 
 from __future__ import annotations
 
+import functools
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from tracer.conntrack import tcp
@@ -42,6 +44,7 @@ UDP_STREAM_DELAY = 2.0   # nf_conntrack_udp_packet: stream_ts = first packet + 2
 NF_NAT_MAX_ATTEMPTS = 128
 
 
+@functools.cache                    # one set per combination of bits, not one per packet
 def status_names(bits: int) -> frozenset[str]:
     return frozenset(name for bit, name in STATUS_NAMES if bits & bit)
 
@@ -126,6 +129,33 @@ class ConntrackTable:
             state = tcp.STATE_NAMES[conn.tcp.state] if conn.tcp is not None else None
             return CtVerdict(ctstate, _dir_name(direction), conn.entry_id, state,
                              REASONS[reason] or None, status_names(conn.status))
+
+    def replay(self, key: PacketKey, now: float, expect: str) -> Callable[[], None] | None:
+        """``process`` for a packet expected to find a confirmed, live entry in state
+        ``expect`` (a fast path replaying a remembered walk). If it does, the packet's effects
+        stay and a function that undoes them is returned; if not, nothing has changed (None)
+        and the packet can be processed afresh.
+
+        Only for packets that cannot end or restart a connection (no SYN, FIN or RST: no
+        kill, no repeat), so the entry is still there to restore."""
+        hit = self._index.get(key.tuple())
+        if hit is None:
+            return None
+        conn = self._conns[hit[0]]
+        if conn.expires <= now:
+            return None                          # its expiry is process's to make
+        saved = (conn.status, conn.mark, conn.expires, conn.timeout, conn.stream_ts,
+                 conn.tcp.copy() if conn.tcp is not None else None)
+
+        def undo() -> None:
+            (conn.status, conn.mark, conn.expires, conn.timeout, conn.stream_ts,
+             conn.tcp) = saved
+
+        verdict = self.process(key, now)
+        if verdict.dropped or verdict.ctstate != expect or verdict.entry_id != conn.entry_id:
+            undo()
+            return None
+        return undo
 
     def _ctinfo(self, conn: _Conn, direction: int) -> str:
         """resolve_normal_ct(): reply direction or a seen reply means ESTABLISHED."""

@@ -13,7 +13,7 @@ taken from ``PacketKey.wscale``/``sack_perm``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from tracer.conntrack.reasons import REASON_CODE
 from tracer.conntrack.tuples import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG, PacketKey
@@ -124,6 +124,11 @@ class TcpTrack:
     last_wscale: int = 0
     last_flags: int = 0
     retrans: int = 0
+
+    def copy(self) -> TcpTrack:
+        return TcpTrack(self.state, [replace(side) for side in self.seen], self.last_dir,
+                        self.last_index, self.last_seq, self.last_ack, self.last_end,
+                        self.last_win, self.last_wscale, self.last_flags, self.retrans)
 
 
 @dataclass(frozen=True, slots=True)

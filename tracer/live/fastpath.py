@@ -6,7 +6,9 @@ Felix's first rules accept ``ctstate RELATED,ESTABLISHED`` before any policy, so
 packet the pipeline's answer is already known: the same delivery and the same header changes
 (de-NAT/NAT, TTL). Conntrack itself is not skipped: each lookup the remembered walk made
 (one per node the flow crosses; tunnel packets are untracked) is made again with this
-packet, so TCP window tracking and timeouts advance as they would. The shortcut is bounded:
+packet, so TCP window tracking and timeouts advance as they would; when one finds another
+state, the lookups already made are undone and the packet walks the pipeline, which tracks it
+once, as the kernel would. The shortcut is bounded:
 
 - only packets that change no connection state take it (TCP without SYN, FIN or RST; UDP;
   ICMP echo), no longer than the smallest MTU the walk checked, and only while every
@@ -16,16 +18,19 @@ packet, so TCP window tracking and timeouts advance as they would. The shortcut 
 - a new dataplane (reload) forgets every entry.
 
 This is the megaflow idea of Open vSwitch's datapath cache: remember the outcome of a slow
-lookup for packets that would get the same answer.
+lookup for packets that would get the same answer. The lookup reads the datagram's bytes
+(addresses, protocol, ports or echo id) and builds only the conntrack key from them, so a hit
+parses no :class:`Packet`; datagrams with IP options or fragments always take the pipeline.
 """
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
+from tracer.conntrack.tuples import PacketKey
 from tracer.dataplane.packet import Packet
 from tracer.dataplane.pipeline import Outcome
-from tracer.dataplane.stages import conntrack_key
 from tracer.dataplane.state import RunState
 from tracer.dataplane.trace import ConntrackRecord, DeliverRecord, HookRecord, MtuRecord
 from tracer.protocols import FIN, ICMP, RST, SYN, TCP, UDP
@@ -37,76 +42,129 @@ REVALIDATE_SECONDS = 1.0
 REPLAYABLE = {UDP: ("ESTABLISHED", "NEW")}
 STATE_CHANGING_FLAGS = SYN | FIN | RST
 MAX_ENTRIES = 65536
+PLAIN_IPV4 = 0x45                  # version 4, a 20-byte header: no options
+FRAGMENT_BITS = 0x3FFF             # more-fragments and the fragment offset
 
 
 @dataclass(frozen=True)
-class Shortcut:
-    target: str                   # destination pod key
+class Translation:
+    """The delivered form's fields, where NAT changed them."""
+
     src: object
     dst: object
     sport: int | None
     dport: int | None
     icmp_id: int
+
+
+@dataclass(frozen=True)
+class Shortcut:
+    target: str                   # destination pod key
+    flow: object                  # the live flow table's key of this connection
     ttl_drop: int                 # routing hops the walk took
     expires: float
     lookups: tuple[tuple[str, bool, str], ...]   # per ct lookup: (node, sees the delivered
                                                  # form, the state it must find again)
-    translated: bool = False      # NAT changed addresses, ports or the echo id
+    translation: Translation | None = None       # NAT changed addresses, ports or echo id
     path_mtu: int = 1 << 30       # the smallest MTU the walk checked against
 
 
-def direction_key(packet: Packet) -> tuple:
-    return (packet.src, packet.dst, packet.protocol, packet.sport, packet.dport,
-            packet.icmp_id if packet.protocol == ICMP else 0)
+@dataclass(frozen=True)
+class Hit:
+    target: str
+    flow: object
+    translation: Translation | None
+    ttl_drop: int
 
 
-def eligible(packet: Packet) -> bool:
-    """Packets that change no connection state (conntrack would only refresh a timer)."""
-    if packet.protocol == TCP:
-        return packet.tcp_flags is not None and not packet.tcp_flags & STATE_CHANGING_FLAGS
-    if packet.protocol == UDP:
-        return True
-    return packet.protocol == ICMP and packet.icmp_type in (0, 8) and packet.inner is None
+def byte_key(data: bytes) -> bytes | None:
+    """The direction key of a datagram that may take the shortcut, read from its bytes:
+    protocol, addresses, and ports (TCP without SYN, FIN or RST; UDP) or the echo type and id
+    and code (ICMP echo); None for anything else, which the pipeline must see."""
+    if len(data) < 28 or data[0] != PLAIN_IPV4 or (data[6] << 8 | data[7]) & FRAGMENT_BITS:
+        return None
+    protocol = data[9]
+    if protocol == UDP:
+        return data[9:10] + data[12:24]
+    if protocol == TCP:
+        if len(data) < 40 or data[33] & STATE_CHANGING_FLAGS:
+            return None
+        return data[9:10] + data[12:24]
+    if protocol == ICMP and data[20] in (0, 8):
+        return data[9:10] + data[12:22] + data[24:26]
+    return None
+
+
+def conntrack_key_of(data: bytes, length: int) -> PacketKey:
+    """What conntrack reads from a datagram :func:`byte_key` accepted (as
+    ``stages.conntrack_key`` of its parsed form)."""
+    src, dst = struct.unpack_from("!II", data, 12)
+    protocol = data[9]
+    if protocol == TCP:
+        sport, dport, seq, ack, offset, flags, window = struct.unpack_from("!HHIIBBH", data, 20)
+        return PacketKey(src, dst, TCP, sport, dport, tcp_flags=flags & 0x3F, seq=seq, ack=ack,
+                         window=window, payload_len=max(length - 20 - (offset >> 4) * 4, 0))
+    if protocol == UDP:
+        sport, dport = struct.unpack_from("!HH", data, 20)
+        return PacketKey(src, dst, UDP, sport, dport, payload_len=max(length - 28, 0))
+    ident = struct.unpack_from("!H", data, 24)[0]
+    return PacketKey(src, dst, ICMP, sport=ident, icmp_type=data[20], icmp_code=data[21])
+
+
+def translated_key(key: PacketKey, translation: Translation) -> PacketKey:
+    """``key`` as the delivered form carries it."""
+    if key.protocol == ICMP:
+        return PacketKey(int(translation.src), int(translation.dst), ICMP,
+                         sport=translation.icmp_id, icmp_type=key.icmp_type,
+                         icmp_code=key.icmp_code)
+    return PacketKey(int(translation.src), int(translation.dst), key.protocol,
+                     translation.sport or 0, translation.dport or 0, tcp_flags=key.tcp_flags,
+                     seq=key.seq, ack=key.ack, window=key.window, payload_len=key.payload_len)
 
 
 class FastPath:
     def __init__(self) -> None:
-        self.entries: dict[tuple, Shortcut] = {}
+        self.entries: dict[bytes, Shortcut] = {}
         self.hits = 0
 
     def clear(self) -> None:
         self.entries.clear()
 
-    def lookup(self, packet: Packet, state: RunState) -> tuple[str, Packet | None, int] | None:
-        """The destination pod, the packet as delivered (None: only its TTL changed) and the
-        TTL taken, if the shortcut applies (its conntrack lookups made); None: send the
-        packet through the pipeline."""
-        if not eligible(packet):
+    def lookup(self, data: bytes, length: int, state: RunState) -> Hit | None:
+        """Where datagram ``data`` goes if the shortcut applies (its conntrack lookups made);
+        None: send it through the pipeline. ``length`` is the IP length MTU checks see."""
+        key = byte_key(data)
+        entry = self.entries.get(key) if key is not None else None
+        if entry is None or entry.expires < state.now or length > entry.path_mtu \
+                or len(data) < (data[2] << 8 | data[3]):
             return None
-        key = direction_key(packet)
-        entry = self.entries.get(key)
-        if entry is None or entry.expires < state.now or packet.length > entry.path_mtu:
-            return None
+        original = conntrack_key_of(data, data[2] << 8 | data[3])
         delivered = None
-        if entry.translated:
-            delivered = packet.with_(src=entry.src, dst=entry.dst, sport=entry.sport,
-                                     dport=entry.dport, icmp_id=entry.icmp_id,
-                                     ttl=packet.ttl - entry.ttl_drop)
+        undos = []
         for node, translated, ctstate in entry.lookups:
-            seen = delivered if translated else packet
-            verdict = state.conntrack(node).process(conntrack_key(seen), state.now)
-            if verdict.dropped or verdict.ctstate != ctstate:
-                del self.entries[key]             # the connection changed: ask the rules
+            if translated and delivered is None:
+                delivered = translated_key(original, entry.translation)
+            undo = state.conntrack(node).replay(delivered if translated else original,
+                                                state.now, ctstate)
+            if undo is None:                      # the connection changed: ask the rules,
+                for earlier in reversed(undos):   # which track this packet afresh
+                    earlier()
+                del self.entries[key]
                 return None
+            undos.append(undo)
         self.hits += 1
-        return entry.target, delivered, entry.ttl_drop
+        return Hit(entry.target, entry.flow, entry.translation, entry.ttl_drop)
 
-    def learn(self, packet: Packet, target: str, outcome: Outcome, now: float) -> None:
-        """Remember ``outcome`` (a delivery to pod ``target``) if it may be replayed."""
-        key = direction_key(packet)
+    def learn(self, data: bytes, packet: Packet, target: str, flow: object, outcome: Outcome,
+              now: float) -> None:
+        """Remember ``outcome`` (datagram ``data``, parsed as ``packet``, delivered to pod
+        ``target``; ``flow`` its flow table key) if it may be replayed."""
+        key = byte_key(data)
+        if key is None:
+            return
         self.entries.pop(key, None)
         final = outcome.hops[-1].stages[-1]
-        if not eligible(packet) or not isinstance(final, DeliverRecord):
+        if not isinstance(final, DeliverRecord):
             return
         out = final.packet
         lookups = _replayable_lookups(outcome, _five(packet), _five(out),
@@ -116,10 +174,12 @@ class FastPath:
         mtus = [s.mtu for hop in outcome.hops for s in hop.stages if isinstance(s, MtuRecord)]
         if len(self.entries) >= MAX_ENTRIES:
             self.entries.clear()
-        self.entries[key] = Shortcut(target, out.src, out.dst, out.sport, out.dport,
-                                     out.icmp_id, packet.ttl - out.ttl,
-                                     now + REVALIDATE_SECONDS, lookups,
-                                     _five(packet) != _five(out), min(mtus, default=1 << 30))
+        translation = None
+        if _five(packet) != _five(out):
+            translation = Translation(out.src, out.dst, out.sport, out.dport, out.icmp_id)
+        self.entries[key] = Shortcut(target, flow, packet.ttl - out.ttl,
+                                     now + REVALIDATE_SECONDS, lookups, translation,
+                                     min(mtus, default=1 << 30))
 
 
 def _five(packet: Packet) -> tuple:

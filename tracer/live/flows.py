@@ -46,12 +46,13 @@ class Flow:
 
 def flow_key(packet: Packet) -> tuple:
     """The same key for both directions of one connection (ICMP echo: by identifier)."""
+    src, dst = int(packet.src), int(packet.dst)     # ints: the fast path hashes it per packet
     if packet.protocol in PORTED:
-        a, b = (packet.src, packet.sport), (packet.dst, packet.dport)
+        a, b = (src, packet.sport), (dst, packet.dport)
     elif packet.protocol == ICMP:
-        a, b = (packet.src, packet.icmp_id), (packet.dst, packet.icmp_id)
+        a, b = (src, packet.icmp_id), (dst, packet.icmp_id)
     else:
-        a, b = (packet.src, 0), (packet.dst, 0)
+        a, b = (src, 0), (dst, 0)
     return (packet.protocol, *sorted((a, b)))
 
 
@@ -85,9 +86,10 @@ class FlowTable:
         self.changed = True
         return flow, new
 
-    def touch(self, packet: Packet) -> Flow | None:
-        """Count ``packet`` on its flow if the flow is known (the fast path's bookkeeping)."""
-        flow = self.flows.get(flow_key(packet))
+    def touch(self, key: tuple) -> Flow | None:
+        """Count a packet on flow ``key`` (:func:`flow_key`) if the flow is still known (the
+        fast path's bookkeeping)."""
+        flow = self.flows.get(key)
         if flow is not None:
             flow.packets += 1
             flow.last_seen = self.clock()

@@ -25,7 +25,7 @@ from tracer.encap.ipv4 import MalformedPacket
 from tracer.explain import explain
 from tracer.live import frames
 from tracer.live.fastpath import FastPath
-from tracer.live.flows import Flow, FlowTable, should_print
+from tracer.live.flows import Flow, FlowTable, flow_key, should_print
 from tracer.live.netns import PodPort
 from tracer.model.places import place_of
 from tracer.trace.assemble import Dataplane
@@ -111,14 +111,16 @@ class LiveLoop:
                 self._vhdr, data, gso, self._partial = frames.split_vnet(data)
             if not data or data[0] >> 4 != 4:
                 return                               # not IPv4 (the model is IPv4 only)
+            # a TSO super-packet: MTU checks see one of its segments
+            length = frames.segment_length(data, gso) if gso else len(data)
+            if self._shortcut(data, length):
+                return
             packet = frames.parse(data)
         except MalformedPacket as err:
             self._malformed(port, data, str(err))
             return
-        if gso:                    # a TSO super-packet: MTU checks see one of its segments
-            packet = packet.with_(length=frames.segment_length(data, gso))
-        if self._shortcut(data, packet, now):
-            return
+        if gso:
+            packet = packet.with_(length=length)
         destination = place_of(self.dataplane.cluster, packet.dst).label
         probe = Probe(packet, port.pod.node, port.pod.interface, port.pod.key, destination,
                       "pod")
@@ -137,20 +139,26 @@ class LiveLoop:
         else:
             self._drop(flow, probe, packet, data, outcome)
 
-    def _shortcut(self, data: bytes, packet: Packet, now: float) -> bool:
+    def _shortcut(self, data: bytes, length: int) -> bool:
         """Replay the remembered path of an established flow (see ``tracer.live.fastpath``)."""
-        hit = self.fast.lookup(packet, self.session.state)
+        hit = self.fast.lookup(data, length, self.session.state)
         if hit is None:
             return False
-        flow = self.flows.touch(packet)
-        target = self.ports.get(hit[0])
+        flow = self.flows.touch(hit.flow)
+        target = self.ports.get(hit.target)
         if flow is None or target is None:
             return False
         flow.delivered += 1
-        _, delivered, ttl_drop = hit
-        self._write(target, frames.rewrite(data, packet, delivered, partial=self._partial)
-                    if delivered is not None else frames.decrement_ttl(data, ttl_drop),
-                    self._vhdr)
+        flow.verdict = f"delivered to {POD_PREFIX}{hit.target}"
+        if hit.translation is None:
+            out = frames.decrement_ttl(data, hit.ttl_drop)
+        else:
+            packet = frames.parse(data)
+            t = hit.translation
+            delivered = packet.with_(src=t.src, dst=t.dst, sport=t.sport, dport=t.dport,
+                                     icmp_id=t.icmp_id, ttl=packet.ttl - hit.ttl_drop)
+            out = frames.rewrite(data, packet, delivered, partial=self._partial)
+        self._write(target, out, self._vhdr)
         self.counters.delivered += 1
         return True
 
@@ -167,7 +175,8 @@ class LiveLoop:
             return
         final = outcome.hops[-1].stages[-1]
         assert isinstance(final, DeliverRecord)
-        self.fast.learn(packet, target.pod.key, outcome, self.session.state.now)
+        self.fast.learn(data, packet, target.pod.key, flow_key(packet), outcome,
+                        self.session.state.now)
         self._write(target, frames.rewrite(data, packet, final.packet, partial=self._partial),
                     self._vhdr)
         self.counters.delivered += 1
