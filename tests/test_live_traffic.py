@@ -155,3 +155,20 @@ def test_flows_follow_streams_the_table(live):
     rows = [json.loads(line) for line in (out or "").splitlines()]
     e = next(e for e in expectations(live.scenario) if not e["allowed"])
     assert any(r["server"] == f"{live.ips[e['to']]}:{e['port']}" and r["dropped"] for r in rows)
+
+
+def test_flows_trace_prints_a_denied_flow_hop_by_hop(live):
+    """(After the TCP test above.) `flows --trace ID` of a denied flow: its first packet's
+    trace as `packet` prints it, with the deciding rule, and its last drop's."""
+    rows = json.loads(live.cli("flows", "--output", "json").stdout)
+    e = next(e for e in expectations(live.scenario) if not e["allowed"])
+    row = next(r for r in rows if r["server"] == f"{live.ips[e['to']]}:{e['port']}"
+               and r["dropped"])
+    done = live.cli("flows", "--trace", str(row["id"]))
+    assert done.returncode == 0, done.stderr
+    assert f"#{row['id']} TCP" in done.stdout and "first packet" in done.stdout
+    assert "last drop:" in done.stdout and "VERDICT  dropped" in done.stdout
+    as_json = json.loads(live.cli("flows", "--trace", str(row["id"]), "--output", "json").stdout)
+    assert as_json["last_drop"]["verdict"] == "dropped" and as_json["last_drop"]["deciding"]
+    missing = live.cli("flows", "--trace", "99999")
+    assert missing.returncode == 2 and "no flow #99999" in missing.stderr

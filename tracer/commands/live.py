@@ -135,12 +135,18 @@ def exec_(pod, command) -> None:
               show_default=True)
 @click.option("--follow", is_flag=True, help="Keep listing flows as they change (a line per "
               "changed flow, JSON lines with --output json) until Ctrl-C or `up` ends.")
-def flows(output, follow) -> None:
+@click.option("--trace", "flow_id", type=click.IntRange(1), metavar="ID",
+              help="Print flow #ID's hop-by-hop traces instead: its first packet's and its "
+                   "last drop's, as `packet` prints them.")
+def flows(output, follow, flow_id) -> None:
     """List the flows the running `up` has seen, with their verdicts and deciding policy."""
     from tracer.live import state
     from tracer.live.flows import format_flows
 
     running = state.running()
+    if flow_id is not None:
+        _print_flow_traces(running, flow_id, output)
+        return
     rows = _fresh_flows(running)
     if not follow:
         click.echo(json.dumps(rows, indent=1) if output == "json" else format_flows(rows),
@@ -159,6 +165,47 @@ def flows(output, follow) -> None:
         if not running.alive():
             return
         rows = _fresh_flows(running)
+
+
+def _print_flow_traces(running, flow_id: int, output: str) -> None:
+    """Ask `up` for one flow's traces (a request file and SIGUSR1) and print them."""
+    from tracer.live import state
+
+    request = state.path(state.TRACE_REQUEST.format(pid=os.getpid()))
+    answer = state.path(state.TRACE_ANSWER.format(pid=os.getpid()))
+    with open(request + ".tmp", "w") as handle:
+        json.dump({"id": flow_id}, handle)
+    os.replace(request + ".tmp", request)
+    try:
+        os.kill(running.pid, signal.SIGUSR1)
+        deadline = time.monotonic() + 10.0
+        while not os.path.exists(answer):
+            if time.monotonic() > deadline or not running.alive():
+                raise InputError("the running up did not answer", file=request)
+            time.sleep(0.05)
+        with open(answer) as handle:
+            found = json.load(handle)
+    finally:
+        for path in (request, answer):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+    if "error" in found:
+        raise InputError(found["error"], obj="--trace")
+    if output == "json":
+        click.echo(json.dumps({k: v["trace"] if isinstance(v, dict) and "trace" in v else v
+                               for k, v in found.items()}, indent=1))
+        return
+    from tracer.live.flows import format_flows
+    click.echo(format_flows([found["flow"]]), nl=False)
+    first, last_drop = found["first"]["text"], found.get("last_drop", {}).get("text")
+    if last_drop == first:
+        click.echo(f"\nfirst packet, also the last drop:\n{first}", nl=False)
+        return
+    click.echo(f"\nfirst packet:\n{first}", nl=False)
+    if last_drop is not None:
+        click.echo(f"\nlast drop:\n{last_drop}", nl=False)
 
 
 def _fresh_flows(running) -> list[dict]:

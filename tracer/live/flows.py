@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 
 from tracer.dataplane.packet import Packet
 from tracer.protocols import ICMP, PORTED, display_name
@@ -22,6 +22,7 @@ FLOWS_KEPT = 4096                # oldest flows are forgotten beyond this
 
 @dataclass
 class Flow:
+    id: int                      # stable while ``up`` runs: ``flows --trace ID``
     protocol: str
     client: str                  # "ip:port" (or ip for ICMP) of whoever sent first
     server: str
@@ -39,9 +40,14 @@ class Flow:
     why: str | None = None
     _printed_at: float = field(default=0.0, repr=False)
     _suppressed: int = field(default=0, repr=False)
+    # (dataplane, probe, outcome) of the first packet and of the last drop, explained only
+    # when someone asks for the trace (``LiveLoop.flow_traces``)
+    _first: tuple | None = field(default=None, repr=False)
+    _last_drop: tuple | None = field(default=None, repr=False)
 
     def public(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if not k.startswith("_")}
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if not f.name.startswith("_")}
 
 
 def flow_key(packet: Packet) -> tuple:
@@ -67,6 +73,7 @@ class FlowTable:
         self.flows: dict[tuple, Flow] = {}
         self.clock = clock
         self.changed = False
+        self._next_id = 1
 
     def record(self, packet: Packet, source: str, destination: str) -> tuple[Flow, bool]:
         """The flow ``packet`` belongs to (made if new) and whether it is new."""
@@ -77,14 +84,18 @@ class FlowTable:
         if new:
             if len(self.flows) >= FLOWS_KEPT:
                 self.flows.pop(next(iter(self.flows)))
-            flow = self.flows[key] = Flow(display_name(packet.protocol),
+            flow = self.flows[key] = Flow(self._next_id, display_name(packet.protocol),
                                           endpoint_text(packet, "src"),
                                           endpoint_text(packet, "dst"), source, destination,
                                           now, now)
+            self._next_id += 1
         flow.packets += 1
         flow.last_seen = now
         self.changed = True
         return flow, new
+
+    def by_id(self, flow_id: int) -> Flow | None:
+        return next((f for f in self.flows.values() if f.id == flow_id), None)
 
     def touch(self, key: tuple) -> Flow | None:
         """Count a packet on flow ``key`` (:func:`flow_key`) if the flow is still known (the
@@ -121,7 +132,7 @@ def format_flows(rows: list[dict]) -> str:
     lines = []
     for row in sorted(rows, key=lambda r: r["last_seen"]):
         stamp = time.strftime("%H:%M:%S", time.localtime(row["last_seen"]))
-        line = (f"{stamp} {row['protocol']} {row['client']} -> {row['server']} "
+        line = (f"{stamp} #{row['id']} {row['protocol']} {row['client']} -> {row['server']} "
                 f"({row['source']} -> {row['destination']}) packets={row['packets']} "
                 f"delivered={row['delivered']} dropped={row['dropped']} last: {row['verdict']}")
         if row.get("reason"):

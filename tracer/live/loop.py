@@ -31,6 +31,7 @@ from tracer.model.places import place_of
 from tracer.trace.assemble import Dataplane
 from tracer.trace.result import PacketTrace
 from tracer.trace.session import Session
+from tracer.trace.tracing import walk_assumptions
 
 READ_BATCH = 64              # packets read from one TUN before looking at the others
 TUN_READ_SIZE = 1 << 17      # a 64 KiB GSO packet and its virtio_net_hdr fit
@@ -137,7 +138,7 @@ class LiveLoop:
         if outcome.drop is None:
             self._deliver(flow, new, probe, packet, data, outcome)
         else:
-            self._drop(flow, probe, packet, data, outcome)
+            self._drop(flow, new, probe, packet, data, outcome)
 
     def _shortcut(self, data: bytes, length: int) -> bool:
         """Replay the remembered path of an established flow (see ``tracer.live.fastpath``)."""
@@ -168,6 +169,7 @@ class LiveLoop:
         flow.verdict = f"delivered to {outcome.delivered_to}"
         if new:
             flow.deciding = deciding_text(self._explained(probe, outcome))
+            flow._first = (self.dataplane, probe, outcome)
         where = outcome.delivered_to or ""
         target = self.ports.get(where[len(POD_PREFIX):]) if where.startswith(POD_PREFIX) else None
         if target is None:
@@ -181,13 +183,16 @@ class LiveLoop:
                     self._vhdr)
         self.counters.delivered += 1
 
-    def _drop(self, flow: Flow, probe: Probe, packet: Packet, data: bytes,
+    def _drop(self, flow: Flow, new: bool, probe: Probe, packet: Packet, data: bytes,
               outcome: Outcome) -> None:
         drop = outcome.drop
         assert drop is not None
         self.counters.dropped += 1
         flow.dropped += 1
         flow.verdict, flow.node, flow.reason = "dropped", drop.node, str(drop.reason)
+        flow._last_drop = (self.dataplane, probe, outcome)
+        if new:
+            flow._first = flow._last_drop
         self._send_error(probe, data, outcome, drop)
         show, held = should_print(flow, time.time())
         if not show:
@@ -248,16 +253,38 @@ class LiveLoop:
         except (BlockingIOError, OSError):
             self.counters.not_written += 1       # the pod's queue is full: a lost packet
 
-    def _explained(self, probe: Probe, outcome: Outcome) -> PacketTrace:
-        cluster = self.dataplane.cluster
+    def flow_traces(self, flow_id: int) -> dict | None:
+        """Flow ``flow_id`` and the hop-by-hop traces of its first packet and its last drop,
+        as ``packet`` prints them (text and JSON); None when no such flow is kept."""
+        from tracer.render.trace_json import trace_to_dict
+        from tracer.render.trace_text import render_text
+
+        flow = self.flows.by_id(flow_id)
+        if flow is None:
+            return None
+        found = {"flow": flow.public()}
+        for name, seen in (("first", flow._first), ("last_drop", flow._last_drop)):
+            if seen is not None:
+                dataplane, probe, outcome = seen
+                trace = self._explained(probe, outcome, dataplane)
+                found[name] = {"text": render_text(trace), "trace": trace_to_dict(trace)}
+        return found
+
+    def _explained(self, probe: Probe, outcome: Outcome,
+                   dataplane: Dataplane | None = None) -> PacketTrace:
+        dataplane = dataplane or self.dataplane
+        cluster = dataplane.cluster
         packet = probe.packet
+        said = [f"Calico v{dataplane.version} felix iptables dataplane",
+                "seen live: conntrack as the running up held it"]
         trace = PacketTrace(packet=packet, src=place_of(cluster, packet.src),
-                            dst=place_of(cluster, packet.dst), assumptions=(),
+                            dst=place_of(cluster, packet.dst),
+                            assumptions=tuple(said + walk_assumptions(dataplane, outcome)),
                             hops=outcome.hops,
                             verdict="dropped" if outcome.drop else "allowed",
                             reason=outcome.drop.reason if outcome.drop else None,
                             delivered_to=outcome.delivered_to)
-        return explain(self.dataplane, trace)
+        return explain(dataplane, trace)
 
 
 def deciding_text(trace: PacketTrace) -> str:

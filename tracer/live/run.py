@@ -8,6 +8,7 @@ job (:mod:`tracer.kernel.cleanup`).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -17,7 +18,7 @@ from pathlib import Path
 from tracer.errors import InputError
 from tracer.kernel.cleanup import process_start_time
 from tracer.live import state
-from tracer.live.flows import format_flows
+from tracer.live.flows import FLOWS_KEPT, format_flows
 from tracer.live.loop import LiveLoop
 from tracer.live.netns import LiveNamespaces
 from tracer.live.topology import live_pods
@@ -130,6 +131,26 @@ class _Ticker:
             self.signals.dump = False
             self.next_dump = now + FLOW_DUMP_SECONDS
             self.loop.flows.dump(self.flows_path)
+            self._answer_trace_requests()
+
+    def _answer_trace_requests(self) -> None:
+        """``flows --trace ID`` leaves a request and sends SIGUSR1: answer each in its
+        asker's file (atomically), with the flow's traces or the error."""
+        folder = Path(state.STATE_DIR)
+        prefix, suffix = state.TRACE_REQUEST.split("{pid}")
+        for request in folder.glob(f"{prefix}*{suffix}"):
+            pid = request.name[len(prefix):-len(suffix)]
+            try:
+                flow_id = int(json.loads(request.read_text())["id"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue                          # half written: answered on the next signal
+            request.unlink(missing_ok=True)
+            found = self.loop.flow_traces(flow_id)
+            answer = found if found is not None else {
+                "error": f"no flow #{flow_id} (the table keeps the {FLOWS_KEPT} most recent)"}
+            target = folder / state.TRACE_ANSWER.format(pid=pid)
+            target.with_suffix(".tmp").write_text(json.dumps(answer, indent=1))
+            target.with_suffix(".tmp").replace(target)
 
     def _reload(self) -> None:
         try:

@@ -17,6 +17,8 @@ from tracer.kernel.cleanup import process_start_time
 STATE_DIR = os.environ.get("CALICO_TRACE_RUN_DIR", "/run/calico-trace")
 STATE_FILE = "live.json"
 FLOWS_FILE = "flows.json"
+TRACE_REQUEST = "trace-request-{pid}.json"     # ``flows --trace``: {"id": N}; the answer goes
+TRACE_ANSWER = "trace-answer-{pid}.json"       # to the asker's own file
 LOG_FILE = "up.log"
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from tracer.dataplane.packet import PROBE_PROTOCOLS, Packet, make_packet
-from tracer.dataplane.pipeline import Probe
+from tracer.dataplane.pipeline import Outcome, Probe
 from tracer.dataplane.state import NO_PINS, Pins
 from tracer.dataplane.trace import HookRecord
 from tracer.errors import InputError, quote
@@ -125,19 +125,27 @@ def trace_packet(dataplane: Dataplane, request: TraceRequest, *, pins: Pins = NO
         probe, src, dst, said = _reply_probe(session, probe, src, dst, where)
         assumptions.append(said)
     outcome = session.send(probe)
-    for hop in dict.fromkeys(hop.node for hop in outcome.hops):
-        node = dataplane.nodes[hop]
-        if not node.rendered:
-            assumptions.append(f"{hop}: ruleset from {node.source}")
-        assumptions.extend(f"{hop}: {warning}" for warning in node.warnings)
-    assumptions.extend(dict.fromkeys(
-        f"{hop.node}: {warning}" for hop in outcome.hops for stage in hop.stages
-        if isinstance(stage, HookRecord) for warning in stage.warnings))
+    assumptions += walk_assumptions(dataplane, outcome)
     return PacketTrace(
         packet=probe.packet, src=src, dst=dst, assumptions=tuple(assumptions),
         hops=outcome.hops, verdict="dropped" if outcome.drop else "allowed",
         reason=outcome.drop.reason if outcome.drop else None,
         delivered_to=outcome.delivered_to)
+
+
+def walk_assumptions(dataplane: Dataplane, outcome: Outcome) -> list[str]:
+    """What the walk took on trust: rulesets not rendered by us, the nodes' and the rules'
+    warnings (chains or sets the dump lacked), per node it crossed."""
+    said = []
+    for hop in dict.fromkeys(hop.node for hop in outcome.hops):
+        node = dataplane.nodes[hop]
+        if not node.rendered:
+            said.append(f"{hop}: ruleset from {node.source}")
+        said.extend(f"{hop}: {warning}" for warning in node.warnings)
+    said.extend(dict.fromkeys(
+        f"{hop.node}: {warning}" for hop in outcome.hops for stage in hop.stages
+        if isinstance(stage, HookRecord) for warning in stage.warnings))
+    return said
 
 
 def _reply_probe(session: Session, probe: Probe, src: Place, dst: Place, where):
