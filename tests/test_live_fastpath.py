@@ -85,6 +85,20 @@ def test_cross_node_vxlan_flows_take_the_same_paths():
     assert harness.loop.fast.hits >= 15
 
 
+def test_a_wireguard_crossing_replays_the_outer_flow_too():
+    """The tunnel's outer UDP flow is tracked on both nodes; the fast path replays those
+    lookups as well (framing is a function of the inner flow), so it may skip the crypto."""
+    scenario = "multinode-wireguard"
+    front, back = "shop/frontend-7d4b9", "shop/backend-5f8c2"
+    fip, bip = ip_of(scenario, front), ip_of(scenario, back)
+    stream = tcp_conversation(front, back, fip, bip, 6379, rounds=10)
+    harness = run_both(scenario, stream)
+    assert harness.loop.fast.hits >= 10
+    outer = [form for entry in harness.loop.fast.entries.values()
+             for _, form, _ in entry.lookups if not isinstance(form, str)]
+    assert outer and all(key.protocol == 17 and key.dport == 51820 for key in outer)
+
+
 def test_one_way_udp_and_echo_streams_take_the_same_paths():
     scenario = "backend-from-frontend"
     client, server = "myns/backend", "myns/frontend"

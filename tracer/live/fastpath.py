@@ -4,9 +4,11 @@ took, without the rules.
 
 Felix's first rules accept ``ctstate RELATED,ESTABLISHED`` before any policy, so for such a
 packet the pipeline's answer is already known: the same delivery and the same header changes
-(de-NAT/NAT, TTL). Conntrack itself is not skipped: each lookup the remembered walk made
-(one per node the flow crosses; tunnel packets are untracked) is made again with this
-packet, so TCP window tracking and timeouts advance as they would; when one finds another
+(de-NAT/NAT, TTL). Conntrack itself is not skipped: each lookup the remembered walk made (one
+per node the flow crosses, and the tunnel's outer packet where it is tracked: WireGuard) is
+made again with this packet, so TCP window tracking and timeouts advance as they would; the
+framing itself (encryption included) is not redone, it changes nothing the next node sees
+once unframed. When one lookup finds another
 state, the lookups already made are undone and the packet walks the pipeline, which tracks it
 once, as the kernel would. The shortcut is bounded:
 
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 from tracer.conntrack.tuples import PacketKey
 from tracer.dataplane.packet import Packet
 from tracer.dataplane.pipeline import Outcome
+from tracer.dataplane.stages import conntrack_key
 from tracer.dataplane.state import RunState
 from tracer.dataplane.trace import ConntrackRecord, DeliverRecord, HookRecord, MtuRecord
 from tracer.protocols import FIN, ICMP, RST, SYN, TCP, UDP
@@ -40,7 +43,9 @@ REVALIDATE_SECONDS = 1.0
 # reply seen) and is judged by the rules packet by packet; the rules see the same headers and
 # the same state each time, so the walk repeats as long as the state does.
 REPLAYABLE = {UDP: ("ESTABLISHED", "NEW")}
+TUNNEL_STATES = ("ESTABLISHED", "NEW")     # a tunnel's outer flow is UDP or IPIP (generic)
 STATE_CHANGING_FLAGS = SYN | FIN | RST
+ORIGINAL, DELIVERED = "original", "delivered"   # the forms of the packet a lookup may see
 MAX_ENTRIES = 65536
 PLAIN_IPV4 = 0x45                  # version 4, a 20-byte header: no options
 FRAGMENT_BITS = 0x3FFF             # more-fragments and the fragment offset
@@ -63,8 +68,8 @@ class Shortcut:
     flow: object                  # the live flow table's key of this connection
     ttl_drop: int                 # routing hops the walk took
     expires: float
-    lookups: tuple[tuple[str, bool, str], ...]   # per ct lookup: (node, sees the delivered
-                                                 # form, the state it must find again)
+    lookups: tuple[tuple[str, object, str], ...]  # per ct lookup: (node, the form it sees,
+                                                  # the state it must find again)
     translation: Translation | None = None       # NAT changed addresses, ports or echo id
     path_mtu: int = 1 << 30       # the smallest MTU the walk checked against
 
@@ -141,11 +146,16 @@ class FastPath:
         original = conntrack_key_of(data, data[2] << 8 | data[3])
         delivered = None
         undos = []
-        for node, translated, ctstate in entry.lookups:
-            if translated and delivered is None:
-                delivered = translated_key(original, entry.translation)
-            undo = state.conntrack(node).replay(delivered if translated else original,
-                                                state.now, ctstate)
+        for node, form, ctstate in entry.lookups:
+            if form is ORIGINAL:
+                seen = original
+            elif form is DELIVERED:
+                if delivered is None:
+                    delivered = translated_key(original, entry.translation)
+                seen = delivered
+            else:
+                seen = form                       # a tunnel's outer packet
+            undo = state.conntrack(node).replay(seen, state.now, ctstate)
             if undo is None:                      # the connection changed: ask the rules,
                 for earlier in reversed(undos):   # which track this packet afresh
                     earlier()
@@ -188,9 +198,13 @@ def _five(packet: Packet) -> tuple:
 
 
 def _replayable_lookups(outcome: Outcome, original: tuple, delivered: tuple,
-                        states: tuple[str, ...]) -> tuple[tuple[str, bool, str], ...] | None:
-    """Each tracked conntrack lookup of the walk as (node, saw the delivered form, state);
-    None when one found a state not in ``states`` or saw a packet that is neither form."""
+                        states: tuple[str, ...]) -> tuple[tuple[str, object, str], ...] | None:
+    """Each tracked conntrack lookup of the walk as (node, the form it saw, state); the form is
+    ORIGINAL, DELIVERED or, for the outer packet of a tunnel carrying either, that packet's
+    conntrack key: framing is a function of the inner flow (fixed WireGuard ports, VXLAN's
+    source port hashed from the inner flow, IPIP's none), so every packet of the flow has the
+    same outer tuple, and UDP's and the generic tracker read nothing else. None when a lookup
+    found a state not in ``states`` (outer: ``TUNNEL_STATES``) or saw any other packet."""
     lookups = []
     for hop in outcome.hops:
         seen = hop.packet
@@ -200,10 +214,21 @@ def _replayable_lookups(outcome: Outcome, original: tuple, delivered: tuple,
             elif isinstance(stage, ConntrackRecord):
                 if stage.ctstate == "UNTRACKED":
                     continue
-                if stage.ctstate not in states:
-                    return None
                 five = _five(seen)
-                if five not in (original, delivered):
+                if five in (original, delivered):
+                    form = DELIVERED if five != original else ORIGINAL
+                    allowed = states
+                elif _is_tunnel_of(seen, (original, delivered)):
+                    form, allowed = conntrack_key(seen), TUNNEL_STATES
+                else:
                     return None
-                lookups.append((hop.node, five != original, stage.ctstate))
+                if stage.ctstate not in allowed:
+                    return None
+                lookups.append((hop.node, form, stage.ctstate))
     return tuple(lookups) if lookups else None
+
+
+def _is_tunnel_of(packet: Packet, forms: tuple[tuple, ...]) -> bool:
+    inner = packet.inner
+    return (packet.protocol != TCP and packet.protocol != ICMP and inner is not None
+            and _five(inner) in forms)
