@@ -42,6 +42,7 @@ from tracer.model.loader import load_cluster
 REPO = Path(__file__).resolve().parent.parent
 SCENARIO = "backend-from-frontend"
 CLIENT, SERVER = "myns/backend", "myns/frontend"      # no policy selects the frontend
+CROSS_CLIENT, CROSS_SERVER = "shop/backend-5f8c2", "shop/frontend-7d4b9"  # node-2 -> node-1
 CLI = [sys.executable, "-c", "from tracer.cli import main; main()"]
 UDP_RATE, UDP_LEN = "500M", 1200
 PORT = 5201
@@ -121,12 +122,13 @@ def bare_path(offload: bool = False):
 
 
 @contextmanager
-def live_path(offload: bool = True):
+def live_path(offload: bool = True, scenario: str = SCENARIO, client: str = CLIENT,
+              server: str = SERVER):
     """`calico-trace up` on the scenario, in a private state directory."""
     with tempfile.TemporaryDirectory() as run_dir:
         env = {**os.environ, "CALICO_TRACE_RUN_DIR": run_dir}
         log = open(Path(run_dir) / "up.out", "w")
-        proc = subprocess.Popen([*CLI, "up", "-f", str(REPO / "scenarios" / SCENARIO),
+        proc = subprocess.Popen([*CLI, "up", "-f", str(REPO / "scenarios" / scenario),
                                  "--no-cache", "--offload" if offload else "--no-offload"],
                                 stdout=log, stderr=subprocess.STDOUT, env=env)
         state = Path(run_dir) / "live.json"
@@ -136,7 +138,7 @@ def live_path(offload: bool = True):
                     raise SystemExit(f"up failed: {(Path(run_dir) / 'up.out').read_text()}")
                 time.sleep(0.05)
             pods = json.loads(state.read_text())["pods"]
-            yield pods[CLIENT]["netns"], pods[SERVER]["netns"], pods[SERVER]["ip"]
+            yield pods[client]["netns"], pods[server]["netns"], pods[server]["ip"]
         finally:
             proc.terminate()
             proc.wait(timeout=30)
@@ -148,7 +150,12 @@ PATHS = {"kernel (veth + forwarding netns)": kernel_path,
          BARE: bare_path,
          "bare Python TUN forwarder, offloads": lambda: bare_path(True),
          "calico-trace up --no-offload": lambda: live_path(False),
-         "calico-trace up (offloads: TSO, checksum)": live_path}
+         "calico-trace up (offloads: TSO, checksum)": live_path,
+         # across two nodes: the pipeline frames and unframes every walked packet
+         "calico-trace up, cross-node VXLAN (offloads)": lambda: live_path(
+             True, "multinode-vxlan", CROSS_CLIENT, CROSS_SERVER),
+         "calico-trace up, cross-node WireGuard (offloads)": lambda: live_path(
+             True, "multinode-wireguard", CROSS_CLIENT, CROSS_SERVER)}
 
 
 # ------------------------------------------------------------------ workloads
@@ -214,7 +221,10 @@ def report(results, seconds: float, repeat: int) -> str:
         f"Scenario {SCENARIO}, {CLIENT} -> {SERVER} (one node; no policy selects the server, "
         "so policy is the pod's egress chains and the namespace profile). iperf3 UDP "
         f"{UDP_LEN}-byte datagrams offered at {UDP_RATE}bit/s (received datagrams/s), iperf3 "
-        f"TCP, {seconds:g} s each; ping -i 0.01 x100 RTT. Median of {repeat} runs; "
+        f"TCP, {seconds:g} s each; ping -i 0.01 x100 RTT. The cross-node rows: "
+        f"{CROSS_CLIENT} on node-2 -> {CROSS_SERVER} on node-1 of the multinode scenarios "
+        "(no policy selects the server). "
+        f"Median of {repeat} runs; "
         f"{platform.machine()}, Python {platform.python_version()}.",
         "",
         "| path | UDP datagrams/s | vs bare | TCP Gbit/s | vs bare | ping p50 ms | p99 ms |",

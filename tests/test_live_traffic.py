@@ -19,7 +19,7 @@ from tracer.trace.tracing import TraceRequest, trace_packet
 
 pytestmark = pytest.mark.root
 
-SCENARIOS = ["backend-from-frontend", "multinode-vxlan"]   # one node; two nodes over VXLAN
+SCENARIOS = ["backend-from-frontend", "multinode-vxlan", "multinode-wireguard"]  # 1 node; 2 nodes
 DENIED_TIMEOUT = "1"          # curl's budget where policy drops: a drop is a timeout
 
 
