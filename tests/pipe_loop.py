@@ -36,7 +36,7 @@ def dataplane_of(scenario: str):
 
 
 class Harness:
-    def __init__(self, scenario: str, *, fast: bool) -> None:
+    def __init__(self, scenario: str, *, fast: bool, draw=lambda: 0.0) -> None:
         dataplane = dataplane_of(scenario)
         cluster = dataplane.cluster
         self.pods = {pod.key: pod for pod in live_pods(cluster)}
@@ -47,7 +47,7 @@ class Harness:
             self.ports[key] = PodPort(pod, "unused", PipeTun(read_end, write_end))
         self.now = 1000.0
         self.loop = LiveLoop(dataplane, self.ports, say=lambda line: None,
-                             clock=lambda: self.now)
+                             clock=lambda: self.now, draw=draw)
         if not fast:
             self.loop.fast.lookup = lambda *args: None
 

@@ -23,7 +23,7 @@ def test_a_denied_flow_has_the_trace_packet_prints():
         syn = bytes(IP(src=xip, dst=bip) / TCP(sport=41000, dport=6379, flags="S", seq=1))
         harness.send(BATCH, syn, 0.1)
         harness.send(BATCH, syn, 1.0)                 # the retransmission: same flow
-        (flow,) = harness.loop.flows.flows.values()
+        (flow,) = harness.loop.flows.distinct()
         found = harness.loop.flow_traces(flow.id)
     finally:
         harness.close()
@@ -44,7 +44,7 @@ def test_an_allowed_flow_has_its_first_packet_and_no_drop():
         fip, bip = ip_of(SCENARIO, FRONT), ip_of(SCENARIO, BACK)
         harness.send(FRONT, bytes(IP(src=fip, dst=bip) / TCP(sport=40000, dport=6379,
                                                              flags="S", seq=1)), 0.1)
-        (flow,) = harness.loop.flows.flows.values()
+        (flow,) = harness.loop.flows.distinct()
         found = harness.loop.flow_traces(flow.id)
         assert harness.loop.flow_traces(flow.id + 1) is None
     finally:

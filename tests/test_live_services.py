@@ -23,7 +23,10 @@ def live(tmp_path_factory):
         run.cluster = load_cluster([str(LiveRun.scenario_dir(SCENARIO))])
         for key, pod in json.loads((run.env_dir / "live.json").read_text())["pods"].items():
             if run.cluster.pods[key].labels.get("app") == "web":
-                run.background(key, "python3", "-m", "http.server", "8080")
+                served = tmp_path_factory.mktemp("www")
+                (served / "who").write_text(key)             # each backend names itself
+                run.background(key, "python3", "-m", "http.server", "8080", "--directory",
+                               str(served))
                 ok = run.exec(key, "sh", "-c", "for i in $(seq 100); do curl -s -o /dev/null "
                               "http://127.0.0.1:8080/ && exit 0; sleep 0.05; done; exit 1")
                 assert ok.returncode == 0, f"no server in {key}"
@@ -43,6 +46,19 @@ def test_cluster_ip_reaches_a_backend_and_the_reply_is_de_natted(live):
                      "%{http_code} %{remote_ip}", "-m", "5", f"http://{ip}:{port}/")
     # curl's socket only accepts the answer if it comes back from the Service address
     assert done.returncode == 0 and done.stdout == f"200 {ip}", done.stderr
+
+
+def test_connections_spread_over_the_backends(live):
+    """kube-proxy's statistic-random rules draw a backend per new connection, on both nodes'
+    backends (web-2 and web-3 are across the IPIP tunnel)."""
+    ip, port = _service(live, "demo/web")
+    answers = set()
+    for _ in range(15):
+        done = live.exec("demo/client", "curl", "-sS", "-m", "5", f"http://{ip}:{port}/who")
+        assert done.returncode == 0, done.stderr
+        answers.add(done.stdout)
+    assert len(answers) >= 2, answers
+    assert answers <= {"demo/web-1", "demo/web-2", "demo/web-3"}
 
 
 def test_service_without_endpoints_is_refused_at_once(live):

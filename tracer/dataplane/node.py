@@ -81,9 +81,12 @@ class NodeEnvironment:
     def statistic(self, match: StatisticMatch, packet: PacketView, chain: str,
                   rule: Rule) -> bool:
         """A random/nth draw, before its ``!``. A pinned Service chain fires exactly the rule
-        that jumps to the chosen backend; every other draw fires (the first backend wins)."""
+        that jumps to the chosen backend; other random draws use the run's random source if
+        it has one; every other draw fires (the first backend wins)."""
         chosen = self.pins.statistic.get(chain)
         if chosen is None:
+            if self.pins.draw is not None and match.mode == "random":
+                return self.pins.draw() < match.probability
             return True
         hits = isinstance(rule.target, Jump) and rule.target.chain == chosen
         return hits ^ match.negated

@@ -23,9 +23,13 @@ DEFAULT_CONNTRACK_MAX = 262144        # nf_conntrack_max on a node with a few GB
 @dataclass(frozen=True)
 class Pins:
     """Choices made for the run. ``statistic`` maps a chain of ``-m statistic`` dispatch rules
-    (kube-proxy's KUBE-SVC-…) to the chain its draw picks (a KUBE-SEP-…)."""
+    (kube-proxy's KUBE-SVC-…) to the chain its draw picks (a KUBE-SEP-…). ``draw``, when set,
+    is the random source of every other random-mode draw (a float in [0, 1), as xt_statistic
+    draws: the live mode, where each new connection picks its backend as the kernel would);
+    without it those draws all fire and the first backend wins, so traces are repeatable."""
 
     statistic: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    draw: Callable[[], float] | None = None
 
 
 NO_PINS = Pins()

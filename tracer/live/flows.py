@@ -94,6 +94,15 @@ class FlowTable:
         self.changed = True
         return flow, new
 
+    def alias(self, key: tuple, flow: Flow) -> None:
+        """Count packets keyed ``key`` on ``flow`` too: a DNAT'd connection's answers, which
+        come from the backend, belong to the flow its request opened."""
+        self.flows.setdefault(key, flow)
+
+    def distinct(self) -> list[Flow]:
+        """Each flow once (a NAT'd flow is also filed under its answers' key)."""
+        return list({id(flow): flow for flow in self.flows.values()}.values())
+
     def by_id(self, flow_id: int) -> Flow | None:
         return next((f for f in self.flows.values() if f.id == flow_id), None)
 
@@ -109,7 +118,7 @@ class FlowTable:
 
     def dump(self, path: str) -> None:
         """Write the table as JSON (atomically: ``flows`` may read it at any time)."""
-        rows = [flow.public() for flow in self.flows.values()]
+        rows = [flow.public() for flow in self.distinct()]
         with open(path + ".tmp", "w") as handle:
             json.dump(rows, handle, indent=1)
         os.replace(path + ".tmp", path)

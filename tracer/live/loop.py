@@ -12,6 +12,7 @@ swapped (SIGHUP, a manifest changed) while the session, and so conntrack, stays.
 from __future__ import annotations
 
 import os
+import random
 import select
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from tracer.dataplane.packet import Packet
 from tracer.dataplane.pipeline import Outcome, Probe
 from tracer.dataplane.reasons import DropReason
+from tracer.dataplane.state import Pins
 from tracer.dataplane.trace import ConntrackRecord, DeliverRecord, DropRecord, MtuRecord
 from tracer.encap.ipv4 import MalformedPacket
 from tracer.explain import explain
@@ -52,10 +54,12 @@ class Counters:
 
 class LiveLoop:
     def __init__(self, dataplane: Dataplane, ports: dict[str, PodPort], *,
-                 say: Callable[[str], None] = print, clock=time.monotonic) -> None:
+                 say: Callable[[str], None] = print, clock=time.monotonic,
+                 draw: Callable[[], float] | None = None) -> None:
         self.ports = ports
         self.by_fd = {port.fd: port for port in ports.values()}
-        self.session = Session(dataplane)
+        # kube-proxy's random backend choice is drawn per new connection, as the kernel does
+        self.session = Session(dataplane, pins=Pins(draw=draw or random.Random().random))
         self.fast = FastPath()
         self.flows = FlowTable()
         self.counters = Counters()
@@ -177,6 +181,8 @@ class LiveLoop:
             return
         final = outcome.hops[-1].stages[-1]
         assert isinstance(final, DeliverRecord)
+        if new and flow_key(final.packet) != flow_key(packet):   # NAT: the answers come
+            self.flows.alias(flow_key(final.packet), flow)         # from the new address
         self.fast.learn(data, packet, target.pod.key, flow_key(packet), outcome,
                         self.session.state.now)
         self._write(target, frames.rewrite(data, packet, final.packet, partial=self._partial),

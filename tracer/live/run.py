@@ -100,7 +100,7 @@ def serve(load: Callable[[], Dataplane], manifests: Sequence[str], *,
             except OSError:
                 pass
             state.remove(os.getpid())
-            say("flows seen:\n" + format_flows([f.public() for f in loop.flows.flows.values()])
+            say("flows seen:\n" + format_flows([f.public() for f in loop.flows.distinct()])
                 .rstrip())
             c = loop.counters
             say(f"down: read {c.read}, delivered {c.delivered}, dropped {c.dropped}, "
@@ -165,4 +165,4 @@ class _Ticker:
                      "rules are reloaded live, restart `up` for new pods")
         self.loop.swap(dataplane)
         self.say(f"reload: manifests re-read, dataplane rebuilt; conntrack kept "
-                 f"({len(self.loop.flows.flows)} flows seen so far)")
+                 f"({len(self.loop.flows.distinct())} flows seen so far)")
