@@ -9,7 +9,7 @@ selectors against.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Literal
 
@@ -350,10 +350,28 @@ class Cluster:
     services: dict[str, Service] = field(default_factory=dict)                  # "ns/name"
     endpoint_slices: list[EndpointSlice] = field(default_factory=list)
     endpoints: dict[str, WorkloadEndpoint] = field(default_factory=dict)        # "ns/pod"
-    felix: FelixConfig = field(default_factory=FelixConfig)
+    felix: FelixConfig = field(default_factory=FelixConfig)      # FelixConfiguration "default"
+    # FelixConfiguration "node.<name>": the fields it sets (FelixConfig attribute -> value)
+    felix_overrides: dict[str, dict] = field(default_factory=dict)
+    _felix_merged: dict = field(default_factory=dict, repr=False, compare=False)
     title: str = ""
     description: str = ""
     warnings: list[str] = field(default_factory=list)
+
+    def felix_for(self, node: str | None) -> FelixConfig:
+        """The node's effective FelixConfiguration: felix ranks its per-host datastore source
+        (``node.<name>``) above the global one (``default``), field by field
+        (config/config_params.go ``DatastorePerHost`` > ``DatastoreGlobal``): a field the
+        node's object sets wins, every other comes from ``default``."""
+        changes = self.felix_overrides.get(node) if node is not None else None
+        if not changes:
+            return self.felix
+        # Merged over the current default (reading a diags bundle may replace it), once per
+        # default object, so readers that key on identity see one object per node.
+        cached = self._felix_merged.get(node)
+        if cached is None or cached[0] is not self.felix:
+            cached = self._felix_merged[node] = (self.felix, replace(self.felix, **changes))
+        return cached[1]
 
     def endpoint_by_ip(self, ip: IPv4Address) -> WorkloadEndpoint | None:
         for ep in self.endpoints.values():

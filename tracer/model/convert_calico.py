@@ -573,8 +573,13 @@ FELIX_FIELDS = {
 
 
 def felix_config(spec: dict, base: FelixConfig, ctx: Ctx) -> FelixConfig:
-    """The ``default`` FelixConfiguration over felix's defaults; other real fields are ignored
-    with one warning (the schema has already rejected unknown ones)."""
+    """The ``default`` FelixConfiguration over felix's defaults."""
+    return replace(base, **felix_changes(spec, ctx))
+
+
+def felix_changes(spec: dict, ctx: Ctx) -> dict[str, Any]:
+    """The FelixConfig attributes a FelixConfiguration sets (with its origin); other real
+    fields are ignored with one warning (the schema has already rejected unknown ones)."""
     changes: dict[str, Any] = {}
     ignored = []
     for key, value in spec.items():
@@ -594,4 +599,4 @@ def felix_config(spec: dict, base: FelixConfig, ctx: Ctx) -> FelixConfig:
             ignored.append(key)
     if ignored:
         ctx.warn(f"fields that do not change the iptables model, ignored: {', '.join(ignored)}")
-    return replace(base, origin=ctx.origin, **changes)
+    return {**changes, "origin": ctx.origin}

@@ -464,6 +464,7 @@ class _Builder:
         self._namespaces_and_accounts()
         self._tiers()
         self._nodes()
+        self._check_felix_nodes()
         self._pods()
         self._profiles()
         self._endpoints()
@@ -511,15 +512,29 @@ class _Builder:
     # ------------------------------------------------------------------ felix, pools, tiers
 
     def _felix(self) -> None:
+        """``default`` over felix's defaults; ``node.<name>`` kept as that node's overrides
+        (felix reads no other FelixConfiguration name: config/config_params.go)."""
         config = FelixConfig(calico_version=self.version_text)
-        for raw in sorted(self._of("calico/FelixConfiguration"), key=lambda r: r.name != "default"):
-            if raw.name != "default":
+        for raw in self._of("calico/FelixConfiguration"):
+            if raw.name == "default":
+                config = convert_calico.felix_config(raw.spec, config, self._ctx(raw))
+            elif raw.name.startswith("node.") and raw.name != "node.":
+                self.cluster.felix_overrides[raw.name[len("node."):]] = \
+                    convert_calico.felix_changes(raw.spec, self._ctx(raw))
+            else:
                 self.cluster.warnings.append(
-                    f"{raw.file}: FelixConfiguration {raw.name}: per-node configuration "
-                    f"ignored (only 'default' is applied)")
-                continue
-            config = convert_calico.felix_config(raw.spec, config, self._ctx(raw))
+                    f"{raw.file}: FelixConfiguration {raw.name}: ignored (felix reads only "
+                    f"'default' and 'node.<nodename>')")
         self.cluster.felix = config
+
+    def _check_felix_nodes(self) -> None:
+        for name, changes in sorted(self.cluster.felix_overrides.items()):
+            if name not in self.cluster.nodes:
+                origin = changes["origin"]
+                known = ", ".join(sorted(self.cluster.nodes)) or "none"
+                self.cluster.warnings.append(
+                    f"{origin.file}: FelixConfiguration node.{name}: no node {quote(name)} in "
+                    f"the cluster (nodes: {known}); it applies to no node")
 
     def _pools(self) -> None:
         for raw in self._of("calico/IPPool"):
@@ -661,7 +676,8 @@ class _Builder:
             changes: dict[str, Any] = {}
             wants = (
                 ("wireguard_interface_address",
-                 node.wireguard_public_key is not None and self.cluster.felix.wireguard_enabled,
+                 node.wireguard_public_key is not None
+                 and self.cluster.felix_for(name).wireguard_enabled,
                  lambda p: True),
                 ("ipip_tunnel_address", True, lambda p: p.ipip_mode != "Never"),
                 ("vxlan_tunnel_address", True, lambda p: p.vxlan_mode != "Never"),
@@ -715,10 +731,11 @@ class _Builder:
             profiles[raw.name] = convert_calico.profile(raw.name, raw.spec, self._ctx(raw))
 
     def _endpoints(self) -> None:
-        prefix = self.cluster.felix.interface_prefixes[0]
         for pod in sorted(self.cluster.pods.values(), key=lambda p: p.key):
             if pod.host_network:
                 continue
+            # The CNI plugin names the veth with its node's felix prefix.
+            prefix = self.cluster.felix_for(pod.node).interface_prefixes[0]
             self.cluster.endpoints[pod.key] = convert_k8s.workload_endpoint(
                 pod, self.cluster.profiles, prefix)
 
