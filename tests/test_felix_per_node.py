@@ -176,7 +176,7 @@ def test_per_node_config_naming_an_unknown_node_warns(tmp_path):
 def test_other_felix_configuration_names_are_ignored_with_a_warning(tmp_path):
     other = NODE_2.replace("node.node-2", "staging")
     cluster = load_cluster([scenario(tmp_path, other)])
-    assert any("FelixConfiguration staging: ignored" in w for w in cluster.warnings)
+    assert any("FelixConfiguration staging: ignored (felix v3.32 reads only" in w for w in cluster.warnings)
     assert cluster.felix_for("node-2") is cluster.felix
 
 
@@ -206,3 +206,44 @@ def test_failsafe_ports_of_the_node_decide_host_endpoint_traffic(tmp_path):
     failsafe_in = [line for line in text.split("*filter", 1)[1].splitlines()
                    if line.startswith("-A cali-failsafe-in")]
     assert len(failsafe_in) == 1 and "--dports 2222 -j ACCEPT" in failsafe_in[0]
+
+
+def scoped(name: str, selector: str, created: str, spec: str) -> str:
+    return f"""
+apiVersion: projectcalico.org/v3
+kind: FelixConfiguration
+metadata: {{name: {name}, creationTimestamp: "{created}"}}
+spec:
+  nodeSelector: "{selector}"
+{spec}"""
+
+
+def test_selector_scoped_config_v332_between_default_and_node(tmp_path):
+    """v3.32 ranks DatastorePerHost > DatastorePerSelector > DatastoreGlobal; of several
+    selector-scoped objects matching a node, the oldest wins (calc/config_batcher.go)."""
+    docs = [DEFAULT,
+            scoped("zone-two", "kubernetes.io/hostname == 'node-2'", "2026-01-01T00:00:00Z",
+                   "  vxlanPort: 4791\n  logPrefix: scoped\n"),
+            scoped("newer", "has(kubernetes.io/hostname)", "2026-06-01T00:00:00Z",
+                   "  logPrefix: newer\n"),
+            """
+apiVersion: projectcalico.org/v3
+kind: FelixConfiguration
+metadata: {name: node.node-2}
+spec: {vxlanPort: 4790}
+"""]
+    cluster = load_cluster([scenario(tmp_path, *docs)], calico_version="3.32")
+    one, two = cluster.felix_for("node-1"), cluster.felix_for("node-2")
+    assert (one.log_prefix, one.vxlan_port) == ("newer", 4789)
+    assert (two.log_prefix, two.vxlan_port, two.iptables_filter_deny_action) == \
+        ("scoped", 4790, "Reject")
+    assert any("zone-two, newer all select node node-2" in w and "oldest, zone-two" in w
+               for w in cluster.warnings), cluster.warnings
+
+
+def test_selector_scoped_config_before_v332_is_ignored(tmp_path):
+    doc = scoped("zone-two", "all()", "2026-01-01T00:00:00Z", "  vxlanPort: 4791\n")
+    cluster = load_cluster([scenario(tmp_path, doc)], calico_version="3.31")
+    assert cluster.felix_for("node-2").vxlan_port == 4789
+    assert any("FelixConfiguration zone-two: ignored (felix v3.31 reads only 'default' and "
+               "'node.<nodename>')" in w for w in cluster.warnings), cluster.warnings

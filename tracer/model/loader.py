@@ -445,6 +445,11 @@ def _describe(doc: dict, where: str) -> str:
 # ================================================================================= building
 
 
+def _created(raw: RawObject) -> str:
+    """metadata.creationTimestamp (RFC 3339 in UTC sorts as text); absent sorts first."""
+    return str((raw.doc.get("metadata") or {}).get("creationTimestamp") or "")
+
+
 @dataclass
 class _Builder:
     """Turns the raw objects into the model, phase by phase (order matters: IPAM last)."""
@@ -454,6 +459,8 @@ class _Builder:
     version: tuple[int, int]
     version_text: str
     by_key: dict[str, list[RawObject]] = field(default_factory=dict)
+    _node_felix: dict[str, dict] = field(default_factory=dict)         # node -> changes
+    _scoped_felix: list[tuple] = field(default_factory=list)   # (raw, selector, changes)
 
     def build(self) -> None:
         self._check_duplicates()
@@ -464,7 +471,7 @@ class _Builder:
         self._namespaces_and_accounts()
         self._tiers()
         self._nodes()
-        self._check_felix_nodes()
+        self._felix_nodes()
         self._pods()
         self._profiles()
         self._endpoints()
@@ -512,29 +519,58 @@ class _Builder:
     # ------------------------------------------------------------------ felix, pools, tiers
 
     def _felix(self) -> None:
-        """``default`` over felix's defaults; ``node.<name>`` kept as that node's overrides
-        (felix reads no other FelixConfiguration name: config/config_params.go)."""
+        """``default`` over felix's defaults. ``node.<name>`` and (v3.32+) selector-scoped
+        objects become per-node overrides once the nodes are known (:meth:`_felix_nodes`)."""
         config = FelixConfig(calico_version=self.version_text)
         for raw in self._of("calico/FelixConfiguration"):
-            if raw.name == "default":
-                config = convert_calico.felix_config(raw.spec, config, self._ctx(raw))
-            elif raw.name.startswith("node.") and raw.name != "node.":
-                self.cluster.felix_overrides[raw.name[len("node."):]] = \
-                    convert_calico.felix_changes(raw.spec, self._ctx(raw))
-            else:
+            per_node = raw.name.startswith("node.") and raw.name != "node."
+            scoped = raw.name != "default" and not raw.name.startswith("node.")
+            selector = raw.spec.get("nodeSelector")
+            if selector is not None and not scoped:
                 self.cluster.warnings.append(
-                    f"{raw.file}: FelixConfiguration {raw.name}: ignored (felix reads only "
-                    f"'default' and 'node.<nodename>')")
+                    f"{raw.file}: FelixConfiguration {raw.name}: spec.nodeSelector ignored "
+                    f"(only valid when the name is neither 'default' nor 'node.<nodename>')")
+            spec = {k: v for k, v in raw.spec.items() if k != "nodeSelector"}
+            if raw.name == "default":
+                config = convert_calico.felix_config(spec, config, self._ctx(raw))
+            elif per_node:
+                self._node_felix[raw.name[len("node."):]] = \
+                    convert_calico.felix_changes(spec, self._ctx(raw))
+            elif self.version >= (3, 32) and selector:
+                text = convert_calico.check_selector(str(selector), "spec.nodeSelector",
+                                                     self._ctx(raw))
+                self._scoped_felix.append((raw, parse_selector(text),
+                                           convert_calico.felix_changes(spec, self._ctx(raw))))
+            else:
+                reads = ("'default', 'node.<nodename>' and ones with a spec.nodeSelector"
+                         if self.version >= (3, 32) else "'default' and 'node.<nodename>'")
+                self.cluster.warnings.append(
+                    f"{raw.file}: FelixConfiguration {raw.name}: ignored (felix "
+                    f"v{self.version_text} reads only {reads})")
         self.cluster.felix = config
 
-    def _check_felix_nodes(self) -> None:
-        for name, changes in sorted(self.cluster.felix_overrides.items()):
+    def _felix_nodes(self) -> None:
+        """Each node's overrides, in felix's order of precedence (config/config_params.go
+        SourcesInDescendingOrder): ``node.<name>`` over the selector-scoped object matching the
+        node (the oldest by creationTimestamp, then by name: calc/config_batcher.go
+        ``MergeSelectorConfigs``) over ``default``, field by field."""
+        for name, changes in sorted(self._node_felix.items()):
             if name not in self.cluster.nodes:
-                origin = changes["origin"]
                 known = ", ".join(sorted(self.cluster.nodes)) or "none"
                 self.cluster.warnings.append(
-                    f"{origin.file}: FelixConfiguration node.{name}: no node {quote(name)} in "
-                    f"the cluster (nodes: {known}); it applies to no node")
+                    f"{changes['origin'].file}: FelixConfiguration node.{name}: no node "
+                    f"{quote(name)} in the cluster (nodes: {known}); it applies to no node")
+        for name in sorted(self.cluster.nodes):
+            labels = self.cluster.nodes[name].labels
+            matching = sorted((r for r in self._scoped_felix if r[1].matches(labels)),
+                              key=lambda r: (_created(r[0]), r[0].name))
+            if len(matching) > 1:
+                self.cluster.warnings.append(
+                    f"FelixConfigurations {', '.join(r[0].name for r in matching)} all select "
+                    f"node {name}: felix uses only the oldest, {matching[0][0].name}")
+            changes = {**(matching[0][2] if matching else {}), **self._node_felix.get(name, {})}
+            if changes:
+                self.cluster.felix_overrides[name] = changes
 
     def _pools(self) -> None:
         for raw in self._of("calico/IPPool"):
