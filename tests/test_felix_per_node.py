@@ -93,12 +93,12 @@ def test_effective_config_is_merged_field_by_field(tmp_path):
     assert one is cluster.felix
     assert (two.vxlan_port, two.chain_insert_mode, two.default_endpoint_to_host_action) == \
         (4790, "Append", "Accept")
-    assert two.failsafe_inbound_host_ports == (("tcp", 2222),)
+    assert two.failsafe_inbound_host_ports == (("tcp", 2222, None),)
     # Not set on the node: default's value, and default's own defaults beyond it.
     assert (two.log_prefix, two.iptables_filter_deny_action) == ("cluster-wide", "Reject")
     assert two.vxlan_vni == one.vxlan_vni == 4096
-    assert two.failsafe_outbound_host_ports == (("udp", 5353),)
-    assert one.failsafe_inbound_host_ports[0] == ("tcp", 22)
+    assert two.failsafe_outbound_host_ports == (("udp", 5353, None),)
+    assert one.failsafe_inbound_host_ports[0] == ("tcp", 22, None)
     assert cluster.felix_for("node-2") is two            # one object per node
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from tracer.protocols import VXLAN_DEFAULT_PORT, WIREGUARD_DEFAULT_PORT
 
@@ -277,6 +277,19 @@ class EndpointSlice:
     origin: Origin = NO_ORIGIN
 
 
+class ProtoPort(NamedTuple):
+    """A failsafe entry as felix holds it (config.ProtoPort): ``net`` is the canonical CIDR
+    (IPv4 or IPv6) or None for every address."""
+
+    protocol: str                # "tcp" | "udp"
+    port: int
+    net: str | None = None
+
+    @property
+    def ip_version(self) -> int | None:
+        return None if self.net is None else (6 if ":" in self.net else 4)
+
+
 @dataclass(frozen=True)
 class FelixConfig:
     """The FelixConfiguration fields that change rendering or verdicts (defaults: felix's)."""
@@ -290,12 +303,12 @@ class FelixConfig:
     iptables_mark_mask: int = 0xFFFF0000
     log_prefix: str = "calico-packet"
     interface_prefix: str = "cali"
-    failsafe_inbound_host_ports: tuple[tuple[str, int], ...] = (
+    failsafe_inbound_host_ports: tuple[ProtoPort, ...] = tuple(ProtoPort(*p) for p in (
         ("tcp", 22), ("udp", 68), ("tcp", 179), ("tcp", 2379), ("tcp", 2380), ("tcp", 5473),
-        ("tcp", 6443), ("tcp", 6666), ("tcp", 6667))
-    failsafe_outbound_host_ports: tuple[tuple[str, int], ...] = (
+        ("tcp", 6443), ("tcp", 6666), ("tcp", 6667)))
+    failsafe_outbound_host_ports: tuple[ProtoPort, ...] = tuple(ProtoPort(*p) for p in (
         ("udp", 53), ("udp", 67), ("tcp", 179), ("tcp", 2379), ("tcp", 2380), ("tcp", 5473),
-        ("tcp", 6443), ("tcp", 6666), ("tcp", 6667))
+        ("tcp", 6443), ("tcp", 6666), ("tcp", 6667)))
     disable_conntrack_invalid_check: bool = False
     allow_vxlan_packets_from_workloads: bool = False
     allow_ipip_packets_from_workloads: bool = False

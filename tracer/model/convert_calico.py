@@ -24,7 +24,7 @@ from tracer.errors import InputError, quote
 from tracer.selector.selector import SelectorError, parse_selector
 from tracer.model.cluster import (
     EntityRule, FelixConfig, HostEndpoint, IcmpFields, IPPool, NetworkSet, Origin, Policy,
-    PortSpec, Profile,
+    PortSpec, Profile, ProtoPort,
     Rule, Tier)
 
 NAMESPACE_LABEL = "projectcalico.org/namespace"
@@ -492,18 +492,30 @@ def _text(value: Any, field_path: str, ctx: Ctx) -> str:
     return str(value)
 
 
-def _failsafe(value: Any, field_path: str, ctx: Ctx) -> tuple[tuple[str, int], ...]:
+def _failsafe(value: Any, field_path: str, ctx: Ctx) -> tuple[ProtoPort, ...]:
+    """felix's port-list (config/param_types.go PortListParam): tcp or udp only (felix stops
+    at start-up on anything else, sctp included), a port 0-65535, ``net`` a CIDR or an address
+    held canonical (cnet.ParseCIDROrIP: 10.0.0.7/24 -> 10.0.0.0/24, an address -> /32)."""
     out = []
     for index, entry in enumerate(value or ()):
+        where = f"{field_path}[{index}]"
         if not isinstance(entry, dict) or "port" not in entry:
-            raise ctx.error(f"{field_path}[{index}]: expected {{protocol, port}}")
-        if entry.get("net"):
-            ctx.warn(f"{field_path}[{index}].net: failsafe nets are not modelled; "
-                     f"the port applies to every address")
+            raise ctx.error(f"{where}: expected {{protocol, port}}")
         protocol = str(entry.get("protocol") or "tcp").lower()
-        if protocol not in ("tcp", "udp", "sctp"):
-            raise ctx.error(f"{field_path}[{index}].protocol: expected tcp, udp or sctp")
-        out.append((protocol, _int(entry["port"], f"{field_path}[{index}].port", ctx)))
+        if protocol not in ("tcp", "udp"):
+            raise ctx.error(f"{where}.protocol: {quote(entry.get('protocol'))}: felix accepts "
+                            f"only tcp or udp in failsafe ports (it refuses to start otherwise)")
+        port = _int(entry["port"], f"{where}.port", ctx)
+        if not 0 <= port <= 65535:
+            raise ctx.error(f"{where}.port: {port} outside 0-65535")
+        net = entry.get("net") or None
+        if net is not None:
+            try:
+                net = str(ip_network(str(net), strict=False))
+            except ValueError:
+                raise ctx.error(f"{where}.net: expected a CIDR or an IP address, "
+                                f"got {quote(net)}") from None
+        out.append(ProtoPort(protocol, port, net))
     return tuple(out)
 
 
