@@ -302,6 +302,8 @@ class FelixConfig:
     chain_insert_mode: Literal["Insert", "Append"] = "Insert"
     iptables_mark_mask: int = 0xFFFF0000
     log_prefix: str = "calico-packet"
+    log_action_rate_limit: str | None = None     # "N/second|minute|hour|day" (v3.30.6+)
+    log_action_rate_limit_burst: int = 5         # felix's default; 0 renders no --limit-burst
     interface_prefix: str = "cali"
     failsafe_inbound_host_ports: tuple[ProtoPort, ...] = tuple(ProtoPort(*p) for p in (
         ("tcp", 22), ("udp", 68), ("tcp", 179), ("tcp", 2379), ("tcp", 2380), ("tcp", 5473),

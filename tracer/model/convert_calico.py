@@ -16,6 +16,7 @@ Every function takes a ``Ctx`` naming the file and object, so errors are one pre
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Network, IPv6Network, ip_network
 from typing import Any
@@ -44,6 +45,7 @@ class Ctx:
     origin: Origin
     warnings: list[str]
     calico_version: tuple[int, int] = (3, 32)
+    calico_patch: int | None = None      # "3.30.2" -> 2; None: the release's newest patch
 
     def error(self, problem: str) -> InputError:
         return InputError(problem, file=self.origin.file, obj=self.origin.describe())
@@ -531,6 +533,48 @@ def _port_range(value: Any, field_path: str, ctx: Ctx) -> tuple[int, int]:
     return first, last
 
 
+# Fields a release's felix does not have: (first release, first patch) that has them.
+FELIX_SINCE = {
+    "logActionRateLimit": ((3, 30), 6),          # felix/rules/policy.go, v3.30.6
+    "logActionRateLimitBurst": ((3, 30), 6),
+}
+
+
+def _check_release(key: str, ctx: Ctx) -> None:
+    since = FELIX_SINCE.get(key)
+    if since is None:
+        return
+    (release, patch) = since
+    version = ctx.calico_version
+    if version < release or (version == release and ctx.calico_patch is not None
+                             and ctx.calico_patch < patch):
+        have = f"v{version[0]}.{version[1]}" + (f".{ctx.calico_patch}"
+                                                 if ctx.calico_patch is not None else "")
+        raise ctx.error(f"spec.{key}: felix {have} has no such field (added in "
+                        f"v{release[0]}.{release[1]}.{patch})")
+
+
+# config_params.go LogActionRateRegexp (empty: no limit).
+_LOG_RATE = re.compile(r"[1-9]\d{0,3}/(?:second|minute|hour|day)")
+
+
+def _log_rate(value: Any, field_path: str, ctx: Ctx) -> str | None:
+    text = str(value)
+    if text == "":
+        return None
+    if not _LOG_RATE.fullmatch(text):
+        raise ctx.error(f"{field_path}: invalid log rate limit {quote(value)} (expected N/unit, "
+                        f"N 1-9999, unit second, minute, hour or day)")
+    return text
+
+
+def _burst(value: Any, field_path: str, ctx: Ctx) -> int:
+    burst = _int(value, field_path, ctx)
+    if not 0 <= burst <= 9999:
+        raise ctx.error(f"{field_path}: {burst} outside 0-9999")
+    return burst
+
+
 def _ipv4_address(value: Any, field_path: str, ctx: Ctx) -> str:
     try:
         return str(IPv4Address(str(value)))
@@ -546,10 +590,6 @@ FELIX_UNMODELLED_UNLESS_DEFAULT = {
 }
 # Fields that change only what felix logs or needs other resources to act: said, not refused.
 FELIX_SAID = {
-    "logActionRateLimit": "changes the rate limit on Log rules, which are rendered without it "
-                          "(verdicts are unaffected)",
-    "logActionRateLimitBurst": "changes the burst of Log rules' rate limit, which is not "
-                               "rendered (verdicts are unaffected)",
     "serviceLoopPrevention": "acts on service CIDRs from BGPConfiguration, which calico-trace "
                              "does not read (cali-cidr-block stays empty)",
 }
@@ -564,6 +604,8 @@ FELIX_FIELDS = {
     "chainInsertMode": ("chain_insert_mode", _choice(("Insert", "Append"))),
     "iptablesMarkMask": ("iptables_mark_mask", _int),
     "logPrefix": ("log_prefix", _text),
+    "logActionRateLimit": ("log_action_rate_limit", _log_rate),
+    "logActionRateLimitBurst": ("log_action_rate_limit_burst", _burst),
     "interfacePrefix": ("interface_prefix", _text),
     "failsafeInboundHostPorts": ("failsafe_inbound_host_ports", _failsafe),
     "failsafeOutboundHostPorts": ("failsafe_outbound_host_ports", _failsafe),
@@ -598,6 +640,7 @@ def felix_changes(spec: dict, ctx: Ctx) -> dict[str, Any]:
         if value is None:
             continue
         if key in FELIX_FIELDS:
+            _check_release(key, ctx)
             attr, convert = FELIX_FIELDS[key]
             changes[attr] = convert(value, f"spec.{key}", ctx)
         elif key in FELIX_UNMODELLED_UNLESS_DEFAULT:

@@ -445,6 +445,12 @@ def _describe(doc: dict, where: str) -> str:
 # ================================================================================= building
 
 
+def _patch(version_text: str) -> int | None:
+    """"v3.30.2" -> 2; "3.30" -> None (the release's newest patch)."""
+    parts = version_text.strip().lstrip("vV").split(".")
+    return int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else None
+
+
 def _created(raw: RawObject) -> str:
     """metadata.creationTimestamp (RFC 3339 in UTC sorts as text); absent sorts first."""
     return str((raw.doc.get("metadata") or {}).get("creationTimestamp") or "")
@@ -482,7 +488,7 @@ class _Builder:
 
     def _ctx(self, raw: RawObject) -> Ctx:
         return Ctx(origin=raw.origin(), warnings=self.cluster.warnings,
-                   calico_version=self.version)
+                   calico_version=self.version, calico_patch=_patch(self.version_text))
 
     def _of(self, key: str) -> list[RawObject]:
         return self.by_key.get(key, [])
