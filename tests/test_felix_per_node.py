@@ -146,23 +146,24 @@ def test_pod_to_own_host_verdict_follows_its_node_config(tmp_path):
 def test_vxlan_port_differing_per_node_reaches_the_wire(tmp_path):
     """Each node's vxlan.calico sends to its own configured port (IFLA_VXLAN_PORT) and listens
     on it: node-2 frames to 4790, which node-1's device (4789) does not take, so the frame
-    ends in node-1's host stack, as the kernel would do with such a misconfiguration."""
+    ends in node-1's host stack and the inner packet is lost, as in the kernel
+    (tests/test_felix_per_node_kernel.py)."""
     root = scenario(tmp_path, NODE_2)
-    result = CliRunner().invoke(cli, ["packet", "--no-cache", "-f", str(root), "--from",
-                                      "shop/backend-5f8c2", "--to", "shop/frontend-7d4b9",
-                                      "--port", "80", "--output", "json"])
-    assert result.exit_code == 0, result.output
-    trace = json.loads(result.stdout)
-    outer = [hop["outer"] for hop in trace["hops"] if hop.get("outer")]
-    assert [(o["protocol"], o["dport"]) for o in outer] == [("UDP", 4790)]
-    assert trace["delivered_to"] == "host node-1"
+
+    def trace(source: str, destination: str, port: int) -> dict:
+        result = CliRunner().invoke(cli, ["packet", "--no-cache", "-f", str(root), "--from",
+                                          source, "--to", destination, "--port", str(port),
+                                          "--output", "json"])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+    there = trace("shop/backend-5f8c2", "shop/frontend-7d4b9", 80)
+    assert [hop["outer"]["dport"] for hop in there["hops"] if hop.get("outer")] == [4790]
+    assert (there["verdict"], there["reason"]) == ("dropped", "no-tunnel-device")
+    assert "node-1" in there["why"]
     # Back from node-1 (default port): framed to 4789, which node-2 no longer takes either.
-    back = CliRunner().invoke(cli, ["packet", "--no-cache", "-f", str(root), "--from",
-                                    "shop/frontend-7d4b9", "--to", "shop/backend-5f8c2",
-                                    "--port", "6379", "--output", "json"])
-    trace = json.loads(back.stdout)
-    assert [hop["outer"]["dport"] for hop in trace["hops"] if hop.get("outer")] == [4789]
-    assert trace["delivered_to"] == "host node-2"
+    back = trace("shop/frontend-7d4b9", "shop/backend-5f8c2", 6379)
+    assert [hop["outer"]["dport"] for hop in back["hops"] if hop.get("outer")] == [4789]
+    assert (back["verdict"], back["reason"]) == ("dropped", "no-tunnel-device")
 
 
 def test_per_node_config_naming_an_unknown_node_warns(tmp_path):
