@@ -213,7 +213,7 @@ def scoped(name: str, selector: str, created: str, spec: str) -> str:
     return f"""
 apiVersion: projectcalico.org/v3
 kind: FelixConfiguration
-metadata: {{name: {name}, creationTimestamp: "{created}"}}
+metadata: {{name: {name}, creationTimestamp: {created}}}
 spec:
   nodeSelector: "{selector}"
 {spec}"""
@@ -225,7 +225,7 @@ def test_selector_scoped_config_v332_between_default_and_node(tmp_path):
     docs = [DEFAULT,
             scoped("zone-two", "kubernetes.io/hostname == 'node-2'", "2026-01-01T00:00:00Z",
                    "  vxlanPort: 4791\n  logPrefix: scoped\n"),
-            scoped("newer", "has(kubernetes.io/hostname)", "2026-06-01T00:00:00Z",
+            scoped("newer", "has(kubernetes.io/hostname)", '"2026-06-01T00:00:00Z"',
                    "  logPrefix: newer\n"),
             """
 apiVersion: projectcalico.org/v3

@@ -17,6 +17,7 @@ import os
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from ipaddress import IPv4Interface
 from pathlib import Path
 from typing import Any
@@ -452,8 +453,14 @@ def _patch(version_text: str) -> int | None:
 
 
 def _created(raw: RawObject) -> str:
-    """metadata.creationTimestamp (RFC 3339 in UTC sorts as text); absent sorts first."""
-    return str((raw.doc.get("metadata") or {}).get("creationTimestamp") or "")
+    """metadata.creationTimestamp as RFC 3339 UTC text (sorts in time order); absent sorts
+    first. YAML reads an unquoted timestamp as a datetime."""
+    value = (raw.doc.get("metadata") or {}).get("creationTimestamp") or ""
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+        return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return str(value)
 
 
 @dataclass
