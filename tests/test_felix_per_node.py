@@ -248,3 +248,27 @@ def test_selector_scoped_config_before_v332_is_ignored(tmp_path):
     assert cluster.felix_for("node-2").vxlan_port == 4789
     assert any("FelixConfiguration zone-two: ignored (felix v3.31 reads only 'default' and "
                "'node.<nodename>')" in w for w in cluster.warnings), cluster.warnings
+
+
+def test_matrix_engines_agree_on_a_per_node_encap_setting(tmp_path):
+    """allowVXLANPacketsFromWorkloads on node-2 only: its pods may send UDP to 4789, node-1's
+    may not; the policy evaluator (pods grouped by what their node lets through) and the
+    rendered dataplane agree pair for pair."""
+    root = scenario(tmp_path, """
+apiVersion: projectcalico.org/v3
+kind: FelixConfiguration
+metadata: {name: node.node-2}
+spec: {allowVXLANPacketsFromWorkloads: true}
+""")
+    tables = {}
+    for engine in ("policy", "compiled"):
+        result = CliRunner().invoke(cli, ["matrix", "--no-cache", "-f", str(root), "--protocol",
+                                          "udp", "--port", "4789", "--engine", engine,
+                                          "-o", "csv"])
+        assert result.exit_code == 0, result.output
+        tables[engine] = result.stdout
+    assert tables["policy"] == tables["compiled"]
+    allowed = {tuple(line.split(",")[:2]): line.endswith("true")
+               for line in tables["policy"].splitlines()[1:]}
+    assert allowed[("shop/batch-2k9xq", "shop/frontend-7d4b9")]          # node-2 -> node-1
+    assert not allowed[("shop/frontend-7d4b9", "shop/batch-2k9xq")]      # node-1 -> node-2
