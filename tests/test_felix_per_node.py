@@ -272,3 +272,12 @@ spec: {allowVXLANPacketsFromWorkloads: true}
                for line in tables["policy"].splitlines()[1:]}
     assert allowed[("shop/batch-2k9xq", "shop/frontend-7d4b9")]          # node-2 -> node-1
     assert not allowed[("shop/frontend-7d4b9", "shop/batch-2k9xq")]      # node-1 -> node-2
+
+
+def test_unparseable_node_selector_applies_to_no_node(tmp_path):
+    doc = scoped("broken", "kubernetes.io/hostname ==", "2026-01-01T00:00:00Z",
+                 "  vxlanPort: 4791\n")
+    cluster = load_cluster([scenario(tmp_path, doc)], calico_version="3.32")
+    assert all(cluster.felix_for(n).vxlan_port == 4789 for n in cluster.nodes)
+    assert any("FelixConfiguration broken: spec.nodeSelector" in w
+               and "applies the object to no node" in w for w in cluster.warnings)

@@ -31,7 +31,7 @@ from tracer.model.cluster import (
     BUILTIN_TIERS, Cluster, FelixConfig, IPPool, Namespace, Node, Origin, Pod, Policy,
     ServiceAccount)
 from tracer.model.ipam import BlockAllocator, IPAMExhausted
-from tracer.selector.selector import parse_selector
+from tracer.selector.selector import SelectorError, parse_selector
 from tracer.model import convert_calico, convert_k8s
 from tracer.model.convert_calico import Ctx
 
@@ -550,10 +550,14 @@ class _Builder:
                 self._node_felix[raw.name[len("node."):]] = \
                     convert_calico.felix_changes(spec, self._ctx(raw))
             elif self.version >= (3, 32) and selector:
-                text = convert_calico.check_selector(str(selector), "spec.nodeSelector",
-                                                     self._ctx(raw))
-                self._scoped_felix.append((raw, parse_selector(text),
-                                           convert_calico.felix_changes(spec, self._ctx(raw))))
+                changes = convert_calico.felix_changes(spec, self._ctx(raw))
+                try:
+                    self._scoped_felix.append((raw, parse_selector(str(selector)), changes))
+                except SelectorError as err:
+                    # calc/config_batcher.go: "Failed to parse nodeSelector ..., ignoring".
+                    self.cluster.warnings.append(
+                        f"{raw.file}: FelixConfiguration {raw.name}: spec.nodeSelector "
+                        f"{quote(selector)}: {err}; felix applies the object to no node")
             else:
                 reads = ("'default', 'node.<nodename>' and ones with a spec.nodeSelector"
                          if self.version >= (3, 32) else "'default' and 'node.<nodename>'")
