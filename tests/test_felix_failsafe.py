@@ -141,6 +141,7 @@ def test_failsafe_net_opens_the_port_only_from_that_net(tmp_path):
     ("{protocol: tcp, port: 22, net: 10.0.0.0/33}",
      "spec.failsafeInboundHostPorts[0].net: expected a CIDR or an IP address, got '10.0.0.0/33'"),
     ("{protocol: tcp, port: 70000}", "spec.failsafeInboundHostPorts[0].port: 70000 outside"),
+    ("{port: 22}", "spec.failsafeInboundHostPorts[0].protocol: missing (tcp or udp)"),
 ])
 def test_bad_failsafe_entries_are_refused(tmp_path, entry, message):
     root = host_endpoint(tmp_path, f"  - {entry}\n")

@@ -503,7 +503,10 @@ def _failsafe(value: Any, field_path: str, ctx: Ctx) -> tuple[ProtoPort, ...]:
         where = f"{field_path}[{index}]"
         if not isinstance(entry, dict) or "port" not in entry:
             raise ctx.error(f"{where}: expected {{protocol, port}}")
-        protocol = str(entry.get("protocol") or "tcp").lower()
+        if not entry.get("protocol"):
+            # The v3 API requires it; felix reads an empty one as ":PORT" and stops.
+            raise ctx.error(f"{where}.protocol: missing (tcp or udp)")
+        protocol = str(entry["protocol"]).lower()
         if protocol not in ("tcp", "udp"):
             raise ctx.error(f"{where}.protocol: {quote(entry.get('protocol'))}: felix accepts "
                             f"only tcp or udp in failsafe ports (it refuses to start otherwise)")
