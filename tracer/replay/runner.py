@@ -121,9 +121,7 @@ class _Run:
         self.errors = 0
         self.translations: dict[tuple, tuple] = {}     # reply as seen -> as its sender sent it
         self.hops = False
-        cluster = dataplane.cluster
-        self.accept_marks = {node: mark_bits(dataplane.version, cluster.felix_for(node)).accept
-                             for node in cluster.nodes}
+        self.accept_marks: dict[str, int] = {}     # node -> its felix's accept bit
         # flow -> (trace, dropped?) of the packet that explains it: the first drop, else the first
         self.representative: dict[int, tuple[PacketTrace, bool]] = {}
 
@@ -290,10 +288,17 @@ class _Run:
             decision = self.decisions[key] = decision_for(node, event, self.dataplane)
         return decision
 
+    def _accept_mark(self, node: str) -> int:
+        mark = self.accept_marks.get(node)
+        if mark is None:
+            felix = self.dataplane.cluster.felix_for(node)
+            mark = self.accept_marks[node] = mark_bits(self.dataplane.version, felix).accept
+        return mark
+
     def _accepts(self, node: str, event) -> bool:
         rule = event.rule
         return (event.kind == "rule" and rule is not None and isinstance(rule.target, SetMark)
-                and bool(rule.target.value & self.accept_marks[node])
+                and bool(rule.target.value & self._accept_mark(node))
                 and event.chain.startswith(POLICY_CHAINS))
 
     def _hop_frames(self, trace: PacketTrace, frame: int, ts_ns: int, values: dict) -> None:
