@@ -177,7 +177,8 @@ def test_per_node_config_naming_an_unknown_node_warns(tmp_path):
 def test_other_felix_configuration_names_are_ignored_with_a_warning(tmp_path):
     other = NODE_2.replace("node.node-2", "staging")
     cluster = load_cluster([scenario(tmp_path, other)])
-    assert any("FelixConfiguration staging: ignored (felix v3.32 reads only" in w for w in cluster.warnings)
+    assert any("FelixConfiguration staging: ignored (felix v3.32 reads only" in w
+               for w in cluster.warnings)
     assert cluster.felix_for("node-2") is cluster.felix
 
 

@@ -5,7 +5,6 @@ vxlan.calico device), every probe traced by the simulator too; zero differences.
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import pytest
 

@@ -97,7 +97,8 @@ class TunnelDirectory:
         if iface.kind is IfaceKind.IPIP:
             return f"IPIP to {peer.node} ({peer.underlay_ip})"
         if iface.kind is IfaceKind.VXLAN:
-            return (f"VXLAN VNI {self.vxlan_of(node)[0]} to VTEP {peer.vtep_ip} ({peer.vtep_mac}) at "
+            vni = self.vxlan_of(node)[0]
+            return (f"VXLAN VNI {vni} to VTEP {peer.vtep_ip} ({peer.vtep_mac}) at "
                     f"{peer.underlay_ip}")
         return f"WireGuard transport data to peer {peer.node} ({peer.underlay_ip})"
 
