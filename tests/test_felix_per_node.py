@@ -282,3 +282,34 @@ def test_unparseable_node_selector_applies_to_no_node(tmp_path):
     assert all(cluster.felix_for(n).vxlan_port == 4789 for n in cluster.nodes)
     assert any("FelixConfiguration broken: spec.nodeSelector" in w
                and "applies the object to no node" in w for w in cluster.warnings)
+
+
+def test_wireguard_listening_port_per_node(tmp_path):
+    """felix gives every WireGuard peer its own listening port (wireguard.go endpointUDPAddr):
+    node-2 on 51821 sends there and listens there; node-1 (51820) takes nothing on 51821."""
+    root = tmp_path / "wg"
+    shutil.copytree(SCENARIO.parent / "multinode-wireguard", root)
+    (root / "scenario.yaml").unlink()
+    (root / "felix.yaml").write_text("""
+apiVersion: projectcalico.org/v3
+kind: FelixConfiguration
+metadata: {name: node.node-2}
+spec: {wireguardListeningPort: 51821}
+""")
+
+    def trace(source: str, destination: str, port: int) -> dict:
+        result = CliRunner().invoke(cli, ["packet", "--no-cache", "-f", str(root), "--from",
+                                          source, "--to", destination, "--port", str(port),
+                                          "--output", "json"])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+    there = trace("shop/backend-5f8c2", "shop/frontend-7d4b9", 80)
+    outer = [hop["outer"] for hop in there["hops"] if hop.get("outer")]
+    assert [o["dport"] for o in outer][-1] == 51821
+    assert (there["verdict"], there["reason"]) == ("dropped", "no-tunnel-device")
+    back = trace("shop/frontend-7d4b9", "shop/backend-5f8c2", 6379)
+    assert [hop["outer"]["dport"] for hop in back["hops"] if hop.get("outer")][-1] == 51820
+    assert back["reason"] == "no-tunnel-device"
+    # Same pod pair without the per-node port: delivered.
+    (root / "felix.yaml").unlink()
+    assert trace("shop/backend-5f8c2", "shop/frontend-7d4b9", 80)["verdict"] == "allowed"

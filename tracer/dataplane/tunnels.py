@@ -37,12 +37,18 @@ class TunnelDirectory:
     vxlan_port: int = VXLAN_DEFAULT_PORT
     wireguard_port: int = WIREGUARD_DEFAULT_PORT
     wireguard_mtu: int = 1440
-    # node -> (VNI, port) where its FelixConfiguration differs from the above: the kernel's
-    # vxlan device sends to its own configured port (IFLA_VXLAN_PORT) with its own VNI.
-    vxlan_by_node: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    # Where a node's FelixConfiguration differs from the above. The sender's settings frame:
+    # the kernel's vxlan device sends to its own configured port (IFLA_VXLAN_PORT) with its own
+    # VNI, and felix gives WireGuard peers its own listening port (wireguard.go
+    # endpointUDPAddr).
+    vxlan_by_node: Mapping[str, tuple[int, int]] = field(default_factory=dict)  # (VNI, port)
+    wireguard_by_node: Mapping[str, tuple[int, int]] = field(default_factory=dict)  # (port, MTU)
 
     def vxlan_of(self, node: str | None) -> tuple[int, int]:
         return self.vxlan_by_node.get(node or "", (self.vxlan_vni, self.vxlan_port))
+
+    def wireguard_of(self, node: str | None) -> tuple[int, int]:
+        return self.wireguard_by_node.get(node or "", (self.wireguard_port, self.wireguard_mtu))
 
     def peer(self, iface: Interface, via: IPv4Address | None,
              dst: IPv4Address) -> TunnelEndpoint | str:
@@ -61,9 +67,12 @@ class TunnelDirectory:
 
     def framer(self, mode: str, state: RunState, node: str | None = None):
         """The run's framer for ``mode`` on ``node`` (created on first use; WireGuard keeps
-        sessions). VXLAN framers differ per (VNI, port), the sending node's settings."""
+        sessions). Framers differ by the sending node's settings: nodes configured alike share
+        one."""
         vni, port = self.vxlan_of(node)
-        key = f"vxlan:{vni}:{port}" if mode == "vxlan" else mode
+        wg_port, wg_mtu = self.wireguard_of(node)
+        key = {"vxlan": f"vxlan:{vni}:{port}",
+               "wireguard": f"wireguard:{wg_port}:{wg_mtu}"}.get(mode, mode)
         framer = state.tunnel_sessions.get(key)
         if framer is None:
             framer = state.tunnel_sessions[key] = {
@@ -71,8 +80,7 @@ class TunnelDirectory:
                 "vxlan": lambda: VxlanEncap(vni=vni, port=port),
                 # The simulator cannot know the nodes' private keys: it runs WireGuard with keys
                 # of its own per node (the trace says so); the framing is real.
-                "wireguard": lambda: WireGuardEncap(port=self.wireguard_port,
-                                                    mtu=self.wireguard_mtu),
+                "wireguard": lambda: WireGuardEncap(port=wg_port, mtu=wg_mtu),
             }[mode]()
         return framer
 

@@ -109,12 +109,15 @@ def tunnel_directory(cluster: Cluster, routes: ClusterRoutes | None = None) -> T
         owners += routes.owners.items()
         owners += [(IPv4Network((ep.pod.ip, 32)), ep.pod.node)
                    for ep in cluster.endpoints.values()]
-    vxlan = {name: (own.vxlan_vni, own.vxlan_port) for name in cluster.nodes
-             if (own := cluster.felix_for(name)) is not felix}
+    own = {name: cluster.felix_for(name) for name in cluster.nodes}
+    vxlan = {name: (c.vxlan_vni, c.vxlan_port) for name, c in own.items() if c is not felix}
+    wireguard = {name: (c.wireguard_listening_port, mtus(cluster, name).wireguard)
+                 for name, c in own.items() if c is not felix}
     return TunnelDirectory(
         endpoints=endpoints, wireguard_owners=tuple(owners), vxlan_vni=felix.vxlan_vni,
         vxlan_port=felix.vxlan_port, wireguard_port=felix.wireguard_listening_port,
-        wireguard_mtu=mtus(cluster).wireguard, vxlan_by_node=vxlan)
+        wireguard_mtu=mtus(cluster).wireguard, vxlan_by_node=vxlan,
+        wireguard_by_node=wireguard)
 
 
 class LazyNodes(LazyMapping[str, NodeDataplane]):
