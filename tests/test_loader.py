@@ -175,7 +175,7 @@ spec:
     assert (felix.interface_prefix, felix.default_endpoint_to_host_action,
             felix.iptables_filter_deny_action, felix.wireguard_enabled) == \
         ("veth", "Accept", "Reject", True)
-    assert felix.failsafe_inbound_host_ports == (("tcp", 22),)
+    assert felix.failsafe_inbound_host_ports == (("tcp", 22, None),)
     assert felix.calico_version == "3.31"
     assert cluster.endpoints["default/web"].interface.startswith("veth")
     assert any("bpfLogLevel" in w for w in cluster.warnings)

@@ -157,6 +157,8 @@ class Pipeline:
             walk.records.append(DecapRecord(walk.node.name, tunnel.mode, walk.packet, inner,
                                             tunnel.name))
             return _Next(walk.node.name, tunnel.name, inner)
+        if walk.packet.inner is not None:
+            raise Tunnel.no_device(walk)
         where = f"host {walk.node.name}"
         record = DeliverRecord(walk.node.name, where, None, walk.packet)
         walk.records.append(record)

@@ -36,6 +36,8 @@ class DropReason(StrEnum):
     ENCAP_FROM_WORKLOAD = ("encap-from-workload", "workloads may not send IPIP/VXLAN packets")
     UNKNOWN_TUNNEL_PEER = ("unknown-tunnel-peer", "tunnel packet from a host that is not a "
                            "Calico node")
+    NO_TUNNEL_DEVICE = ("no-tunnel-device", "a tunnel packet reached a node where no tunnel "
+                        "device takes it (another VXLAN or WireGuard port, or no such tunnel)")
     TTL_EXCEEDED = ("ttl-exceeded", "the TTL reached zero")
     CONNTRACK_FULL = ("conntrack-full", "the conntrack table is full")
     ENDPOINT_TO_HOST = ("endpoint-to-host", "DefaultEndpointToHostAction drops pod-to-host "

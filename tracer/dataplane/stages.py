@@ -345,11 +345,22 @@ class Tunnel(Stage):
 
     name = "tunnel"
     models = "ipip_tunnel_xmit / vxlan_xmit / wg_xmit and ipip_rcv / vxlan_rcv / wg_packet_receive"
-    reasons = frozenset({DropReason.NO_ROUTE, DropReason.UNKNOWN_TUNNEL_PEER})
+    reasons = frozenset({DropReason.NO_ROUTE, DropReason.UNKNOWN_TUNNEL_PEER,
+                         DropReason.NO_TUNNEL_DEVICE})
 
     @classmethod
     def no_peer(cls, walk: Walk, why: str) -> Dropped:
         return cls.drop(walk, DropReason.NO_ROUTE, why)
+
+    @classmethod
+    def no_device(cls, walk: Walk) -> Dropped:
+        """The frame reaches the host's own stack: no socket there, the inner packet is lost
+        (e.g. the sender's vxlan.calico sends to a vxlanPort this node does not listen on)."""
+        packet = walk.packet
+        port = f" port {packet.dport}" if packet.dport is not None else ""
+        return cls.drop(walk, DropReason.NO_TUNNEL_DEVICE,
+                        f"no tunnel device of {walk.node.name} takes protocol {packet.protocol}"
+                        f"{port}: the encapsulated packet is lost")
 
     @classmethod
     def not_ours(cls, walk: Walk, mode: str) -> Dropped:

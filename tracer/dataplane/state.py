@@ -41,7 +41,7 @@ class RunState:
     tcp_loose: bool = True             # nf_conntrack_tcp_loose (kernel default 1)
     conntrack_max: int = DEFAULT_CONNTRACK_MAX
     tables: dict[str, ConntrackTable] = field(default_factory=dict)
-    tunnel_sessions: dict[str, object] = field(default_factory=dict)  # mode -> framer state
+    tunnel_sessions: dict[str, object] = field(default_factory=dict)  # mode:settings -> framer
     drops: Counter = field(default_factory=Counter)           # (node, reason) -> packets
     # What a node's table is: the reference, or a twin with the same methods (the compiled
     # engine's numba table, tracer.conntrack.arrays.ArrayConntrackTable).

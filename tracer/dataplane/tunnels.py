@@ -13,7 +13,7 @@ trace and a pcap can never disagree.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 
 from tracer.dataplane.interfaces import IfaceKind, Interface
@@ -37,6 +37,18 @@ class TunnelDirectory:
     vxlan_port: int = VXLAN_DEFAULT_PORT
     wireguard_port: int = WIREGUARD_DEFAULT_PORT
     wireguard_mtu: int = 1440
+    # Where a node's FelixConfiguration differs from the above. The sender's settings frame:
+    # the kernel's vxlan device sends to its own configured port (IFLA_VXLAN_PORT) with its own
+    # VNI, and felix gives WireGuard peers its own listening port (wireguard.go
+    # endpointUDPAddr).
+    vxlan_by_node: Mapping[str, tuple[int, int]] = field(default_factory=dict)  # (VNI, port)
+    wireguard_by_node: Mapping[str, tuple[int, int]] = field(default_factory=dict)  # (port, MTU)
+
+    def vxlan_of(self, node: str | None) -> tuple[int, int]:
+        return self.vxlan_by_node.get(node or "", (self.vxlan_vni, self.vxlan_port))
+
+    def wireguard_of(self, node: str | None) -> tuple[int, int]:
+        return self.wireguard_by_node.get(node or "", (self.wireguard_port, self.wireguard_mtu))
 
     def peer(self, iface: Interface, via: IPv4Address | None,
              dst: IPv4Address) -> TunnelEndpoint | str:
@@ -53,17 +65,22 @@ class TunnelDirectory:
             return f"no WireGuard peer has {dst} in its allowed IPs"
         return self.endpoints[best[1]]
 
-    def framer(self, mode: str, state: RunState):
-        """The run's framer for ``mode`` (created on first use; WireGuard keeps sessions)."""
-        framer = state.tunnel_sessions.get(mode)
+    def framer(self, mode: str, state: RunState, node: str | None = None):
+        """The run's framer for ``mode`` on ``node`` (created on first use; WireGuard keeps
+        sessions). Framers differ by the sending node's settings: nodes configured alike share
+        one."""
+        vni, port = self.vxlan_of(node)
+        wg_port, wg_mtu = self.wireguard_of(node)
+        key = {"vxlan": f"vxlan:{vni}:{port}",
+               "wireguard": f"wireguard:{wg_port}:{wg_mtu}"}.get(mode, mode)
+        framer = state.tunnel_sessions.get(key)
         if framer is None:
-            framer = state.tunnel_sessions[mode] = {
+            framer = state.tunnel_sessions[key] = {
                 "ipip": IpipEncap,
-                "vxlan": lambda: VxlanEncap(vni=self.vxlan_vni, port=self.vxlan_port),
+                "vxlan": lambda: VxlanEncap(vni=vni, port=port),
                 # The simulator cannot know the nodes' private keys: it runs WireGuard with keys
                 # of its own per node (the trace says so); the framing is real.
-                "wireguard": lambda: WireGuardEncap(port=self.wireguard_port,
-                                                    mtu=self.wireguard_mtu),
+                "wireguard": lambda: WireGuardEncap(port=wg_port, mtu=wg_mtu),
             }[mode]()
         return framer
 
@@ -72,7 +89,7 @@ class TunnelDirectory:
         peer = self.peer(iface, via, packet.dst)
         if isinstance(peer, str):
             return peer
-        framer = self.framer(iface.mode, state)
+        framer = self.framer(iface.mode, state, node)
         local = self.endpoints[node]
         sent_before = len(getattr(framer, "control_packets", ()))
         wire = framer.encapsulate(to_bytes(packet), local, peer)
@@ -82,13 +99,14 @@ class TunnelDirectory:
             preamble = tuple(framer.control_packets[sent_before:])
             keylog = framer.keylog_lines(local, peer)
         return EncapRecord(node, iface.mode, packet, outer, outer.length - packet.length,
-                           self._detail(iface, peer), wire, preamble, keylog)
+                           self._detail(node, iface, peer), wire, preamble, keylog)
 
-    def _detail(self, iface: Interface, peer: TunnelEndpoint) -> str:
+    def _detail(self, node: str, iface: Interface, peer: TunnelEndpoint) -> str:
         if iface.kind is IfaceKind.IPIP:
             return f"IPIP to {peer.node} ({peer.underlay_ip})"
         if iface.kind is IfaceKind.VXLAN:
-            return (f"VXLAN VNI {self.vxlan_vni} to VTEP {peer.vtep_ip} ({peer.vtep_mac}) at "
+            vni = self.vxlan_of(node)[0]
+            return (f"VXLAN VNI {vni} to VTEP {peer.vtep_ip} ({peer.vtep_mac}) at "
                     f"{peer.underlay_ip}")
         return f"WireGuard transport data to peer {peer.node} ({peer.underlay_ip})"
 

@@ -114,9 +114,9 @@ def rebuild(nodes: list[BundleNode], base: Cluster | None = None) -> Rebuilt:
         _merge_node(cluster, node, out)
     if base is None or not cluster.ippools:
         cluster.ippools.update(_pools(nodes))
-    prefixes = cluster.felix.interface_prefixes
     for node in nodes:
-        _merge_workloads(cluster, node, prefixes, out, from_manifests=base is not None)
+        _merge_workloads(cluster, node, cluster.felix_for(node.name).interface_prefixes, out,
+                         from_manifests=base is not None)
     if base is None:
         wireguard = any(n.address_of(WIREGUARD_DEVICE) for n in nodes)
         cluster.felix = replace(cluster.felix, host_mtu=min(n.underlay_mtu for n in nodes),
@@ -212,7 +212,7 @@ def _mode(tunnel: bool, direct: bool) -> str:
 
 
 def _interfaces(cluster: Cluster, node: BundleNode) -> InterfaceTable:
-    felix = cluster.felix
+    felix = cluster.felix_for(node.name)
     devices = [Interface(LOOPBACK_DEVICE, IfaceKind.LOOPBACK, 65536, IPv4Address("127.0.0.1")),
                Interface(UNDERLAY_DEVICE, IfaceKind.UNDERLAY, node.underlay_mtu,
                          node.underlay.ip)]

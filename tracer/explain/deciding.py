@@ -52,10 +52,10 @@ def deciding_decisions(dataplane, trace: PacketTrace) -> tuple[Decision, ...]:
         if drop.event is None:
             return ()
         return (decision_for(drop.node, drop.event, dataplane),)
-    accept = mark_bits(dataplane.version, dataplane.cluster.felix).accept
     found: list[Decision] = []
     for node, event in trace.netfilter_events():
         rule = event.rule
+        accept = mark_bits(dataplane.version, dataplane.cluster.felix_for(node)).accept
         if (event.kind == "rule" and rule is not None and isinstance(rule.target, SetMark)
                 and rule.target.value & accept
                 and event.chain.startswith(("cali-pi-", "cali-po-", "cali-pri-", "cali-pro-"))):

@@ -46,6 +46,9 @@ STATIC_HINTS: dict[DropReason, str] = {
         "Accept or allow it with a host endpoint policy."),
     DropReason.UNKNOWN_TUNNEL_PEER: (
         "The tunnel packet's sender is not a Calico node; add it as a Node."),
+    DropReason.NO_TUNNEL_DEVICE: (
+        "The nodes disagree on the tunnel: give them the same FelixConfiguration vxlanPort / "
+        "wireguardListeningPort (check node.<name> objects against default)."),
     DropReason.HOST_ENDPOINT: (
         "Add an Allow rule for this traffic to a policy selecting the host endpoint (or a "
         "preDNAT/applyOnForward policy for forwarded traffic)."),

@@ -62,7 +62,8 @@ def lab_plan(dataplane: Dataplane) -> LabPlan:
             peers = tuple((other.vxlan_tunnel_address, _mac(other), other.address.ip)
                           for other in sorted(cluster.nodes.values(), key=lambda n: n.name)
                           if other.name != name and other.vxlan_tunnel_address)
-            vxlan = VxlanSpec(cluster.felix.vxlan_vni, cluster.felix.vxlan_port,
+            felix = cluster.felix_for(name)
+            vxlan = VxlanSpec(felix.vxlan_vni, felix.vxlan_port,
                               node.vxlan_tunnel_address, _mac(node), peers)
         nodes.append(NodeSpec(name=name, underlay=node.address, pods=pods,
                               routes=tuple(routes),

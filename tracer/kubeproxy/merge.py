@@ -91,4 +91,4 @@ def with_kube_proxy(cluster: Cluster, node: str, ruleset: Ruleset, *,
         return ruleset
     return merge_kube_proxy(ruleset, render_kube_proxy(cluster, node),
                             felix_appended=felix_append_counts(cluster, node, version),
-                            insert_mode=cluster.felix.chain_insert_mode)
+                            insert_mode=cluster.felix_for(node).chain_insert_mode)

@@ -23,6 +23,6 @@ class LivePod:
 
 def live_pods(cluster: Cluster) -> tuple[LivePod, ...]:
     """Every workload endpoint of the cluster (host-network pods have none), in key order."""
-    mtu = mtus(cluster).pod
-    return tuple(LivePod(ep.key, ep.pod.ip, ep.pod.node, ep.interface, mtu)
+    return tuple(LivePod(ep.key, ep.pod.ip, ep.pod.node, ep.interface,
+                         mtus(cluster, ep.pod.node).pod)
                  for ep in sorted(cluster.endpoints.values(), key=lambda e: e.key))

@@ -9,9 +9,9 @@ selectors against.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from tracer.protocols import VXLAN_DEFAULT_PORT, WIREGUARD_DEFAULT_PORT
 
@@ -277,6 +277,19 @@ class EndpointSlice:
     origin: Origin = NO_ORIGIN
 
 
+class ProtoPort(NamedTuple):
+    """A failsafe entry as felix holds it (config.ProtoPort): ``net`` is the canonical CIDR
+    (IPv4 or IPv6) or None for every address."""
+
+    protocol: str                # "tcp" | "udp"
+    port: int
+    net: str | None = None
+
+    @property
+    def ip_version(self) -> int | None:
+        return None if self.net is None else (6 if ":" in self.net else 4)
+
+
 @dataclass(frozen=True)
 class FelixConfig:
     """The FelixConfiguration fields that change rendering or verdicts (defaults: felix's)."""
@@ -289,13 +302,15 @@ class FelixConfig:
     chain_insert_mode: Literal["Insert", "Append"] = "Insert"
     iptables_mark_mask: int = 0xFFFF0000
     log_prefix: str = "calico-packet"
+    log_action_rate_limit: str | None = None     # "N/second|minute|hour|day" (v3.30.6+)
+    log_action_rate_limit_burst: int = 5         # felix's default; 0 renders no --limit-burst
     interface_prefix: str = "cali"
-    failsafe_inbound_host_ports: tuple[tuple[str, int], ...] = (
+    failsafe_inbound_host_ports: tuple[ProtoPort, ...] = tuple(ProtoPort(*p) for p in (
         ("tcp", 22), ("udp", 68), ("tcp", 179), ("tcp", 2379), ("tcp", 2380), ("tcp", 5473),
-        ("tcp", 6443), ("tcp", 6666), ("tcp", 6667))
-    failsafe_outbound_host_ports: tuple[tuple[str, int], ...] = (
+        ("tcp", 6443), ("tcp", 6666), ("tcp", 6667)))
+    failsafe_outbound_host_ports: tuple[ProtoPort, ...] = tuple(ProtoPort(*p) for p in (
         ("udp", 53), ("udp", 67), ("tcp", 179), ("tcp", 2379), ("tcp", 2380), ("tcp", 5473),
-        ("tcp", 6443), ("tcp", 6666), ("tcp", 6667))
+        ("tcp", 6443), ("tcp", 6666), ("tcp", 6667)))
     disable_conntrack_invalid_check: bool = False
     allow_vxlan_packets_from_workloads: bool = False
     allow_ipip_packets_from_workloads: bool = False
@@ -350,10 +365,28 @@ class Cluster:
     services: dict[str, Service] = field(default_factory=dict)                  # "ns/name"
     endpoint_slices: list[EndpointSlice] = field(default_factory=list)
     endpoints: dict[str, WorkloadEndpoint] = field(default_factory=dict)        # "ns/pod"
-    felix: FelixConfig = field(default_factory=FelixConfig)
+    felix: FelixConfig = field(default_factory=FelixConfig)      # FelixConfiguration "default"
+    # FelixConfiguration "node.<name>": the fields it sets (FelixConfig attribute -> value)
+    felix_overrides: dict[str, dict] = field(default_factory=dict)
+    _felix_merged: dict = field(default_factory=dict, repr=False, compare=False)
     title: str = ""
     description: str = ""
     warnings: list[str] = field(default_factory=list)
+
+    def felix_for(self, node: str | None) -> FelixConfig:
+        """The node's effective FelixConfiguration: felix ranks its per-host datastore source
+        (``node.<name>``) above the global one (``default``), field by field
+        (config/config_params.go ``DatastorePerHost`` > ``DatastoreGlobal``): a field the
+        node's object sets wins, every other comes from ``default``."""
+        changes = self.felix_overrides.get(node) if node is not None else None
+        if not changes:
+            return self.felix
+        # Merged over the current default (reading a diags bundle may replace it), once per
+        # default object, so readers that key on identity see one object per node.
+        cached = self._felix_merged.get(node)
+        if cached is None or cached[0] is not self.felix:
+            cached = self._felix_merged[node] = (self.felix, replace(self.felix, **changes))
+        return cached[1]
 
     def endpoint_by_ip(self, ip: IPv4Address) -> WorkloadEndpoint | None:
         for ep in self.endpoints.values():

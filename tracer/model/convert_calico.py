@@ -16,6 +16,7 @@ Every function takes a ``Ctx`` naming the file and object, so errors are one pre
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Network, IPv6Network, ip_network
 from typing import Any
@@ -24,7 +25,7 @@ from tracer.errors import InputError, quote
 from tracer.selector.selector import SelectorError, parse_selector
 from tracer.model.cluster import (
     EntityRule, FelixConfig, HostEndpoint, IcmpFields, IPPool, NetworkSet, Origin, Policy,
-    PortSpec, Profile,
+    PortSpec, Profile, ProtoPort,
     Rule, Tier)
 
 NAMESPACE_LABEL = "projectcalico.org/namespace"
@@ -44,6 +45,7 @@ class Ctx:
     origin: Origin
     warnings: list[str]
     calico_version: tuple[int, int] = (3, 32)
+    calico_patch: int | None = None      # "3.30.2" -> 2; None: the release's newest patch
 
     def error(self, problem: str) -> InputError:
         return InputError(problem, file=self.origin.file, obj=self.origin.describe())
@@ -492,18 +494,33 @@ def _text(value: Any, field_path: str, ctx: Ctx) -> str:
     return str(value)
 
 
-def _failsafe(value: Any, field_path: str, ctx: Ctx) -> tuple[tuple[str, int], ...]:
+def _failsafe(value: Any, field_path: str, ctx: Ctx) -> tuple[ProtoPort, ...]:
+    """felix's port-list (config/param_types.go PortListParam): tcp or udp only (felix stops
+    at start-up on anything else, sctp included), a port 0-65535, ``net`` a CIDR or an address
+    held canonical (cnet.ParseCIDROrIP: 10.0.0.7/24 -> 10.0.0.0/24, an address -> /32)."""
     out = []
     for index, entry in enumerate(value or ()):
+        where = f"{field_path}[{index}]"
         if not isinstance(entry, dict) or "port" not in entry:
-            raise ctx.error(f"{field_path}[{index}]: expected {{protocol, port}}")
-        if entry.get("net"):
-            ctx.warn(f"{field_path}[{index}].net: failsafe nets are not modelled; "
-                     f"the port applies to every address")
-        protocol = str(entry.get("protocol") or "tcp").lower()
-        if protocol not in ("tcp", "udp", "sctp"):
-            raise ctx.error(f"{field_path}[{index}].protocol: expected tcp, udp or sctp")
-        out.append((protocol, _int(entry["port"], f"{field_path}[{index}].port", ctx)))
+            raise ctx.error(f"{where}: expected {{protocol, port}}")
+        if not entry.get("protocol"):
+            # The v3 API requires it; felix reads an empty one as ":PORT" and stops.
+            raise ctx.error(f"{where}.protocol: missing (tcp or udp)")
+        protocol = str(entry["protocol"]).lower()
+        if protocol not in ("tcp", "udp"):
+            raise ctx.error(f"{where}.protocol: {quote(entry.get('protocol'))}: felix accepts "
+                            f"only tcp or udp in failsafe ports (it refuses to start otherwise)")
+        port = _int(entry["port"], f"{where}.port", ctx)
+        if not 0 <= port <= 65535:
+            raise ctx.error(f"{where}.port: {port} outside 0-65535")
+        net = entry.get("net") or None
+        if net is not None:
+            try:
+                net = str(ip_network(str(net), strict=False))
+            except ValueError:
+                raise ctx.error(f"{where}.net: expected a CIDR or an IP address, "
+                                f"got {quote(net)}") from None
+        out.append(ProtoPort(protocol, port, net))
     return tuple(out)
 
 
@@ -517,6 +534,48 @@ def _port_range(value: Any, field_path: str, ctx: Ctx) -> tuple[int, int]:
     if not 1 <= first <= last <= 65535:
         raise ctx.error(f"{field_path}: port range {quote(value)} outside 1-65535")
     return first, last
+
+
+# Fields a release's felix does not have: (first release, first patch) that has them.
+FELIX_SINCE = {
+    "logActionRateLimit": ((3, 30), 6),          # felix/rules/policy.go, v3.30.6
+    "logActionRateLimitBurst": ((3, 30), 6),
+}
+
+
+def _check_release(key: str, ctx: Ctx) -> None:
+    since = FELIX_SINCE.get(key)
+    if since is None:
+        return
+    (release, patch) = since
+    version = ctx.calico_version
+    if version < release or (version == release and ctx.calico_patch is not None
+                             and ctx.calico_patch < patch):
+        have = f"v{version[0]}.{version[1]}" + (f".{ctx.calico_patch}"
+                                                 if ctx.calico_patch is not None else "")
+        raise ctx.error(f"spec.{key}: felix {have} has no such field (added in "
+                        f"v{release[0]}.{release[1]}.{patch})")
+
+
+# config_params.go LogActionRateRegexp (empty: no limit).
+_LOG_RATE = re.compile(r"[1-9]\d{0,3}/(?:second|minute|hour|day)")
+
+
+def _log_rate(value: Any, field_path: str, ctx: Ctx) -> str | None:
+    text = str(value)
+    if text == "":
+        return None
+    if not _LOG_RATE.fullmatch(text):
+        raise ctx.error(f"{field_path}: invalid log rate limit {quote(value)} (expected N/unit, "
+                        f"N 1-9999, unit second, minute, hour or day)")
+    return text
+
+
+def _burst(value: Any, field_path: str, ctx: Ctx) -> int:
+    burst = _int(value, field_path, ctx)
+    if not 0 <= burst <= 9999:
+        raise ctx.error(f"{field_path}: {burst} outside 0-9999")
+    return burst
 
 
 def _ipv4_address(value: Any, field_path: str, ctx: Ctx) -> str:
@@ -534,10 +593,6 @@ FELIX_UNMODELLED_UNLESS_DEFAULT = {
 }
 # Fields that change only what felix logs or needs other resources to act: said, not refused.
 FELIX_SAID = {
-    "logActionRateLimit": "changes the rate limit on Log rules, which are rendered without it "
-                          "(verdicts are unaffected)",
-    "logActionRateLimitBurst": "changes the burst of Log rules' rate limit, which is not "
-                               "rendered (verdicts are unaffected)",
     "serviceLoopPrevention": "acts on service CIDRs from BGPConfiguration, which calico-trace "
                              "does not read (cali-cidr-block stays empty)",
 }
@@ -552,6 +607,8 @@ FELIX_FIELDS = {
     "chainInsertMode": ("chain_insert_mode", _choice(("Insert", "Append"))),
     "iptablesMarkMask": ("iptables_mark_mask", _int),
     "logPrefix": ("log_prefix", _text),
+    "logActionRateLimit": ("log_action_rate_limit", _log_rate),
+    "logActionRateLimitBurst": ("log_action_rate_limit_burst", _burst),
     "interfacePrefix": ("interface_prefix", _text),
     "failsafeInboundHostPorts": ("failsafe_inbound_host_ports", _failsafe),
     "failsafeOutboundHostPorts": ("failsafe_outbound_host_ports", _failsafe),
@@ -573,14 +630,20 @@ FELIX_FIELDS = {
 
 
 def felix_config(spec: dict, base: FelixConfig, ctx: Ctx) -> FelixConfig:
-    """The ``default`` FelixConfiguration over felix's defaults; other real fields are ignored
-    with one warning (the schema has already rejected unknown ones)."""
+    """The ``default`` FelixConfiguration over felix's defaults."""
+    return replace(base, **felix_changes(spec, ctx))
+
+
+def felix_changes(spec: dict, ctx: Ctx) -> dict[str, Any]:
+    """The FelixConfig attributes a FelixConfiguration sets (with its origin); other real
+    fields are ignored with one warning (the schema has already rejected unknown ones)."""
     changes: dict[str, Any] = {}
     ignored = []
     for key, value in spec.items():
         if value is None:
             continue
         if key in FELIX_FIELDS:
+            _check_release(key, ctx)
             attr, convert = FELIX_FIELDS[key]
             changes[attr] = convert(value, f"spec.{key}", ctx)
         elif key in FELIX_UNMODELLED_UNLESS_DEFAULT:
@@ -594,4 +657,4 @@ def felix_config(spec: dict, base: FelixConfig, ctx: Ctx) -> FelixConfig:
             ignored.append(key)
     if ignored:
         ctx.warn(f"fields that do not change the iptables model, ignored: {', '.join(ignored)}")
-    return replace(base, origin=ctx.origin, **changes)
+    return {**changes, "origin": ctx.origin}

@@ -17,6 +17,7 @@ import os
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from ipaddress import IPv4Interface
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from tracer.model.cluster import (
     BUILTIN_TIERS, Cluster, FelixConfig, IPPool, Namespace, Node, Origin, Pod, Policy,
     ServiceAccount)
 from tracer.model.ipam import BlockAllocator, IPAMExhausted
-from tracer.selector.selector import parse_selector
+from tracer.selector.selector import SelectorError, parse_selector
 from tracer.model import convert_calico, convert_k8s
 from tracer.model.convert_calico import Ctx
 
@@ -445,6 +446,23 @@ def _describe(doc: dict, where: str) -> str:
 # ================================================================================= building
 
 
+def _patch(version_text: str) -> int | None:
+    """"v3.30.2" -> 2; "3.30" -> None (the release's newest patch)."""
+    parts = version_text.strip().lstrip("vV").split(".")
+    return int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else None
+
+
+def _created(raw: RawObject) -> str:
+    """metadata.creationTimestamp as RFC 3339 UTC text (sorts in time order); absent sorts
+    first. YAML reads an unquoted timestamp as a datetime."""
+    value = (raw.doc.get("metadata") or {}).get("creationTimestamp") or ""
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+        return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return str(value)
+
+
 @dataclass
 class _Builder:
     """Turns the raw objects into the model, phase by phase (order matters: IPAM last)."""
@@ -454,6 +472,8 @@ class _Builder:
     version: tuple[int, int]
     version_text: str
     by_key: dict[str, list[RawObject]] = field(default_factory=dict)
+    _node_felix: dict[str, dict] = field(default_factory=dict)         # node -> changes
+    _scoped_felix: list[tuple] = field(default_factory=list)   # (raw, selector, changes)
 
     def build(self) -> None:
         self._check_duplicates()
@@ -464,6 +484,7 @@ class _Builder:
         self._namespaces_and_accounts()
         self._tiers()
         self._nodes()
+        self._felix_nodes()
         self._pods()
         self._profiles()
         self._endpoints()
@@ -474,7 +495,7 @@ class _Builder:
 
     def _ctx(self, raw: RawObject) -> Ctx:
         return Ctx(origin=raw.origin(), warnings=self.cluster.warnings,
-                   calico_version=self.version)
+                   calico_version=self.version, calico_patch=_patch(self.version_text))
 
     def _of(self, key: str) -> list[RawObject]:
         return self.by_key.get(key, [])
@@ -511,15 +532,62 @@ class _Builder:
     # ------------------------------------------------------------------ felix, pools, tiers
 
     def _felix(self) -> None:
+        """``default`` over felix's defaults. ``node.<name>`` and (v3.32+) selector-scoped
+        objects become per-node overrides once the nodes are known (:meth:`_felix_nodes`)."""
         config = FelixConfig(calico_version=self.version_text)
-        for raw in sorted(self._of("calico/FelixConfiguration"), key=lambda r: r.name != "default"):
-            if raw.name != "default":
+        for raw in self._of("calico/FelixConfiguration"):
+            per_node = raw.name.startswith("node.") and raw.name != "node."
+            scoped = raw.name != "default" and not raw.name.startswith("node.")
+            selector = raw.spec.get("nodeSelector")
+            if selector is not None and not scoped:
                 self.cluster.warnings.append(
-                    f"{raw.file}: FelixConfiguration {raw.name}: per-node configuration "
-                    f"ignored (only 'default' is applied)")
-                continue
-            config = convert_calico.felix_config(raw.spec, config, self._ctx(raw))
+                    f"{raw.file}: FelixConfiguration {raw.name}: spec.nodeSelector ignored "
+                    f"(only valid when the name is neither 'default' nor 'node.<nodename>')")
+            spec = {k: v for k, v in raw.spec.items() if k != "nodeSelector"}
+            if raw.name == "default":
+                config = convert_calico.felix_config(spec, config, self._ctx(raw))
+            elif per_node:
+                self._node_felix[raw.name[len("node."):]] = \
+                    convert_calico.felix_changes(spec, self._ctx(raw))
+            elif self.version >= (3, 32) and selector:
+                changes = convert_calico.felix_changes(spec, self._ctx(raw))
+                try:
+                    self._scoped_felix.append((raw, parse_selector(str(selector)), changes))
+                except SelectorError as err:
+                    # calc/config_batcher.go: "Failed to parse nodeSelector ..., ignoring".
+                    self.cluster.warnings.append(
+                        f"{raw.file}: FelixConfiguration {raw.name}: spec.nodeSelector "
+                        f"{quote(selector)}: {err}; felix applies the object to no node")
+            else:
+                reads = ("'default', 'node.<nodename>' and ones with a spec.nodeSelector"
+                         if self.version >= (3, 32) else "'default' and 'node.<nodename>'")
+                self.cluster.warnings.append(
+                    f"{raw.file}: FelixConfiguration {raw.name}: ignored (felix "
+                    f"v{self.version_text} reads only {reads})")
         self.cluster.felix = config
+
+    def _felix_nodes(self) -> None:
+        """Each node's overrides, in felix's order of precedence (config/config_params.go
+        SourcesInDescendingOrder): ``node.<name>`` over the selector-scoped object matching the
+        node (the oldest by creationTimestamp, then by name: calc/config_batcher.go
+        ``MergeSelectorConfigs``) over ``default``, field by field."""
+        for name, changes in sorted(self._node_felix.items()):
+            if name not in self.cluster.nodes:
+                known = ", ".join(sorted(self.cluster.nodes)) or "none"
+                self.cluster.warnings.append(
+                    f"{changes['origin'].file}: FelixConfiguration node.{name}: no node "
+                    f"{quote(name)} in the cluster (nodes: {known}); it applies to no node")
+        for name in sorted(self.cluster.nodes):
+            labels = self.cluster.nodes[name].labels
+            matching = sorted((r for r in self._scoped_felix if r[1].matches(labels)),
+                              key=lambda r: (_created(r[0]), r[0].name))
+            if len(matching) > 1:
+                self.cluster.warnings.append(
+                    f"FelixConfigurations {', '.join(r[0].name for r in matching)} all select "
+                    f"node {name}: felix uses only the oldest, {matching[0][0].name}")
+            changes = {**(matching[0][2] if matching else {}), **self._node_felix.get(name, {})}
+            if changes:
+                self.cluster.felix_overrides[name] = changes
 
     def _pools(self) -> None:
         for raw in self._of("calico/IPPool"):
@@ -661,7 +729,8 @@ class _Builder:
             changes: dict[str, Any] = {}
             wants = (
                 ("wireguard_interface_address",
-                 node.wireguard_public_key is not None and self.cluster.felix.wireguard_enabled,
+                 node.wireguard_public_key is not None
+                 and self.cluster.felix_for(name).wireguard_enabled,
                  lambda p: True),
                 ("ipip_tunnel_address", True, lambda p: p.ipip_mode != "Never"),
                 ("vxlan_tunnel_address", True, lambda p: p.vxlan_mode != "Never"),
@@ -715,10 +784,11 @@ class _Builder:
             profiles[raw.name] = convert_calico.profile(raw.name, raw.spec, self._ctx(raw))
 
     def _endpoints(self) -> None:
-        prefix = self.cluster.felix.interface_prefixes[0]
         for pod in sorted(self.cluster.pods.values(), key=lambda p: p.key):
             if pod.host_network:
                 continue
+            # The CNI plugin names the veth with its node's felix prefix.
+            prefix = self.cluster.felix_for(pod.node).interface_prefixes[0]
             self.cluster.endpoints[pod.key] = convert_k8s.workload_endpoint(
                 pod, self.cluster.profiles, prefix)
 

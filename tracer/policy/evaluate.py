@@ -568,7 +568,8 @@ def _fingerprint(cluster: Cluster) -> tuple:
     first and last members, and the felix config. It notices appends, removals, replaced
     collections and replaced end members; after replacing a member in the middle of a
     collection, build a new :class:`PolicyIndex` (or a new Cluster)."""
-    stamp: list = [id(cluster.felix)]
+    stamp: list = [id(cluster.felix), id(cluster.felix_overrides),
+                   len(cluster.felix_overrides)]
     for collection in (cluster.policies, cluster.network_sets, cluster.host_endpoints,
                        cluster.tiers, cluster.profiles, cluster.endpoints):
         stamp.extend(_ends(collection))
@@ -615,11 +616,12 @@ def first_matching_rule(index: PolicyIndex, rules: tuple[Rule, ...],
     return None
 
 
-def encap_drop(cluster: Cluster, direction: str, flow: Flow) -> bool:
-    """cali-fw-* drops VXLAN (UDP to the VXLAN port) and IPIP sent by workloads."""
+def encap_drop(cluster: Cluster, direction: str, flow: Flow, node: str | None) -> bool:
+    """cali-fw-* drops VXLAN (UDP to the VXLAN port) and IPIP sent by workloads, as the
+    workload's node (``node``) is configured."""
     if direction != "egress":
         return False
-    felix = cluster.felix
+    felix = cluster.felix_for(node)
     if flow.protocol == 17 and flow.dst_port == felix.vxlan_port:
         return not felix.allow_vxlan_packets_from_workloads
     return flow.protocol == 4 and not felix.allow_ipip_packets_from_workloads
@@ -664,7 +666,7 @@ class _Walk:
         self.passes: list[RuleRef] = []
 
     def run(self) -> DirectionDecision:
-        if encap_drop(self.index.cluster, self.direction, self.flow):
+        if encap_drop(self.index.cluster, self.direction, self.flow, self.endpoint.pod.node):
             return self._decide(False, "encap-from-workload")
         for tier_policies in self.tiers:
             decision = self._walk_tier(tier_policies)

@@ -175,9 +175,9 @@ class _ClassWalker:
 
     def allowed_peers(self, subject: int, direction: str) -> int:
         """Bitset of peer classes the subject class's chain allows in ``direction``."""
-        if encap_drop(self.index.cluster, direction, self.template):
-            return 0
         rep = self.classes.representatives[subject]
+        if encap_drop(self.index.cluster, direction, self.template, rep.pod.node):
+            return 0
         pending, allowed = self.universe, 0
         for tier in self.index.applicable(rep.key, direction):
             passed = 0

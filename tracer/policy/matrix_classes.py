@@ -78,7 +78,11 @@ def _class_key(index: PolicyIndex, ep: WorkloadEndpoint, features: _Features,
     in_nets = tuple(ip in net for net in features.nets)
     extra = _extra_matches(index, ep, features)
     shared = ip if ip in shared_ips else None
-    return (labels, ep.profiles, ports, in_nets, extra, shared)
+    # What its node's FelixConfiguration makes cali-fw-* drop before any policy.
+    felix = index.cluster.felix_for(ep.pod.node)
+    encap = (felix.vxlan_port, felix.allow_vxlan_packets_from_workloads,
+             felix.allow_ipip_packets_from_workloads)
+    return (labels, ep.profiles, ports, in_nets, extra, shared, encap)
 
 
 def _extra_matches(index: PolicyIndex, ep: WorkloadEndpoint, features: _Features) -> frozenset:

@@ -121,7 +121,7 @@ class _Run:
         self.errors = 0
         self.translations: dict[tuple, tuple] = {}     # reply as seen -> as its sender sent it
         self.hops = False
-        self.accept_mark = mark_bits(dataplane.version, dataplane.cluster.felix).accept
+        self.accept_marks: dict[str, int] = {}     # node -> its felix's accept bit
         # flow -> (trace, dropped?) of the packet that explains it: the first drop, else the first
         self.representative: dict[int, tuple[PacketTrace, bool]] = {}
 
@@ -277,7 +277,7 @@ class _Run:
             node, event = drop.node, drop.event
         else:
             events = trace.netfilter_events()
-            found = [(node, event) for node, event in events if self._accepts(event)] or \
+            found = [(node, event) for node, event in events if self._accepts(node, event)] or \
                 [(node, event) for node, event in events if _conntrack_accept(event)]
             if not found:
                 return None
@@ -288,10 +288,17 @@ class _Run:
             decision = self.decisions[key] = decision_for(node, event, self.dataplane)
         return decision
 
-    def _accepts(self, event) -> bool:
+    def _accept_mark(self, node: str) -> int:
+        mark = self.accept_marks.get(node)
+        if mark is None:
+            felix = self.dataplane.cluster.felix_for(node)
+            mark = self.accept_marks[node] = mark_bits(self.dataplane.version, felix).accept
+        return mark
+
+    def _accepts(self, node: str, event) -> bool:
         rule = event.rule
         return (event.kind == "rule" and rule is not None and isinstance(rule.target, SetMark)
-                and bool(rule.target.value & self.accept_mark)
+                and bool(rule.target.value & self._accept_mark(node))
                 and event.chain.startswith(POLICY_CHAINS))
 
     def _hop_frames(self, trace: PacketTrace, frame: int, ts_ns: int, values: dict) -> None:

@@ -46,8 +46,9 @@ class Mtus:
     pod: int
 
 
-def mtus(cluster: Cluster) -> Mtus:
-    felix = cluster.felix
+def mtus(cluster: Cluster, node: str | None = None) -> Mtus:
+    """``node``: with its own FelixConfiguration (``node.<name>``); the default one without."""
+    felix = cluster.felix_for(node)
     host = felix.host_mtu
     ipip = felix.ipip_mtu or host - OVERHEADS["ipip"]
     vxlan = felix.vxlan_mtu or host - OVERHEADS["vxlan"]
@@ -73,7 +74,8 @@ def vxlan_enabled(cluster: Cluster) -> bool:
 
 def interface_table(cluster: Cluster, node_name: str) -> InterfaceTable:
     """The node's devices: loopback, underlay, the tunnels felix configures, pod veths."""
-    node, felix, sizes = cluster.nodes[node_name], cluster.felix, mtus(cluster)
+    node, felix = cluster.nodes[node_name], cluster.felix_for(node_name)
+    sizes = mtus(cluster, node_name)
     devices = [Interface(LOOPBACK_DEVICE, IfaceKind.LOOPBACK, 65536, IPv4Address("127.0.0.1")),
                Interface(UNDERLAY_DEVICE, IfaceKind.UNDERLAY, sizes.host, node.address.ip)]
     if ipip_enabled(cluster):
@@ -102,14 +104,20 @@ def tunnel_directory(cluster: Cluster, routes: ClusterRoutes | None = None) -> T
         for n in cluster.nodes.values()}
     routes = routes or cluster_routes(cluster)
     owners: list[tuple[IPv4Network, str]] = []
-    if felix.wireguard_enabled:                 # only WireGuard peers are found by address
+    if any(cluster.felix_for(name).wireguard_enabled for name in cluster.nodes):
+        # only WireGuard peers are found by address
         owners += routes.owners.items()
         owners += [(IPv4Network((ep.pod.ip, 32)), ep.pod.node)
                    for ep in cluster.endpoints.values()]
+    own = {name: cluster.felix_for(name) for name in cluster.nodes}
+    vxlan = {name: (c.vxlan_vni, c.vxlan_port) for name, c in own.items() if c is not felix}
+    wireguard = {name: (c.wireguard_listening_port, mtus(cluster, name).wireguard)
+                 for name, c in own.items() if c is not felix}
     return TunnelDirectory(
         endpoints=endpoints, wireguard_owners=tuple(owners), vxlan_vni=felix.vxlan_vni,
         vxlan_port=felix.vxlan_port, wireguard_port=felix.wireguard_listening_port,
-        wireguard_mtu=mtus(cluster).wireguard)
+        wireguard_mtu=mtus(cluster).wireguard, vxlan_by_node=vxlan,
+        wireguard_by_node=wireguard)
 
 
 class LazyNodes(LazyMapping[str, NodeDataplane]):
@@ -147,7 +155,6 @@ def build_dataplane(cluster: Cluster, *, version: str,
     supplied = dict(rulesets or {})
     given_routing = dict(routing or {})
     given_interfaces = dict(interfaces or {})
-    marks = mark_bits(version, cluster.felix)
     if prepared is None or prepared.cluster is not cluster:
         prepared = prepare(cluster)
     facts, routes = prepared.facts, prepared.routes
@@ -159,6 +166,7 @@ def build_dataplane(cluster: Cluster, *, version: str,
             ruleset = render_node(cluster, name, version=version, facts=facts)
             if cluster.services:               # kube-proxy (iptables mode) runs beside felix
                 ruleset = with_kube_proxy(cluster, name, ruleset, version=version)
+        marks = mark_bits(version, cluster.felix_for(name))
         table = given_routing.get(name) or node_routing_table(
             cluster, name, wireguard_mark=marks.wireguard, underlay_gateway=gateway,
             shared=routes)

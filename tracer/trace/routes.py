@@ -108,7 +108,8 @@ def node_routing_table(cluster: Cluster, node_name: str, *, wireguard_mark: int 
     routes: list[Route] = []
     shared = shared or cluster_routes(cluster)
     owners = shared.owners
-    wireguard = cluster.felix.wireguard_enabled
+    felix = cluster.felix_for(node_name)
+    wireguard = felix.wireguard_enabled
 
     for ep in sorted(cluster.endpoints.values(), key=lambda e: e.key):
         if ep.pod.node == node_name:
@@ -128,7 +129,7 @@ def node_routing_table(cluster: Cluster, node_name: str, *, wireguard_mark: int 
             continue
         remote = cluster.nodes[owner]
         if wireguard and remote.wireguard_public_key and node.wireguard_public_key:
-            routes.append(Route(dst=block, dev=cluster.felix.wireguard_interface_name,
+            routes.append(Route(dst=block, dev=felix.wireguard_interface_name,
                                 scope="link", table=WIREGUARD_TABLE, origin="felix"))
         routes.append(remote_route(pool, node, remote, block))
 

@@ -164,7 +164,7 @@ class RpfilterCodec(MatchCodec):
 _LIMIT_SCALE = 10000
 _LIMIT_UNITS = (("day", _LIMIT_SCALE * 86400), ("hour", _LIMIT_SCALE * 3600),
                 ("min", _LIMIT_SCALE * 60), ("sec", _LIMIT_SCALE))
-_LIMIT_DEFAULT_BURST = 5
+LIMIT_DEFAULT_BURST = 5
 
 
 class LimitCodec(MatchCodec):
@@ -184,7 +184,7 @@ class LimitCodec(MatchCodec):
                 if not value.isdigit():
                     raise CodecError(f"bad --limit-burst {value!r}")
                 burst = int(value)
-        return [LimitMatch(rate, None if burst == _LIMIT_DEFAULT_BURST else burst)]
+        return [LimitMatch(rate, None if burst == LIMIT_DEFAULT_BURST else burst)]
 
     def format(self, m: LimitMatch) -> str:
         burst = f" --limit-burst {m.burst}" if m.burst is not None else ""

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from tracer.dataplane import ir
+from tracer.dataplane.codecs.matches import LIMIT_DEFAULT_BURST, limit_rate
 from tracer.protocols import protocol_number
 
 
@@ -120,8 +121,11 @@ class Match:
                          ir.IcmpMatch(icmp_type, code, negated))
 
     def limit(self, rate: str, burst: int) -> "Match":
+        """felix writes the rate as configured; the kernel holds it (and iptables-save prints
+        it) normalised, the default burst 5 (also what no --limit-burst means) left out."""
         text = f"-m limit --limit {rate}" + (f" --limit-burst {burst}" if burst else "")
-        return self._add(text, ir.LimitMatch(rate, burst or None))
+        kept = None if burst in (0, LIMIT_DEFAULT_BURST) else burst
+        return self._add(text, ir.LimitMatch(limit_rate(rate), kept))
 
 
 M = Match  # short alias for builders

@@ -81,7 +81,8 @@ def make_ctx(cluster: Cluster, node_name: str, version: str | None,
     # calico-node sets IPIP/VXLAN enabled when any pool uses the encapsulation.
     ipip = any(p.ipip_mode in ("Always", "CrossSubnet") for p in pools)
     vxlan = any(p.vxlan_mode in ("Always", "CrossSubnet") for p in pools)
+    felix = cluster.felix_for(node_name)
     return Ctx(cluster=cluster, node=node, knob=knobs(short),
-               marks=mark_bits(short, cluster.felix), felix=cluster.felix,
+               marks=mark_bits(short, felix), felix=felix,
                ipip_enabled=ipip, vxlan_enabled=vxlan,
                facts=facts if facts is not None else ClusterFacts(cluster))

@@ -21,7 +21,7 @@ def nat_outgoing_chain(ctx: Ctx) -> FChain:
     """
     if not any(pool.nat_outgoing for pool in ctx.cluster.ippools.values()):
         return FChain("cali-nat-outgoing")
-    felix = ctx.cluster.felix
+    felix = ctx.felix
     address, ports = felix.nat_outgoing_address, felix.nat_port_range
     plain = (b.snat(address, MASQ_FULLY_RANDOM) if address
              else b.masquerade(MASQ_FULLY_RANDOM))
@@ -43,5 +43,5 @@ def _masq_match(ctx: Ctx, protocol: str) -> M:
              .ipset(ctx.all_pools_set, "dst", negated=True))
     if protocol:
         match = match.protocol(protocol)
-    interface = ctx.cluster.felix.iptables_nat_outgoing_interface_filter
+    interface = ctx.felix.iptables_nat_outgoing_interface_filter
     return match.out_iface(interface) if interface else match

@@ -144,6 +144,10 @@ def action_rules(ctx: Ctx, r: ParsedRule, match: M, owner: Policy | Profile) -> 
     """CombineMatchAndActionsForProtoRule (v3.30+) / CalculateActions (v3.29)."""
     marks = ctx.marks
     if r.action == "log":
+        # The rate limit comes first: CombineMatches(logMatch, match) (v3.30.6+).
+        rate = ctx.felix.log_action_rate_limit
+        if rate:
+            match = M().limit(rate, ctx.felix.log_action_rate_limit_burst) + match
         return [FRule(match, b.log(_log_prefix(ctx, owner)))]
     if r.action in ("allow", ""):
         mark, follow = marks.accept, b.RETURN

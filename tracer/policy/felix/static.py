@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from tracer.dataplane.interfaces import IPIP_DEVICE, VXLAN_DEVICE
 from tracer.dataplane.ir import Table
+from tracer.model.cluster import ProtoPort
 from tracer.policy.felix import builder as b
 from tracer.policy.felix.builder import M, FChain, FRule
 from tracer.policy.felix.context import Ctx, static_prov
@@ -151,22 +152,35 @@ def output_chain(ctx: Ctx) -> FChain:
     return FChain("cali-OUTPUT", tuple(rules))
 
 
-def _failsafe_rule(proto: str, port: int, direction: str) -> FRule:
-    return _r(M().protocol(proto).ports(direction, ((port, port),)), b.ACCEPT, role="failsafe")
+def _failsafe_rules(entries: tuple[ProtoPort, ...], ports: str, net: str) -> list[FRule]:
+    """One ACCEPT per entry: the protocol, the port on the ``ports`` side, the entry's net on
+    the ``net`` side; an IPv6 net gives no rule in these IPv4 chains."""
+    rules = []
+    for entry in entries:
+        if entry.ip_version == 6:
+            continue
+        match = M().protocol(entry.protocol).ports(ports, ((entry.port, entry.port),))
+        if entry.net is not None:
+            match = match.net(net, entry.net)
+        rules.append(_r(match, b.ACCEPT, role="failsafe"))
+    return rules
 
 
 def failsafe_in(ctx: Ctx, table: str) -> FChain:
-    """failsafeInChain: dport ACCEPTs; raw also accepts outbound ports as source ports."""
-    rules = [_failsafe_rule(p, n, "dst") for p, n in ctx.felix.failsafe_inbound_host_ports]
+    """failsafeInChain: inbound ports as destination ports from their net; raw also accepts
+    outbound ports as source ports (the replies), still from the net (felix's SourceNet)."""
+    rules = _failsafe_rules(ctx.felix.failsafe_inbound_host_ports, "dst", "src")
     if table == "raw":
-        rules += [_failsafe_rule(p, n, "src") for p, n in ctx.felix.failsafe_outbound_host_ports]
+        rules += _failsafe_rules(ctx.felix.failsafe_outbound_host_ports, "src", "src")
     return FChain("cali-failsafe-in", tuple(rules))
 
 
 def failsafe_out(ctx: Ctx, table: str) -> FChain:
-    rules = [_failsafe_rule(p, n, "dst") for p, n in ctx.felix.failsafe_outbound_host_ports]
+    """failsafeOutChain: outbound ports as destination ports to their net; raw also accepts
+    inbound ports as source ports, to the net (felix's DestNet)."""
+    rules = _failsafe_rules(ctx.felix.failsafe_outbound_host_ports, "dst", "dst")
     if table == "raw":
-        rules += [_failsafe_rule(p, n, "src") for p, n in ctx.felix.failsafe_inbound_host_ports]
+        rules += _failsafe_rules(ctx.felix.failsafe_inbound_host_ports, "src", "dst")
     return FChain("cali-failsafe-out", tuple(rules))
 
 
