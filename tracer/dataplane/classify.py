@@ -23,6 +23,7 @@ ROLE_REASONS = {
     "host-endpoint": R.HOST_ENDPOINT,
     "endpoint-to-host": R.ENDPOINT_TO_HOST,
     "tunnel-peer-drop": R.UNKNOWN_TUNNEL_PEER,
+    "service-loop-prevention": R.SERVICE_LOOP,
 }
 # kube-proxy's rules carry no felix provenance; the REJECT for a Service without endpoints is
 # recognised by the comment kube-proxy writes on it.

@@ -368,7 +368,7 @@ PROVENANCE_ROLES = frozenset({
     "tier-end-drop", "profile-jump", "profile-return", "profile-rule", "no-profile-drop",
     "conntrack-accept", "conntrack-invalid", "encap-drop", "tunnel-peer-drop", "dispatch",
     "unknown-interface", "rpf", "failsafe", "host-endpoint", "endpoint-to-host", "static",
-    "nat-outgoing", "kube-proxy",
+    "nat-outgoing", "kube-proxy", "service-loop-prevention",
 })
 
 

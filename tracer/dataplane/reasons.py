@@ -44,6 +44,8 @@ class DropReason(StrEnum):
                         "traffic")
     NO_ENDPOINTS = ("no-endpoints", "the Service has no ready endpoints: kube-proxy rejects "
                     "the connection")
+    SERVICE_LOOP = ("service-loop", "addressed to an advertised service CIDR but taken by no "
+                    "Service: felix's ServiceLoopPrevention stops it looping to the router")
     NETFILTER_DROP = ("netfilter-drop", "dropped by an iptables rule that is not Calico policy")
     MALFORMED = ("malformed", "the packet's headers are malformed or truncated")
 

@@ -52,6 +52,10 @@ STATIC_HINTS: dict[DropReason, str] = {
     DropReason.HOST_ENDPOINT: (
         "Add an Allow rule for this traffic to a policy selecting the host endpoint (or a "
         "preDNAT/applyOnForward policy for forwarded traffic)."),
+    DropReason.SERVICE_LOOP: (
+        "Nothing serves this address: use a Service's cluster or external IP, or leave it out "
+        "of the BGPConfiguration's service CIDRs (FelixConfiguration serviceLoopPrevention "
+        "Disabled lets it loop)."),
     DropReason.NO_ENDPOINTS: (
         "Check the Service's selector and that its pods are ready: kubectl get endpointslices -l "
         "kubernetes.io/service-name=<service>."),

@@ -325,6 +325,7 @@ class FelixConfig:
     nat_port_range: tuple[int, int] | None = None
     nat_outgoing_address: str | None = None
     iptables_nat_outgoing_interface_filter: str = ""
+    service_loop_prevention: Literal["Drop", "Reject", "Disabled"] = "Drop"
     host_mtu: int = 1500
     origin: Origin = NO_ORIGIN
 
@@ -366,6 +367,8 @@ class Cluster:
     endpoint_slices: list[EndpointSlice] = field(default_factory=list)
     endpoints: dict[str, WorkloadEndpoint] = field(default_factory=dict)        # "ns/pod"
     felix: FelixConfig = field(default_factory=FelixConfig)      # FelixConfiguration "default"
+    # BGPConfiguration "default": advertised service CIDRs, as written (felix sorts the text)
+    service_loop_cidrs: tuple[str, ...] = ()
     # FelixConfiguration "node.<name>": the fields it sets (FelixConfig attribute -> value)
     felix_overrides: dict[str, dict] = field(default_factory=dict)
     _felix_merged: dict = field(default_factory=dict, repr=False, compare=False)

@@ -423,6 +423,24 @@ def profile(name: str, spec: dict, ctx: Ctx) -> Profile:
 ENCAP_MODES = {"always": "Always", "crosssubnet": "CrossSubnet", "never": "Never", "": "Never"}
 
 
+def service_cidrs(spec: dict, ctx: Ctx) -> tuple[str, ...]:
+    """A BGPConfiguration's advertised service CIDRs (cluster, external, load balancer), in
+    felix's order: the text sorted (``BlockedCIDRsToIptablesChains``). IPv6 ones belong to
+    the IPv6 chains, which calico-trace does not model: said and left out."""
+    cidrs = []
+    for field_name in ("serviceClusterIPs", "serviceExternalIPs", "serviceLoadBalancerIPs"):
+        for block in spec.get(field_name) or ():
+            text = str(block.get("cidr") or "")
+            if not text:
+                continue
+            if ":" in text:
+                ctx.warn(f"spec.{field_name}: IPv6 CIDR {text} skipped (calico-trace models "
+                         "IPv4 only)")
+                continue
+            cidrs.append(text)
+    return tuple(sorted(cidrs))
+
+
 def ippool(name: str, spec: dict, ctx: Ctx) -> IPPool | None:
     """An IPv4 IPPool (IPv6 pools are skipped with a warning: the model is IPv4-only)."""
     if not spec.get("cidr"):
@@ -591,11 +609,6 @@ FELIX_UNMODELLED_UNLESS_DEFAULT = {
     "natOutgoingExclusions": "IPPoolsOnly",
     "wireguardHostEncryptionEnabled": False,
 }
-# Fields that change only what felix logs or needs other resources to act: said, not refused.
-FELIX_SAID = {
-    "serviceLoopPrevention": "acts on service CIDRs from BGPConfiguration, which calico-trace "
-                             "does not read (cali-cidr-block stays empty)",
-}
 
 # FelixConfiguration field -> (FelixConfig attribute, converter).
 FELIX_FIELDS = {
@@ -626,6 +639,8 @@ FELIX_FIELDS = {
     "natPortRange": ("nat_port_range", _port_range),
     "natOutgoingAddress": ("nat_outgoing_address", _ipv4_address),
     "iptablesNATOutgoingInterfaceFilter": ("iptables_nat_outgoing_interface_filter", _text),
+    "serviceLoopPrevention": ("service_loop_prevention",
+                              _choice(("Drop", "Reject", "Disabled"))),
 }
 
 
@@ -651,8 +666,6 @@ def felix_changes(spec: dict, ctx: Ctx) -> dict[str, Any]:
             if str(value).lower() != str(default).lower():
                 raise ctx.error(f"spec.{key}: {quote(value)} changes felix's rules in a way "
                                 f"calico-trace does not model (only {default} is)")
-        elif key in FELIX_SAID:
-            ctx.warn(f"spec.{key}: {FELIX_SAID[key]}")
         else:
             ignored.append(key)
     if ignored:

@@ -48,7 +48,7 @@ K8S_KINDS = {
 CALICO_KINDS = ("NetworkPolicy", "GlobalNetworkPolicy", "StagedNetworkPolicy",
                 "StagedGlobalNetworkPolicy", "StagedKubernetesNetworkPolicy", "Tier", "NetworkSet",
                 "GlobalNetworkSet", "HostEndpoint", "Profile", "IPPool", "FelixConfiguration",
-                "Node")
+                "BGPConfiguration", "Node")
 NAMESPACED = {"Pod", "ServiceAccount", "Service", "EndpointSlice", "NetworkPolicy",
               "calico/NetworkPolicy", "calico/StagedNetworkPolicy",
               "calico/StagedKubernetesNetworkPolicy", "calico/NetworkSet"}
@@ -480,6 +480,7 @@ class _Builder:
         for raw in self.objects:
             self.by_key.setdefault(raw.key, []).append(raw)
         self._felix()
+        self._bgp()
         self._pools()
         self._namespaces_and_accounts()
         self._tiers()
@@ -588,6 +589,17 @@ class _Builder:
             changes = {**(matching[0][2] if matching else {}), **self._node_felix.get(name, {})}
             if changes:
                 self.cluster.felix_overrides[name] = changes
+
+    def _bgp(self) -> None:
+        """The service CIDRs the default BGPConfiguration advertises: felix's service loop
+        prevention (ServiceLoopPrevention) blocks traffic to them that no Service claims."""
+        for raw in self._of("calico/BGPConfiguration"):
+            ctx = self._ctx(raw)
+            if raw.name != "default":
+                ctx.warn("only the default BGPConfiguration's service CIDRs reach felix; "
+                         "ignored")
+                continue
+            self.cluster.service_loop_cidrs = convert_calico.service_cidrs(raw.spec, ctx)
 
     def _pools(self) -> None:
         for raw in self._of("calico/IPPool"):

@@ -332,6 +332,16 @@ IPPOOL_SPEC = {
     "ipip": {"enabled": BOOL, "mode": STR},
     "nat-outgoing": BOOL,
 }
+SERVICE_CIDRS = ListOf({"cidr": CIDR})
+BGP_CONFIG_SPEC = {
+    **_fields("logSeverityScreen nodeToNodeMeshEnabled asNumber serviceLoadBalancerAggregation "
+              "communities prefixAdvertisements listenPort nodeMeshPassword "
+              "nodeMeshMaxRestartTime bindMode ignoredInterfaces localWorkloadPeeringIPV4 "
+              "localWorkloadPeeringIPV6 programClusterRoutes ipv4NormalRoutePriority "
+              "ipv6NormalRoutePriority"),
+    "serviceClusterIPs": SERVICE_CIDRS, "serviceExternalIPs": SERVICE_CIDRS,
+    "serviceLoadBalancerIPs": SERVICE_CIDRS,
+}
 CALICO_NODE_SPEC = {
     **_fields("ipv6VXLANTunnelAddr vxlanTunnelMACAddrV6 orchRefs interfaces"),
     "ipv4VXLANTunnelAddr": IP_OR_CIDR, "vxlanTunnelMACAddr": STR,
@@ -424,6 +434,7 @@ KIND_SCHEMAS: dict[str, dict] = {
     "calico/Profile": _k8s(PROFILE_SPEC),
     "calico/IPPool": _k8s(IPPOOL_SPEC),
     "calico/FelixConfiguration": _k8s(FELIX_CONFIG_SPEC),
+    "calico/BGPConfiguration": _k8s(BGP_CONFIG_SPEC),
     "calico/Node": _k8s(CALICO_NODE_SPEC, CALICO_NODE_STATUS),
 }
 

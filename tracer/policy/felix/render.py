@@ -47,7 +47,7 @@ def render_node(cluster: Cluster, node: str, *, version: str | None = None,
         Table.RAW: static.raw_chains(ctx) + [static.rpf_skip_chain()],
         Table.MANGLE: static.mangle_chains(ctx),
         Table.NAT: static.nat_chains(ctx) + [nat_outgoing_chain(ctx)],
-        Table.FILTER: static.filter_chains(ctx) + [static.cidr_block_chain()],
+        Table.FILTER: static.filter_chains(ctx) + [static.cidr_block_chain(ctx)],
     }
     all_tiers: list[TierGroups] = []
     profiles: set[str] = set()

@@ -7,6 +7,7 @@ IPv4 only, iptables mode, no IPVS/OpenStack/BPF/flow logs.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from ipaddress import ip_network
 
 from tracer.dataplane.interfaces import IPIP_DEVICE, VXLAN_DEVICE
 from tracer.dataplane.ir import Table
@@ -299,6 +300,15 @@ def nat_postrouting(ctx: Ctx) -> FChain:
     return FChain("cali-POSTROUTING", tuple(rules))
 
 
-def cidr_block_chain() -> FChain:
-    """ServiceLoopPrevention: empty unless BGPConfiguration advertises service CIDRs."""
-    return FChain("cali-cidr-block")
+def cidr_block_chain(ctx: Ctx) -> FChain:
+    """ServiceLoopPrevention: traffic forwarded to an advertised service CIDR (the default
+    BGPConfiguration's) that kube-proxy did not DNAT is dropped or rejected, so it cannot loop
+    between the node and its upstream router; empty when nothing is advertised or the
+    prevention is Disabled (rules/nat.go ``BlockedCIDRsToIptablesChains``)."""
+    action = {"Drop": b.DROP, "Reject": b.REJECT}.get(ctx.felix.service_loop_prevention)
+    if action is None:
+        return FChain("cali-cidr-block")
+    prov = static_prov("service-loop-prevention", "rules/nat.go")
+    rules = [FRule(M().net("dst", str(ip_network(cidr, strict=False))), action, (), prov)
+             for cidr in ctx.facts.cluster.service_loop_cidrs]
+    return FChain("cali-cidr-block", tuple(rules))
