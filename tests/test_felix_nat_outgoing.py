@@ -1,5 +1,5 @@
-"""cali-nat-outgoing as felix renders it for natPortRange, natOutgoingAddress and
-iptablesNATOutgoingInterfaceFilter (felix/rules/nat.go NATOutgoingChain and its expectations
+"""cali-nat-outgoing as felix renders it for natPortRange, natOutgoingAddress,
+natOutgoingExclusions and iptablesNATOutgoingInterfaceFilter (felix/rules/nat.go NATOutgoingChain and its expectations
 in nat_test.go: with a port range, TCP and UDP get the ranged action then RETURN, everything
 else the plain action), and the connection the trace binds."""
 from __future__ import annotations
@@ -57,6 +57,9 @@ CASES = {
         "--random-fully",
         f"-A cali-nat-outgoing -p udp {SETS} -j RETURN",
         f"-A cali-nat-outgoing {SETS} -j SNAT --to-source 10.0.0.99 --random-fully"]),
+    "host exclusions": ({"natOutgoingExclusions": "IPPoolsAndHostIPs"}, [
+        f"-A cali-nat-outgoing {SETS} -m set ! --match-set cali40all-hosts-net dst "
+        "-j MASQUERADE --random-fully"]),
     "interface filter": ({"iptablesNATOutgoingInterfaceFilter": "eth0"},
                          [f"-A cali-nat-outgoing -o eth0 {SETS} -j MASQUERADE --random-fully"]),
 }
@@ -91,7 +94,7 @@ def test_the_trace_binds_the_address_and_a_port_in_range(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("spec,said", [
-    ({"natOutgoingExclusions": "IPPoolsAndHostIPs"}, "natOutgoingExclusions"),
+    ({"natOutgoingExclusions": "Everything"}, "natOutgoingExclusions"),
     ({"wireguardHostEncryptionEnabled": True}, "wireguardHostEncryptionEnabled"),
     ({"natPortRange": "70000:80000"}, "natPortRange"),
     ({"natOutgoingAddress": "fd00::1"}, "natOutgoingAddress"),
@@ -102,8 +105,31 @@ def test_unmodelled_or_bad_values_are_refused(tmp_path, capsys, spec, said):
     assert code == 2 and said in err and len(err.strip().splitlines()) == 1
 
 
+def test_host_exclusions_are_refused_before_v331(tmp_path, capsys):
+    directory = with_felix(tmp_path, {"natOutgoingExclusions": "IPPoolsAndHostIPs"})
+    code, _, err = run(capsys, "render", "-f", str(directory), "--node", "node-1",
+                       "--calico-version", "3.30")
+    assert code == 2 and "spec.natOutgoingExclusions: felix v3.30" in err
+    assert "added in v3.31.0" in err
+
+
+@pytest.mark.parametrize("exclusions,masqueraded", [("IPPoolsOnly", True),
+                                                    ("IPPoolsAndHostIPs", False)])
+def test_a_pod_reaching_another_nodes_address_is_masqueraded_unless_hosts_excluded(
+        tmp_path, capsys, exclusions, masqueraded):
+    import json
+    directory = with_felix(tmp_path, {"natOutgoingExclusions": exclusions})
+    node_2 = str(load_cluster([directory]).nodes["node-2"].address.ip)
+    code, out, err = run(capsys, "packet", "-f", str(directory), "--from",
+                         "shop/frontend-7d4b9", "--to", node_2, "--protocol", "tcp", "--port",
+                         "22", "--output", "json")
+    assert code == 0, err
+    nat = [h for h in json.loads(out)["hops"] if h.get("stage") == "nat"]
+    assert bool(nat) == masqueraded, nat
+
+
 def test_defaults_of_unmodelled_fields_pass_and_log_limits_are_said(tmp_path, capsys):
-    directory = with_felix(tmp_path, {"natOutgoingExclusions": "IPPoolsOnly",
+    directory = with_felix(tmp_path, {"wireguardHostEncryptionEnabled": False,
                                       "logActionRateLimit": "10/second"})
     code, out, err = run(capsys, "render", "-f", str(directory), "--node", "node-1")
     assert code == 0 and "-A cali-nat-outgoing" in out

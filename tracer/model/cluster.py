@@ -325,6 +325,7 @@ class FelixConfig:
     nat_port_range: tuple[int, int] | None = None
     nat_outgoing_address: str | None = None
     iptables_nat_outgoing_interface_filter: str = ""
+    nat_outgoing_exclusions: Literal["IPPoolsOnly", "IPPoolsAndHostIPs"] = "IPPoolsOnly"
     service_loop_prevention: Literal["Drop", "Reject", "Disabled"] = "Drop"
     host_mtu: int = 1500
     origin: Origin = NO_ORIGIN

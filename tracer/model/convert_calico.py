@@ -558,6 +558,7 @@ def _port_range(value: Any, field_path: str, ctx: Ctx) -> tuple[int, int]:
 FELIX_SINCE = {
     "logActionRateLimit": ((3, 30), 6),          # felix/rules/policy.go, v3.30.6
     "logActionRateLimitBurst": ((3, 30), 6),
+    "natOutgoingExclusions": ((3, 31), 0),       # felix/rules/nat.go, v3.31.0
 }
 
 
@@ -606,7 +607,6 @@ def _ipv4_address(value: Any, field_path: str, ctx: Ctx) -> str:
 # Fields that change felix's rules in ways calico-trace does not model: accepted at felix's
 # default, refused otherwise (a verdict built without them could be wrong).
 FELIX_UNMODELLED_UNLESS_DEFAULT = {
-    "natOutgoingExclusions": "IPPoolsOnly",
     "wireguardHostEncryptionEnabled": False,
 }
 
@@ -639,6 +639,8 @@ FELIX_FIELDS = {
     "natPortRange": ("nat_port_range", _port_range),
     "natOutgoingAddress": ("nat_outgoing_address", _ipv4_address),
     "iptablesNATOutgoingInterfaceFilter": ("iptables_nat_outgoing_interface_filter", _text),
+    "natOutgoingExclusions": ("nat_outgoing_exclusions",
+                              _choice(("IPPoolsOnly", "IPPoolsAndHostIPs"))),
     "serviceLoopPrevention": ("service_loop_prevention",
                               _choice(("Drop", "Reject", "Disabled"))),
 }

@@ -64,7 +64,8 @@ def fixed_sets(ctx: Ctx) -> list[IpSet]:
         IpSet(ctx.set_name("masq-ipam-pools"), "hash:net",
               _sort_members({str(p.cidr) for p in pools if p.nat_outgoing})),
     ]
-    if ctx.ipip_enabled:
+    # int_dataplane.go registers the hosts set manager for IPIP or for NAT exclusions
+    if ctx.ipip_enabled or ctx.felix.nat_outgoing_exclusions == "IPPoolsAndHostIPs":
         sets.append(IpSet(ctx.set_name("all-hosts-net"), "hash:net", _sort_members(
             {str(n.address.ip) for n in cluster.nodes.values()})))
     if ctx.vxlan_enabled:

@@ -38,9 +38,13 @@ def nat_outgoing_chain(ctx: Ctx) -> FChain:
 
 
 def _masq_match(ctx: Ctx, protocol: str) -> M:
-    """makeNATOutgoingRuleIPTables: the sets, then the protocol, then the interface filter."""
+    """makeNATOutgoingRuleIPTables: the sets (with natOutgoingExclusions IPPoolsAndHostIPs,
+    the nodes' addresses are not translated either), then the protocol, then the interface
+    filter."""
     match = (M().ipset(ctx.set_name("masq-ipam-pools"), "src")
              .ipset(ctx.all_pools_set, "dst", negated=True))
+    if ctx.felix.nat_outgoing_exclusions == "IPPoolsAndHostIPs":
+        match = match.ipset(ctx.set_name("all-hosts-net"), "dst", negated=True)
     if protocol:
         match = match.protocol(protocol)
     interface = ctx.felix.iptables_nat_outgoing_interface_filter
