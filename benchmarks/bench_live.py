@@ -90,7 +90,7 @@ def bare_path(offload: bool = False):
     cluster = load_cluster([str(REPO / "scenarios" / SCENARIO)])
     skip = VNET_HDR_LEN if offload else 0
     with LiveNamespaces(live_pods(cluster), offload=offload) as spaces:
-        by_ip = {port.pod.ip.packed: port.fd for port in spaces.ports.values()}
+        by_ip = {port.end.ip.packed: port.fd for port in spaces.ports.values()}
         stop = threading.Event()
 
         def forward() -> None:
@@ -115,7 +115,7 @@ def bare_path(offload: bool = False):
         thread.start()
         try:
             yield (spaces.ports[CLIENT].netns, spaces.ports[SERVER].netns,
-                   str(spaces.ports[SERVER].pod.ip))
+                   str(spaces.ports[SERVER].end.ip))
         finally:
             stop.set()
             thread.join()

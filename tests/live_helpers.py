@@ -64,7 +64,7 @@ class LiveRun:
                 [*CLI, "up", "-f", str(self.manifests), "--no-cache"],
                 stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=REPO)
         deadline = time.monotonic() + READY_TIMEOUT
-        while "pods ready" not in self.output():
+        while "up: ready" not in self.output():
             assert self.proc.poll() is None, f"up exited early:\n{self.output()}"
             assert time.monotonic() < deadline, f"up not ready:\n{self.output()}"
             time.sleep(0.05)

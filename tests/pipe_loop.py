@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tracer.live.loop import LiveLoop
-from tracer.live.netns import PodPort
-from tracer.live.topology import live_pods
+from tracer.live.netns import Port
+from tracer.live.topology import live_ends
 from tracer.model.loader import load_cluster
 from tracer.policy.felix.versions import resolve_version
 from tracer.trace.assemble import build_dataplane
@@ -39,12 +39,12 @@ class Harness:
     def __init__(self, scenario: str, *, fast: bool, draw=lambda: 0.0) -> None:
         dataplane = dataplane_of(scenario)
         cluster = dataplane.cluster
-        self.pods = {pod.key: pod for pod in live_pods(cluster)}
+        self.ends = {end.key: end for end in live_ends(cluster)}
         self.ports = {}
-        for key, pod in self.pods.items():
+        for key, end in self.ends.items():
             read_end, write_end = os.pipe()
             os.set_blocking(read_end, False)
-            self.ports[key] = PodPort(pod, "unused", PipeTun(read_end, write_end))
+            self.ports[key] = Port(end, "unused", PipeTun(read_end, write_end))
         self.now = 1000.0
         self.loop = LiveLoop(dataplane, self.ports, say=lambda line: None,
                              clock=lambda: self.now, draw=draw)
@@ -52,7 +52,8 @@ class Harness:
             self.loop.fast.lookup = lambda *args: None
 
     def send(self, source: str, data: bytes, after: float) -> list[tuple[str, bytes]]:
-        """Hand ``data`` to the loop as pod ``source`` sent it; what the pods received."""
+        """Hand ``data`` to the loop as live end ``source`` sent it (a pod, "node:NAME" or
+        "external"); what the ends received."""
         self.now += after
         self.loop.handle(self.ports[source], data)
         received = []

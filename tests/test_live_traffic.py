@@ -172,3 +172,23 @@ def test_flows_trace_prints_a_denied_flow_hop_by_hop(live):
     assert as_json["last_drop"]["verdict"] == "dropped" and as_json["last_drop"]["deciding"]
     missing = live.cli("flows", "--trace", "99999")
     assert missing.returncode == 2 and "no flow #99999" in missing.stderr
+
+
+def test_nodes_and_the_external_host_reach_pods_as_packet_says(live):
+    """Host-network programs (`exec node:NAME`) and a client outside the cluster (`exec
+    external`) talk through the same pipeline; curl succeeds exactly where `packet` says."""
+    state = json.loads((live.env_dir / "live.json").read_text())
+    hosts = [key for key in state["pods"] if key.startswith("node:") or key == "external"]
+    assert "external" in hosts and any(key.startswith("node:") for key in hosts)
+    servers = sorted({(e["to"], e["port"]) for e in expectations(live.scenario)
+                      if e["protocol"].upper() == "TCP"})
+    for host in hosts:
+        for pod, port in servers:
+            _, trace = _traced(live.scenario, state["pods"][host]["ip"], live.ips[pod], "tcp",
+                               port)
+            allowed = trace.verdict == "allowed"
+            done = live.exec(host, "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}",
+                             "-m", "5" if allowed else DENIED_TIMEOUT,
+                             f"http://{live.ips[pod]}:{port}/")
+            assert (done.returncode == 0 and done.stdout == "200") == allowed, \
+                f"{host} -> {pod}:{port}: {done.stdout}{done.stderr}"

@@ -99,8 +99,9 @@ def _detach(args: list[str]) -> None:
     while time.monotonic() < deadline:
         found = state.read()
         if found is not None and found.pid == child.pid:
-            click.echo(f"up: pid {child.pid}, {len(found.pods)} pods ready "
-                       f"(log: {log_path})")
+            pods = sum("/" in key for key in found.pods)       # "ns/name": pods, not hosts
+            click.echo(f"up: pid {child.pid} ready, {pods} pods and "
+                       f"{len(found.pods) - pods} hosts (log: {log_path})")
             return
         if child.poll() is not None:
             tail = open(log_path).read().strip().splitlines()[-3:]

@@ -64,7 +64,8 @@ class Translation:
 
 @dataclass(frozen=True)
 class Shortcut:
-    target: str                   # destination pod key
+    target: str                   # the live end it is delivered to
+    delivered_to: str             # as the pipeline says it ("pod ns/name", "host node-1", ...)
     flow: object                  # the live flow table's key of this connection
     ttl_drop: int                 # routing hops the walk took
     expires: float
@@ -77,6 +78,7 @@ class Shortcut:
 @dataclass(frozen=True)
 class Hit:
     target: str
+    delivered_to: str
     flow: object
     translation: Translation | None
     ttl_drop: int
@@ -163,12 +165,13 @@ class FastPath:
                 return None
             undos.append(undo)
         self.hits += 1
-        return Hit(entry.target, entry.flow, entry.translation, entry.ttl_drop)
+        return Hit(entry.target, entry.delivered_to, entry.flow, entry.translation,
+                   entry.ttl_drop)
 
     def learn(self, data: bytes, packet: Packet, target: str, flow: object, outcome: Outcome,
               now: float) -> None:
-        """Remember ``outcome`` (datagram ``data``, parsed as ``packet``, delivered to pod
-        ``target``; ``flow`` its flow table key) if it may be replayed."""
+        """Remember ``outcome`` (datagram ``data``, parsed as ``packet``, delivered to live
+        end ``target``; ``flow`` its flow table key) if it may be replayed."""
         key = byte_key(data)
         if key is None:
             return
@@ -187,9 +190,9 @@ class FastPath:
         translation = None
         if _five(packet) != _five(out):
             translation = Translation(out.src, out.dst, out.sport, out.dport, out.icmp_id)
-        self.entries[key] = Shortcut(target, flow, packet.ttl - out.ttl,
-                                     now + REVALIDATE_SECONDS, lookups, translation,
-                                     min(mtus, default=1 << 30))
+        self.entries[key] = Shortcut(target, outcome.delivered_to or "", flow,
+                                     packet.ttl - out.ttl, now + REVALIDATE_SECONDS, lookups,
+                                     translation, min(mtus, default=1 << 30))
 
 
 def _five(packet: Packet) -> tuple:

@@ -24,21 +24,22 @@ from tracer.dataplane.reasons import DropReason
 from tracer.dataplane.state import Pins
 from tracer.dataplane.trace import ConntrackRecord, DeliverRecord, DropRecord, MtuRecord
 from tracer.encap.ipv4 import MalformedPacket
+from tracer.errors import InputError
 from tracer.explain import explain
 from tracer.live import frames
 from tracer.live.fastpath import FastPath
 from tracer.live.flows import Flow, FlowTable, flow_key, should_print
-from tracer.live.netns import PodPort
+from tracer.live.netns import Port
+from tracer.live.topology import EXTERNAL, NODE_PREFIX
 from tracer.model.places import place_of
 from tracer.trace.assemble import Dataplane
 from tracer.trace.result import PacketTrace
 from tracer.trace.session import Session
-from tracer.trace.tracing import walk_assumptions
+from tracer.trace.tracing import locate, walk_assumptions
 
 READ_BATCH = 64              # packets read from one TUN before looking at the others
 TUN_READ_SIZE = 1 << 17      # a 64 KiB GSO packet and its virtio_net_hdr fit
 POLL_SECONDS = 0.2           # how often signals and manifest changes are looked at
-POD_PREFIX = "pod "
 
 
 @dataclass
@@ -53,7 +54,7 @@ class Counters:
 
 
 class LiveLoop:
-    def __init__(self, dataplane: Dataplane, ports: dict[str, PodPort], *,
+    def __init__(self, dataplane: Dataplane, ports: dict[str, Port], *,
                  say: Callable[[str], None] = print, clock=time.monotonic,
                  draw: Callable[[], float] | None = None) -> None:
         self.ports = ports
@@ -94,7 +95,7 @@ class LiveLoop:
         finally:
             poller.close()
 
-    def drain(self, port: PodPort) -> None:
+    def drain(self, port: Port) -> None:
         fd = port.fd
         for _ in range(READ_BATCH):
             try:
@@ -105,7 +106,7 @@ class LiveLoop:
 
     # ------------------------------------------------------------------ one packet
 
-    def handle(self, port: PodPort, data: bytes) -> None:
+    def handle(self, port: Port, data: bytes) -> None:
         self.counters.read += 1
         now = self.clock()
         self.session.advance(max(now - self._last_tick, 0.0))
@@ -126,23 +127,49 @@ class LiveLoop:
             return
         if gso:
             packet = packet.with_(length=length)
-        destination = place_of(self.dataplane.cluster, packet.dst).label
-        probe = Probe(packet, port.pod.node, port.pod.interface, port.pod.key, destination,
-                      "pod")
+        probe = self._probe(port, packet)
+        if probe is None:                            # from outside to outside: not ours
+            self.counters.to_host += 1
+            return
+        destination = probe.destination
         try:
             outcome = self.dataplane.pipeline.run(probe, self.session.state, self.session.pins)
         except Exception as err:                     # a model bug: lose the packet, not the run
             self.counters.dropped += 1
             self.counters.internal_errors += 1
-            self.say(f"{_stamp()} DROP {packet.describe()} {port.pod.key} -> {destination}: "
+            self.say(f"{_stamp()} DROP {packet.describe()} {probe.source} -> {destination}: "
                      f"internal error in the pipeline ({type(err).__name__}: {err}); "
                      "please report it")
             return
-        flow, new = self.flows.record(packet, port.pod.key, destination)
+        flow, new = self.flows.record(packet, probe.source, destination)
         if outcome.drop is None:
             self._deliver(flow, new, probe, packet, data, outcome)
         else:
-            self._drop(flow, new, probe, packet, data, outcome)
+            self._drop(flow, new, port, probe, packet, data, outcome)
+
+    def _probe(self, port: Port, packet: Packet) -> Probe | None:
+        """Where the packet enters: a pod's cali… interface; for a node's own stack or the
+        external host, wherever the sender's address places it (as ``packet`` does)."""
+        cluster = self.dataplane.cluster
+        if port.end.is_pod:
+            return Probe(packet, port.end.node, port.end.interface, port.end.key,
+                         place_of(cluster, packet.dst).label, "pod")
+        try:
+            return locate(cluster, packet)
+        except InputError:                           # both ends outside the cluster
+            return None
+
+    def _port_of(self, delivered_to: str, packet: Packet) -> Port | None:
+        """The end a delivery reaches: the pod, the node's own stack, or the external host
+        when the packet is for its address (other outside addresses have no one there)."""
+        kind, _, name = delivered_to.partition(" ")
+        if kind == "pod":
+            return self.ports.get(name)
+        if kind == "host":
+            return self.ports.get(f"{NODE_PREFIX}{name}")
+        outside = self.ports.get(EXTERNAL)
+        return outside if kind == "external" and outside and outside.end.ip == packet.dst \
+            else None
 
     def _shortcut(self, data: bytes, length: int) -> bool:
         """Replay the remembered path of an established flow (see ``tracer.live.fastpath``)."""
@@ -154,7 +181,7 @@ class LiveLoop:
         if flow is None or target is None:
             return False
         flow.delivered += 1
-        flow.verdict = f"delivered to {POD_PREFIX}{hit.target}"
+        flow.verdict = f"delivered to {hit.delivered_to}"
         if hit.translation is None:
             out = frames.decrement_ttl(data, hit.ttl_drop)
         else:
@@ -174,8 +201,7 @@ class LiveLoop:
         if new:
             flow.deciding = deciding_text(self._explained(probe, outcome))
             flow._first = (self.dataplane, probe, outcome)
-        where = outcome.delivered_to or ""
-        target = self.ports.get(where[len(POD_PREFIX):]) if where.startswith(POD_PREFIX) else None
+        target = self._port_of(outcome.delivered_to or "", packet)
         if target is None:
             self.counters.to_host += 1
             return
@@ -183,14 +209,14 @@ class LiveLoop:
         assert isinstance(final, DeliverRecord)
         if new and flow_key(final.packet) != flow_key(packet):   # NAT: the answers come
             self.flows.alias(flow_key(final.packet), flow)         # from the new address
-        self.fast.learn(data, packet, target.pod.key, flow_key(packet), outcome,
+        self.fast.learn(data, packet, target.end.key, flow_key(packet), outcome,
                         self.session.state.now)
         self._write(target, frames.rewrite(data, packet, final.packet, partial=self._partial),
                     self._vhdr)
         self.counters.delivered += 1
 
-    def _drop(self, flow: Flow, new: bool, probe: Probe, packet: Packet, data: bytes,
-              outcome: Outcome) -> None:
+    def _drop(self, flow: Flow, new: bool, sender: Port, probe: Probe, packet: Packet,
+              data: bytes, outcome: Outcome) -> None:
         drop = outcome.drop
         assert drop is not None
         self.counters.dropped += 1
@@ -199,7 +225,7 @@ class LiveLoop:
         flow._last_drop = (self.dataplane, probe, outcome)
         if new:
             flow._first = flow._last_drop
-        self._send_error(probe, data, outcome, drop)
+        self._send_error(sender, data, outcome, drop)
         show, held = should_print(flow, time.time())
         if not show:
             return
@@ -216,19 +242,16 @@ class LiveLoop:
         if trace.why:
             self.say(f"    why: {trace.why}")
 
-    def _malformed(self, port: PodPort, data: bytes, problem: str) -> None:
+    def _malformed(self, port: Port, data: bytes, problem: str) -> None:
         self.counters.dropped += 1
-        self.say(f"{_stamp()} DROP {len(data)} bytes from {port.pod.key} on {port.pod.node} "
+        self.say(f"{_stamp()} DROP {len(data)} bytes from {port.end.key} "
                  f"[{DropReason.MALFORMED}] {problem}")
 
     # ------------------------------------------------------------------ answers to drops
 
-    def _send_error(self, probe: Probe, data: bytes, outcome: Outcome,
+    def _send_error(self, sender: Port, data: bytes, outcome: Outcome,
                     drop: DropRecord) -> None:
         """REJECT and frag-needed answer the sender with an ICMP error, as the node would."""
-        sender = self.ports.get(probe.source)
-        if sender is None:
-            return
         router = self.dataplane.cluster.nodes[drop.node].address.ip
         error = None
         if drop.event is not None and drop.event.effect == "REJECT":
@@ -249,7 +272,7 @@ class LiveLoop:
             self.counters.answers += 1
             self._write(sender, error)
 
-    def _write(self, port: PodPort, data: bytes, vhdr: bytes | None = None) -> None:
+    def _write(self, port: Port, data: bytes, vhdr: bytes | None = None) -> None:
         """Write one datagram; ``vhdr``: its virtio_net_hdr (ICMP errors we make need none:
         they are whole, checksums done)."""
         if port.offload:

@@ -1,8 +1,10 @@
-"""Realise live pods: one network namespace per pod whose ``eth0`` is a TUN device.
+"""Realise live ends: one network namespace per pod, per node's own stack and for the
+external host, each with an ``eth0`` that is a TUN device.
 
-The namespace is laid out as Calico's CNI plugin lays out a pod's: the pod IP as ``/32`` on
-``eth0``, a link-scope route to ``169.254.1.1`` and the default route via it, the pool's MTU.
-The TUN is opened by a thread that entered the namespace, so the device lives there while
+A pod's namespace is laid out as Calico's CNI plugin lays out a pod's: the pod IP as ``/32``
+on ``eth0``, a link-scope route to ``169.254.1.1`` and the default route via it, the pool's
+MTU. A node's (and the external host's) holds its underlay address on ``eth0`` with the
+default route out of it and the host MTU: what host-network programs see. The TUN is opened by a thread that entered the namespace, so the device lives there while
 its file descriptor stays with us; whatever the pod sends out of ``eth0`` we read.
 
 Namespaces are named and guarded by :mod:`tracer.kernel.cleanup` (``ctk-<pid>-<n>``,
@@ -20,11 +22,11 @@ import pytun
 from pyroute2 import IPRoute
 
 from tracer.kernel import cleanup, nsexec
-from tracer.live.topology import POD_GATEWAY, LivePod
+from tracer.live.topology import POD_GATEWAY, LiveEnd
 
 RT_SCOPE_LINK = 253
-POD_SYSCTLS = {"net/ipv6/conf/all/disable_ipv6": 1,      # the model is IPv4: keep v6 quiet
-               "net/ipv6/conf/default/disable_ipv6": 1}
+SYSCTLS = {"net/ipv6/conf/all/disable_ipv6": 1,          # the model is IPv4: keep v6 quiet
+           "net/ipv6/conf/default/disable_ipv6": 1}
 
 
 # TUNSETOFFLOAD and its flags (linux/if_tun.h): the pod's stack may hand us TCP segments of
@@ -35,8 +37,10 @@ TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6 = 0x01, 0x02, 0x04
 
 
 @dataclass
-class PodPort:
-    pod: LivePod
+class Port:
+    """A live end's TUN, as the loop holds it."""
+
+    end: LiveEnd
     netns: str
     tun: pytun.TunTapDevice
     offload: bool = False          # reads and writes carry a virtio_net_hdr
@@ -47,17 +51,17 @@ class PodPort:
 
 
 class LiveNamespaces(cleanup.OwnedNamespaces):
-    """Context manager: a namespace and TUN per pod on enter, all removed on exit."""
+    """Context manager: a namespace and TUN per live end on enter, all removed on exit."""
 
-    def __init__(self, pods: tuple[LivePod, ...], *, offload: bool = False) -> None:
+    def __init__(self, ends: tuple[LiveEnd, ...], *, offload: bool = False) -> None:
         super().__init__()
-        self.pods = pods
+        self.ends = ends
         self.offload = offload
-        self.ports: dict[str, PodPort] = {}
+        self.ports: dict[str, Port] = {}
 
     def _build(self) -> None:
-        for pod in self.pods:
-            self.ports[pod.key] = self._realise(pod)
+        for end in self.ends:
+            self.ports[end.key] = self._realise(end)
 
     def _release(self) -> None:
         for port in self.ports.values():
@@ -67,18 +71,22 @@ class LiveNamespaces(cleanup.OwnedNamespaces):
                 pass
         self.ports.clear()
 
-    def _realise(self, pod: LivePod) -> PodPort:
+    def _realise(self, end: LiveEnd) -> Port:
         name = self.new_namespace()
         tun = nsexec.call_in_netns(name, _open_tun, self.offload)
         os.set_blocking(tun.fileno(), False)
-        nsexec.write_sysctls(name, POD_SYSCTLS)
+        nsexec.write_sysctls(name, SYSCTLS)
         with IPRoute(netns=name, flags=0) as ipr:
             eth0 = ipr.link_lookup(ifname="eth0")[0]
-            ipr.link("set", index=eth0, mtu=pod.mtu, state="up")
-            ipr.addr("add", index=eth0, address=str(pod.ip), prefixlen=32)
-            ipr.route("add", dst=f"{POD_GATEWAY}/32", oif=eth0, scope=RT_SCOPE_LINK)
-            ipr.route("add", dst="0.0.0.0/0", gateway=str(POD_GATEWAY), oif=eth0)
-        return PodPort(pod, name, tun, self.offload)
+            ipr.link("set", index=eth0, mtu=end.mtu, state="up")
+            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+            ipr.addr("add", index=eth0, address=str(end.ip), prefixlen=32)
+            if end.is_pod:
+                ipr.route("add", dst=f"{POD_GATEWAY}/32", oif=eth0, scope=RT_SCOPE_LINK)
+                ipr.route("add", dst="0.0.0.0/0", gateway=str(POD_GATEWAY), oif=eth0)
+            else:                      # a TUN has no neighbours: everything goes out of it
+                ipr.route("add", dst="0.0.0.0/0", oif=eth0, scope=RT_SCOPE_LINK)
+        return Port(end, name, tun, self.offload)
 
 
 def _open_tun(offload: bool) -> pytun.TunTapDevice:

@@ -21,7 +21,7 @@ from tracer.live import state
 from tracer.live.flows import FLOWS_KEPT, format_flows
 from tracer.live.loop import LiveLoop
 from tracer.live.netns import LiveNamespaces
-from tracer.live.topology import live_pods
+from tracer.live.topology import host_network_pods, live_ends
 from tracer.trace.assemble import Dataplane
 
 FLOW_DUMP_SECONDS = 1.0          # the flow file is refreshed at most this often
@@ -69,13 +69,13 @@ def serve(load: Callable[[], Dataplane], manifests: Sequence[str], *,
         raise InputError(f"calico-trace up is already running (pid {existing.pid}); "
                          "run `calico-trace down` first", file=state.path())
     dataplane = load()
-    pods = live_pods(dataplane.cluster)
-    if not pods:
-        raise InputError("the manifests define no pods with a workload endpoint",
-                         obj="up")
+    cluster = dataplane.cluster
+    ends = live_ends(cluster)
+    if not ends:
+        raise InputError("the manifests define no pods and no nodes", obj="up")
     signals = Signals()
     signals.install()
-    with LiveNamespaces(pods, offload=offload) as spaces:
+    with LiveNamespaces(ends, offload=offload) as spaces:
         loop = LiveLoop(dataplane, spaces.ports, say=say)
         flows_path = state.path(state.FLOWS_FILE)
         os.makedirs(state.STATE_DIR, exist_ok=True)
@@ -83,14 +83,14 @@ def serve(load: Callable[[], Dataplane], manifests: Sequence[str], *,
         state.write(state.LiveState(
             pid=os.getpid(), start=process_start_time(os.getpid()) or "",
             manifests=[str(Path(p).resolve()) for p in manifests],
-            pods={key: {"netns": port.netns, "ip": str(port.pod.ip), "node": port.pod.node}
-                  for key, port in spaces.ports.items()},
-            flows=flows_path, log=log))
+            pods=_exec_targets(cluster, spaces.ports), flows=flows_path, log=log))
         for key, port in spaces.ports.items():
-            say(f"pod {key} {port.pod.ip} on {port.pod.node}: netns {port.netns}, "
-                f"eth0 mtu {port.pod.mtu}")
-        say(f"up: {len(pods)} pods ready; `calico-trace exec NS/POD -- CMD` runs a command "
-            "in one, Ctrl-C or `calico-trace down` ends")
+            where = f" on {port.end.node}" if port.end.is_pod else ""
+            say(f"{key} {port.end.ip}{where}: netns {port.netns}, eth0 mtu {port.end.mtu}")
+        pods = sum(port.end.is_pod for port in spaces.ports.values())
+        say(f"up: ready, {pods} pods and {len(ends) - pods} hosts; `calico-trace exec NS/POD "
+            "-- CMD` runs a command in a pod (node:NAME on a node, external outside), Ctrl-C "
+            "or `calico-trace down` ends")
         ticker = _Ticker(loop, signals, load, manifests, flows_path, say)
         try:
             loop.run(stop, ticker)
@@ -105,6 +105,15 @@ def serve(load: Callable[[], Dataplane], manifests: Sequence[str], *,
             c = loop.counters
             say(f"down: read {c.read}, delivered {c.delivered}, dropped {c.dropped}, "
                 f"ICMP errors and resets sent {c.answers}; fast path {loop.fast.hits}")
+
+
+def _exec_targets(cluster, ports) -> dict[str, dict]:
+    """What `exec` may enter: every live end, and each host-network pod (its node's)."""
+    targets = {key: {"netns": port.netns, "ip": str(port.end.ip), "node": port.end.node}
+               for key, port in ports.items()}
+    for pod, node_end in host_network_pods(cluster).items():
+        targets.setdefault(pod, targets[node_end])
+    return targets
 
 
 class _Ticker:
@@ -158,8 +167,8 @@ class _Ticker:
         except InputError as err:
             self.say(f"reload failed, keeping the running rules: {err}")
             return
-        before = {p.key: p.ip for p in live_pods(self.loop.dataplane.cluster)}
-        after = {p.key: p.ip for p in live_pods(dataplane.cluster)}
+        before = {p.key: p.ip for p in live_ends(self.loop.dataplane.cluster)}
+        after = {p.key: p.ip for p in live_ends(dataplane.cluster)}
         if before != after:
             self.say("reload: pods changed (added, removed or readdressed); only policy and "
                      "rules are reloaded live, restart `up` for new pods")
