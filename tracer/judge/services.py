@@ -1,0 +1,170 @@
+"""Probes to Services, judged against the kernel's own DNAT and conntrack.
+
+A case is a Service case when its destination is ``svc/NS/NAME[:PORT]`` (the ClusterIP) or a
+node (``node:NAME``) with a port that is some Service's NodePort. The kernel lab holds
+kube-proxy's real chains, so the probe walks KUBE-SERVICES / KUBE-NODEPORTS → KUBE-EXT →
+KUBE-SVC → KUBE-SEP, and the kernel's ``-m statistic --mode random`` rules pick the backend.
+
+How the random choice is made deterministic: we let the kernel draw and *read its choice from
+its trace* (the ``JUMP``/``GOTO`` into a ``KUBE-SEP-…`` chain), then trace the simulator with
+the same choice pinned (``Pins.statistic``, what ``packet --endpoint N`` uses). The other way,
+rewriting the KUBE-SVC probabilities so the kernel must pick backend N, would change the very
+rules under test: the kernel would then walk rules the simulator never rendered, and the
+comparison would have to excuse them. Reading the draw keeps the kernel's ruleset byte for byte
+the rendered one, and every rule the kernel walked (the statistic rules included) is compared.
+To cover every backend the probe is repeated, each time from a fresh socket (a new conntrack
+entry, so a new draw), until each backend has been drawn or ``draws_per_backend`` x backends
+probes were sent; with three backends the chance that one is never drawn in 24 probes is
+3·(2/3)^24 ≈ 2e-4.
+
+A drawn backend on another node than the one that DNATs is skipped (with the reason) when the
+path needs a tunnel device this kernel cannot make (ipip, wireguard): the routing would differ,
+not the rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from types import MappingProxyType
+
+from tracer.dataplane.state import Pins
+from tracer.judge.topology import LabPlan
+from tracer.kernel.compare import compare
+from tracer.kernel.probe import Probe, ProbeResult, run_probe
+from tracer.kernel.realise import KernelLab
+from tracer.kernel.xtrace import KernelEvent
+from tracer.kubeproxy.probe import ServiceTarget, is_service_ref, resolve_service
+from tracer.kubeproxy.services import service_ports
+from tracer.model.cluster import Cluster
+from tracer.trace.assemble import Dataplane
+from tracer.trace.tracing import TraceRequest, trace_packet
+
+SEP_PREFIX = "KUBE-SEP-"
+DRAWS_PER_BACKEND = 8
+
+
+@dataclass(frozen=True)
+class ServiceDestination:
+    """Where a Service case's probe is sent and which node's nat table picks the backend."""
+
+    target: ServiceTarget
+    kind: str                          # "ClusterIP" | "NodePort"
+    address: IPv4Address               # the cluster IP, or the node address of a NodePort
+    port: int                          # the Service port, or the NodePort
+    simulator: str                     # the destination as the simulator's request names it
+
+
+@dataclass(frozen=True)
+class Draw:
+    """One probe of a Service case: which backend the kernel picked (None: no KUBE-SEP was
+    reached, e.g. a Service without endpoints) and the pins that make the simulator agree."""
+
+    index: int | None
+    pins: Pins
+    kernel: ProbeResult
+
+
+def service_destination(cluster: Cluster, destination: str, protocol: str,
+                        port: int | None, node_address: IPv4Address | None
+                        ) -> ServiceDestination | None:
+    """The Service a case's destination names, or None for an ordinary destination.
+    ``node_address`` is the destination node's address when the destination is a node."""
+    if is_service_ref(destination):
+        target = resolve_service(cluster, destination, port=port, protocol=protocol)
+        return ServiceDestination(target, "ClusterIP", target.cluster_ip, target.port,
+                                  f"{destination.partition(':')[0]}:{target.port}")
+    if node_address is None or port is None or protocol not in ("tcp", "udp"):
+        return None
+    for view in service_ports(cluster):
+        if view.node_port == port and view.protocol == protocol:
+            return ServiceDestination(ServiceTarget(view), "NodePort", node_address, port,
+                                      str(node_address))
+    return None
+
+
+def kernel_draw(events: tuple[KernelEvent, ...]) -> dict[str, str]:
+    """Every statistic dispatch the kernel made: the chain it was in -> the KUBE-SEP it took."""
+    return {e.chain: e.target_chain for e in events
+            if e.verdict in ("JUMP", "GOTO") and e.target_chain
+            and e.target_chain.startswith(SEP_PREFIX)}
+
+
+def backend_index(target: ServiceTarget, draws: dict[str, str]) -> int | None:
+    chosen = set(draws.values())
+    for index in range(len(target.endpoints)):
+        if target.sep_chain(index) in chosen:
+            return index
+    return None
+
+
+def draw_once(lab: KernelLab, target: ServiceTarget, probe: Probe) -> Draw:
+    kernel = run_probe(lab, probe)
+    draws = kernel_draw(kernel.events)
+    return Draw(backend_index(target, draws), Pins(statistic=MappingProxyType(draws)), kernel)
+
+
+def backend_draws(lab: KernelLab, dest: ServiceDestination, probe: Probe,
+                  draws_per_backend: int = DRAWS_PER_BACKEND) -> tuple[list[Draw], list[int]]:
+    """Probe until the kernel has drawn every backend once (first draw of each kept), or the
+    budget is spent; returns the draws and the backends never drawn. A probe that reaches no
+    KUBE-SEP at all ends the loop: nothing random happened, one comparison says it all."""
+    count = len(dest.target.endpoints)
+    kept: dict[int | None, Draw] = {}
+    for _ in range(max(1, count * draws_per_backend)):
+        draw = draw_once(lab, dest.target, probe)
+        if draw.index is None:
+            return [draw], []
+        kept.setdefault(draw.index, draw)
+        if len(kept) == count:
+            break
+    missing = [i for i in range(count) if i not in kept]
+    return [kept[i] for i in sorted(kept)], missing  # type: ignore[index]
+
+
+def dnat_node(dataplane: Dataplane, dest: ServiceDestination, src_node: str | None) -> str | None:
+    """The node whose nat table DNATs: the NodePort's node, else the sender's own node."""
+    if dest.kind == "NodePort":
+        node = dataplane.cluster.node_by_ip(dest.address)
+        return node.name if node is not None else None
+    return src_node
+
+
+def needs_missing_tunnel(plan: LabPlan, dataplane: Dataplane, dest: ServiceDestination,
+                         index: int, src_node: str | None) -> bool:
+    backend = dest.target.endpoints[index]
+    ep = dataplane.cluster.endpoint_by_ip(backend.ip)
+    where = dnat_node(dataplane, dest, src_node)
+    return bool(plan.unbuildable) and ep is not None and where is not None \
+        and ep.pod.node != where
+
+
+def simulate(dataplane: Dataplane, source: str, dest: ServiceDestination, protocol: str,
+             draw: Draw):
+    note = None
+    if draw.index is not None:
+        backend = dest.target.endpoints[draw.index]
+        note = (f"the kernel picked endpoint {draw.index + 1} of {len(dest.target.endpoints)} "
+                f"({backend.describe()}): statistic draws pinned to it")
+    return trace_packet(dataplane, TraceRequest(source, dest.simulator, protocol=protocol,
+                                                port=dest.port), pins=draw.pins, note=note)
+
+
+def judge_draw(dest: ServiceDestination, draw: Draw, simulated, events):
+    """Compare one draw. The kernel delivered only if the probe arrived at the backend it
+    drew (arriving anywhere else would be a kernel we do not understand)."""
+    if draw.index is None:
+        kernel_delivered = draw.kernel.delivered
+    else:
+        backend = dest.target.endpoints[draw.index]
+        kernel_delivered = draw.kernel.arrived_at == (backend.ip, backend.port)
+    return compare(events, draw.kernel.events, simulated.verdict == "allowed",
+                   kernel_delivered)
+
+
+def describe_draw(dest: ServiceDestination, index: int | None) -> str:
+    if index is None:
+        return f"{dest.kind} {dest.target.label}: no endpoint drawn"
+    backend = dest.target.endpoints[index]
+    return (f"{dest.kind} {dest.target.label} endpoint {index + 1}/"
+            f"{len(dest.target.endpoints)} {backend.describe()}")
