@@ -8,6 +8,7 @@ import click
 
 from tracer.commands.options import engine_option, manifest_option, say_notes, use_engine
 from tracer.errors import InputError
+from tracer.kubeproxy.probe import is_service_ref
 from tracer.judge.verify import Case, all_pairs, run_cases, service_cases
 from tracer.model.loader import load_cluster
 from tracer.policy.felix.versions import resolve_version
@@ -55,10 +56,10 @@ def verify(paths, sources, destinations, every_pair, hosts, every_service, proto
     pairs = list(zip(sources, destinations))
     if every_pair:
         pairs += all_pairs(cluster, hosts=hosts)
-    cases = [Case(src, dst, protocol, None if protocol == "icmp" else port)
+    cases = [Case(src, dst, protocol, port)
              for src, dst in pairs
              for protocol in (protocols or ("tcp", "udp"))
-             for port in ((ports or (80,)) if protocol != "icmp" else (None,))]
+             for port in _ports(dst, protocol, ports)]
     if every_service:
         if not cluster.services:
             raise InputError("--services: the manifests define no Service", obj="verify")
@@ -84,3 +85,13 @@ def verify(paths, sources, destinations, every_pair, hosts, every_service, proto
                f"differing: {len(differing)}, skipped: {len(results) - len(checked)}")
     if differing:
         raise click.exceptions.Exit(1)
+
+
+def _ports(destination: str, protocol: str, ports: tuple[int, ...]) -> tuple[int | None, ...]:
+    """The ports to probe: none for ICMP; for ``svc/NS/NAME:PORT`` the port it names (the
+    Service port, whatever --port says); for ``svc/NS/NAME`` --port, or else its only port."""
+    if protocol == "icmp":
+        return (None,)
+    if is_service_ref(destination):
+        return (None,) if ":" in destination or not ports else ports
+    return ports or (80,)

@@ -42,6 +42,7 @@ from tracer.trace.tracing import TraceRequest, trace_packet
 
 SEP_PREFIX = "KUBE-SEP-"
 DRAWS_PER_BACKEND = 8
+NEVER_DRAWN = "the kernel never drew this backend"
 
 
 @dataclass(frozen=True)
@@ -104,22 +105,21 @@ def draw_once(lab: KernelLab, target: ServiceTarget, probe: Probe) -> Draw:
     return Draw(backend_index(target, draws), Pins(statistic=MappingProxyType(draws)), kernel)
 
 
-def backend_draws(lab: KernelLab, dest: ServiceDestination, probe: Probe,
+def backend_draws(lab: KernelLab, dest: ServiceDestination, probe: Probe, wanted: set[int],
                   draws_per_backend: int = DRAWS_PER_BACKEND) -> tuple[list[Draw], list[int]]:
-    """Probe until the kernel has drawn every backend once (first draw of each kept), or the
-    budget is spent; returns the draws and the backends never drawn. A probe that reaches no
-    KUBE-SEP at all ends the loop: nothing random happened, one comparison says it all."""
-    count = len(dest.target.endpoints)
-    kept: dict[int | None, Draw] = {}
-    for _ in range(max(1, count * draws_per_backend)):
+    """Probe until the kernel has drawn every backend in ``wanted`` once (the first draw of
+    each backend is kept, wanted or not), or the budget is spent; returns the draws and the
+    wanted backends never drawn. A probe that reaches no KUBE-SEP at all ends the loop:
+    nothing random happened, one comparison says it all."""
+    kept: dict[int, Draw] = {}
+    for _ in range(max(1, len(dest.target.endpoints) * draws_per_backend)):
+        if wanted <= kept.keys():
+            break
         draw = draw_once(lab, dest.target, probe)
         if draw.index is None:
             return [draw], []
         kept.setdefault(draw.index, draw)
-        if len(kept) == count:
-            break
-    missing = [i for i in range(count) if i not in kept]
-    return [kept[i] for i in sorted(kept)], missing  # type: ignore[index]
+    return [kept[i] for i in sorted(kept)], sorted(wanted - kept.keys())
 
 
 def dnat_node(dataplane: Dataplane, dest: ServiceDestination, src_node: str | None) -> str | None:
@@ -130,13 +130,17 @@ def dnat_node(dataplane: Dataplane, dest: ServiceDestination, src_node: str | No
     return src_node
 
 
-def needs_missing_tunnel(plan: LabPlan, dataplane: Dataplane, dest: ServiceDestination,
-                         index: int, src_node: str | None) -> bool:
+def missing_tunnel(plan: LabPlan, dataplane: Dataplane, dest: ServiceDestination,
+                   index: int, src_node: str | None) -> str | None:
+    """Why the DNATed packet to backend ``index`` cannot take its real path in this lab (it
+    crosses to another node over a tunnel the kernel cannot make), or None."""
     backend = dest.target.endpoints[index]
     ep = dataplane.cluster.endpoint_by_ip(backend.ip)
     where = dnat_node(dataplane, dest, src_node)
-    return bool(plan.unbuildable) and ep is not None and where is not None \
-        and ep.pod.node != where
+    if not plan.unbuildable or ep is None or where is None or ep.pod.node == where:
+        return None
+    routes = [r for r in plan.unbuildable if r.startswith(f"{where}:")] or list(plan.unbuildable)
+    return f"the backend is across a tunnel from {where}: needs {routes[0]}"
 
 
 def simulate(dataplane: Dataplane, source: str, dest: ServiceDestination, protocol: str,

@@ -174,23 +174,26 @@ def _judge_service(dataplane: Dataplane, plan: LabPlan, lab: KernelLab, case: Ca
                            "outside the cluster): the lab waits for pods only")]
     probe = Probe(src.kernel, dest.address, case.protocol, dport=dest.port, timeout=timeout,
                   arrivals=backends)
-    draws, missing = services.backend_draws(lab, dest, probe)
+    unreachable = {i: services.missing_tunnel(plan, dataplane, dest, i, src.node)
+                   for i in range(len(backends))}
+    wanted = {i for i, why in unreachable.items() if why is None}
+    draws, missing = services.backend_draws(lab, dest, probe, wanted)
     results = []
     for draw in draws:
+        if draw.index is not None and unreachable[draw.index]:
+            continue                               # reported below, drawn or not
         detail = services.describe_draw(dest, draw.index)
-        if draw.index is not None and services.needs_missing_tunnel(plan, dataplane, dest,
-                                                                    draw.index, src.node):
-            results.append(CaseResult(case, None, None, "the backend is across a tunnel: needs "
-                                      + "; ".join(plan.unbuildable[:1]), detail))
-            continue
         simulated = services.simulate(dataplane, src.simulator, dest, case.protocol, draw)
         comparison = services.judge_draw(dest, draw, simulated, simulator_events(simulated))
         results.append(CaseResult(case, simulated, comparison, detail=detail))
     for index in missing:
-        # Not a pass: a backend never compared. Reported as a difference of its own.
-        results.append(CaseResult(case, None, None, "the kernel never drew this backend in "
+        results.append(CaseResult(case, None, None, f"{services.NEVER_DRAWN} in "
                                   f"{len(dest.target.endpoints) * services.DRAWS_PER_BACKEND}"
                                   " probes", services.describe_draw(dest, index)))
+    if draws and draws[0].index is not None:
+        results += [CaseResult(case, None, None, why, services.describe_draw(dest, i))
+                    for i, why in unreachable.items() if why]
+    results.sort(key=lambda r: r.detail or "")
     return results
 
 
