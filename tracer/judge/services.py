@@ -111,8 +111,10 @@ def backend_draws(lab: KernelLab, dest: ServiceDestination, probe: Probe, wanted
     each backend is kept, wanted or not), or the budget is spent; returns the draws and the
     wanted backends never drawn. A probe that reaches no KUBE-SEP at all ends the loop:
     nothing random happened, one comparison says it all."""
+    if not dest.target.endpoints:
+        return [draw_once(lab, dest.target, probe)], []   # kube-proxy's REJECT, no draw
     kept: dict[int, Draw] = {}
-    for _ in range(max(1, len(dest.target.endpoints) * draws_per_backend)):
+    for _ in range(len(dest.target.endpoints) * draws_per_backend):
         if wanted <= kept.keys():
             break
         draw = draw_once(lab, dest.target, probe)

@@ -190,7 +190,7 @@ def _judge_service(dataplane: Dataplane, plan: LabPlan, lab: KernelLab, case: Ca
         results.append(CaseResult(case, None, None, f"{services.NEVER_DRAWN} in "
                                   f"{len(dest.target.endpoints) * services.DRAWS_PER_BACKEND}"
                                   " probes", services.describe_draw(dest, index)))
-    if draws and draws[0].index is not None:
+    if not draws or draws[0].index is not None:    # (no draw at all: none was wanted)
         results += [CaseResult(case, None, None, why, services.describe_draw(dest, i))
                     for i, why in unreachable.items() if why]
     results.sort(key=lambda r: r.detail or "")
