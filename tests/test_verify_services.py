@@ -62,7 +62,32 @@ def _vxlan_copy(tmp_path: Path) -> Path:
             text = text.replace("ipipMode: Always", "ipipMode: Never")
             text = text.replace("vxlanMode: Never", "vxlanMode: Always")
         (tmp_path / source.name).write_text(text)
+    (tmp_path / "udp.yaml").write_text(UDP_SERVICE)
     return tmp_path
+
+
+# A UDP Service (and NodePort) on the web pods, open to everyone: UDP conntrack through the
+# DNAT, and an allowed NodePort from outside.
+UDP_SERVICE = """\
+apiVersion: v1
+kind: Service
+metadata: {name: dns, namespace: demo}
+spec:
+  type: NodePort
+  clusterIP: 10.96.0.53
+  selector: {app: web}
+  ports:
+  - {name: dns, protocol: UDP, port: 53, targetPort: 5353, nodePort: 30053}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web-allow-dns, namespace: demo}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  policyTypes: [Ingress]
+  ingress:
+  - ports: [{protocol: UDP, port: 5353}]
+"""
 
 
 def _report(results: list[CaseResult]) -> str:
@@ -127,13 +152,23 @@ def test_the_kernel_draw_is_read_from_its_jump_into_a_kube_sep():
     assert services.backend_index(target, {}) is None
 
 
-def test_cli_services_needs_a_service():
+@pytest.mark.parametrize("scenario, args, message", [
+    ("host-endpoint", ["--services"], "--services: the manifests define no Service"),
+    ("service-clusterip", ["--from", "demo/client", "--to", "svc/demo/nope"],
+     "no Service demo/nope in the cluster"),
+    ("service-clusterip", ["--from", "demo/client", "--to", "svc/demo/web", "--protocol", "udp"],
+     "Service demo/web has ports 80/tcp"),
+    ("service-clusterip", ["--from", "demo/client", "--to", "svc/demo/web", "--protocol", "icmp"],
+     "kube-proxy proxies TCP, UDP and SCTP only, not ICMP"),
+], ids=["no-services", "unknown-service", "wrong-protocol", "icmp"])
+def test_cli_refuses_bad_service_cases_before_building_a_lab(scenario, args, message):
     result = subprocess.run([sys.executable, "-c", "from tracer.cli import main; main()",
-                             "verify", "-f", str(ROOT / "scenarios" / "host-endpoint"),
-                             "--services"], capture_output=True, text=True, timeout=120)
+                             "verify", "-f", str(ROOT / "scenarios" / scenario), *args],
+                            capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "--services: the manifests define no Service" in lines[0]
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert not result.stdout        # refused before any probe
 
 
 # ------------------------------------------------------------------ through the kernel
@@ -186,7 +221,9 @@ def test_every_backend_on_both_nodes_agrees_over_vxlan(tmp_path: Path) -> None:
     cases = [Case("demo/client", "svc/demo/web", "tcp", 80),        # allowed to every backend
              Case("demo/batch", "svc/demo/web", "tcp", 80),         # the backends' policy denies
              Case(EXTERNAL, "node:node-1", "tcp", 30080),           # NodePort, SNAT to node-1
-             Case("demo/client", "node:node-2", "tcp", 30080)]      # a pod to another node's
+             Case("demo/client", "node:node-2", "tcp", 30080),      # a pod to another node's
+             Case("demo/web-1", "svc/demo/dns:dns", "udp", None),   # UDP, hairpin included
+             Case(EXTERNAL, "node:node-2", "udp", 30053)]           # allowed from outside
     results = run_cases(dataplane, cases)
     assert not any(r.skipped for r in results), [(r.detail, r.skipped) for r in results]
     assert not _report(results), _report(results)
@@ -195,6 +232,7 @@ def test_every_backend_on_both_nodes_agrees_over_vxlan(tmp_path: Path) -> None:
         assert drawn == {"1/3", "2/3", "3/3"}, case
     assert {r.simulated.verdict for r in results if r.case == cases[0]} == {"allowed"}
     assert {r.simulated.verdict for r in results if r.case == cases[1]} == {"dropped"}
+    assert {r.simulated.verdict for r in results if r.case.protocol == "udp"} == {"allowed"}
 
 
 @pytest.mark.root

@@ -8,7 +8,7 @@ import click
 
 from tracer.commands.options import engine_option, manifest_option, say_notes, use_engine
 from tracer.errors import InputError
-from tracer.kubeproxy.probe import is_service_ref
+from tracer.kubeproxy.probe import SERVICE_PREFIX, is_service_ref, resolve_service
 from tracer.judge.verify import Case, all_pairs, run_cases, service_cases
 from tracer.model.loader import load_cluster
 from tracer.policy.felix.versions import resolve_version
@@ -58,8 +58,14 @@ def verify(paths, sources, destinations, every_pair, hosts, every_service, proto
         pairs += all_pairs(cluster, hosts=hosts)
     cases = [Case(src, dst, protocol, port)
              for src, dst in pairs
-             for protocol in (protocols or ("tcp", "udp"))
+             for protocol in _protocols(cluster, dst, protocols)
              for port in _ports(dst, protocol, ports)]
+    for case in cases:               # a bad svc/ reference fails here, before any namespace
+        if is_service_ref(case.destination):
+            if case.protocol == "icmp":
+                raise InputError(f"{case.destination}: kube-proxy proxies TCP, UDP and SCTP "
+                                 "only, not ICMP", obj="--protocol")
+            resolve_service(cluster, case.destination, port=case.port, protocol=case.protocol)
     if every_service:
         if not cluster.services:
             raise InputError("--services: the manifests define no Service", obj="verify")
@@ -85,6 +91,19 @@ def verify(paths, sources, destinations, every_pair, hosts, every_service, proto
                f"differing: {len(differing)}, skipped: {len(results) - len(checked)}")
     if differing:
         raise click.exceptions.Exit(1)
+
+
+def _protocols(cluster, destination: str, protocols: tuple[str, ...]) -> tuple[str, ...]:
+    """--protocol, else TCP and UDP; for a Service, by default the protocols it serves."""
+    if protocols:
+        return protocols
+    if is_service_ref(destination):
+        key = destination[len(SERVICE_PREFIX):].partition(":")[0]
+        service = cluster.services.get(key)
+        if service is not None:
+            served = {p.protocol.lower() for p in service.ports} & {"tcp", "udp"}
+            return tuple(sorted(served)) or ("tcp",)
+    return ("tcp", "udp")
 
 
 def _ports(destination: str, protocol: str, ports: tuple[int, ...]) -> tuple[int | None, ...]:
