@@ -24,13 +24,14 @@ not the rules.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
 from types import MappingProxyType
 
 from tracer.dataplane.state import Pins
 from tracer.judge.topology import LabPlan
-from tracer.kernel.compare import compare
+from tracer.dataplane.trace import DeliverRecord
+from tracer.kernel.compare import Comparison, compare
 from tracer.kernel.probe import Probe, ProbeResult, run_probe
 from tracer.kernel.realise import KernelLab
 from tracer.kernel.xtrace import KernelEvent
@@ -38,6 +39,7 @@ from tracer.kubeproxy.probe import ServiceTarget, is_service_ref, resolve_servic
 from tracer.kubeproxy.services import service_ports
 from tracer.model.cluster import Cluster
 from tracer.trace.assemble import Dataplane
+from tracer.trace.result import PacketTrace
 from tracer.trace.tracing import TraceRequest, trace_packet
 
 SEP_PREFIX = "KUBE-SEP-"
@@ -146,7 +148,7 @@ def missing_tunnel(plan: LabPlan, dataplane: Dataplane, dest: ServiceDestination
 
 
 def simulate(dataplane: Dataplane, source: str, dest: ServiceDestination, protocol: str,
-             draw: Draw):
+             draw: Draw) -> PacketTrace:
     note = None
     if draw.index is not None:
         backend = dest.target.endpoints[draw.index]
@@ -156,16 +158,41 @@ def simulate(dataplane: Dataplane, source: str, dest: ServiceDestination, protoc
                                                 port=dest.port), pins=draw.pins, note=note)
 
 
-def judge_draw(dest: ServiceDestination, draw: Draw, simulated, events):
+def judge_draw(dest: ServiceDestination, draw: Draw, simulated: PacketTrace,
+               events) -> Comparison:
     """Compare one draw. The kernel delivered only if the probe arrived at the backend it
-    drew (arriving anywhere else would be a kernel we do not understand)."""
+    drew (arriving anywhere else would be a kernel we do not understand). When both
+    delivered, the packet must also arrive with the same addresses: the destination proves
+    the DNAT, the source the SNAT (KUBE-POSTROUTING's MASQUERADE for NodePorts and hairpins).
+    The source port is not compared: ``--random-fully`` picks it."""
     if draw.index is None:
         kernel_delivered = draw.kernel.delivered
     else:
         backend = dest.target.endpoints[draw.index]
         kernel_delivered = draw.kernel.arrived_at == (backend.ip, backend.port)
-    return compare(events, draw.kernel.events, simulated.verdict == "allowed",
-                   kernel_delivered)
+    comparison = compare(events, draw.kernel.events, simulated.verdict == "allowed",
+                         kernel_delivered)
+    if not (comparison.agree and kernel_delivered and draw.kernel.arrived_as):
+        return comparison
+    sim = delivered_as(simulated)
+    if sim is not None and sim != draw.kernel.arrived_as:
+        return replace(comparison, agree=False, reason=(
+            f"the packet arrives as {_show(sim)} in the simulator but as "
+            f"{_show(draw.kernel.arrived_as)} in the kernel"))
+    return comparison
+
+
+def delivered_as(trace: PacketTrace) -> tuple[IPv4Address, IPv4Address, int | None] | None:
+    """Source, destination and destination port of the packet as the simulator delivers it."""
+    last = trace.hops[-1].stages[-1] if trace.hops and trace.hops[-1].stages else None
+    if not isinstance(last, DeliverRecord):
+        return None
+    return last.packet.src, last.packet.dst, last.packet.dport
+
+
+def _show(addresses: tuple[IPv4Address, IPv4Address, int | None]) -> str:
+    src, dst, dport = addresses
+    return f"{src} -> {dst}" + (f":{dport}" if dport is not None else "")
 
 
 def describe_draw(dest: ServiceDestination, index: int | None) -> str:

@@ -74,6 +74,7 @@ class ProbeResult:
     lines: dict[str, tuple[str, ...]] = field(default_factory=dict)   # raw monitor output
     sport: int | None = None                        # the source port the sender was given
     arrived_at: tuple[IPv4Address, int | None] | None = None    # which of ``arrivals``
+    arrived_as: tuple[IPv4Address, IPv4Address, int | None] | None = None  # src, dst, dport
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ def run_probe(lab: KernelLab, probe: Probe) -> ProbeResult:
             monitor.start()
         before = nsexec.snmp_counters(ends.dst_ns) if ends.dst_is_node else None
         matcher = sender.send()
-        arrived = _wait_delivery(captures, matcher, probe.timeout)
+        arrived, seen = _wait_delivery(captures, matcher, probe.timeout)
         delivered = arrived is not None
         if before is not None:
             # The node's own AF_PACKET socket sees the frame before its INPUT hook: what
@@ -134,7 +135,8 @@ def run_probe(lab: KernelLab, probe: Probe) -> ProbeResult:
     all_events = [e for m in monitors for e in m.events()]
     return ProbeResult(probe=probe, delivered=delivered, events=tuple(first_packet(all_events)),
                        all_events=tuple(all_events), lines=lines, sport=sender.sport,
-                       arrived_at=(arrived.address, arrived.port) if arrived else None)
+                       arrived_at=(arrived.address, arrived.port) if arrived else None,
+                       arrived_as=_addresses(seen) if seen else None)
 
 
 def _stop_quietly(monitor: TraceMonitor) -> None:
@@ -240,8 +242,9 @@ def _listener(netns: str, protocol: str, port: int | None) -> Iterator[socket.so
 
 
 def _wait_delivery(captures: list[tuple[socket.socket, _Arrival]], matches,
-                   timeout: float) -> _Arrival | None:
-    """The arrival whose capture saw the probe (``matches(ip_packet, port)``), or None."""
+                   timeout: float) -> tuple[_Arrival | None, bytes | None]:
+    """The arrival whose capture saw the probe (``matches(ip_packet, port)``) and the IP
+    packet as it arrived, or (None, None)."""
     deadline = time.monotonic() + timeout
     by_socket = dict(captures)
     while (remaining := deadline - time.monotonic()) > 0:
@@ -258,8 +261,17 @@ def _wait_delivery(captures: list[tuple[socket.socket, _Arrival]], matches,
             arrival = by_socket[capture]
             # veth, vxlan and lo frames all carry an Ethernet header
             if matches(frame[14:], arrival.port):
-                return arrival
-    return None
+                return arrival, frame[14:]
+    return None, None
+
+
+def _addresses(ip: bytes) -> tuple[IPv4Address, IPv4Address, int | None]:
+    """Source, destination and destination port of an IPv4 packet (port: TCP/UDP only)."""
+    src, dst = IPv4Address(ip[12:16]), IPv4Address(ip[16:20])
+    if ip[9] not in (6, 17):
+        return src, dst, None
+    header_len = (ip[0] & 0x0F) * 4
+    return src, dst, struct.unpack("!H", ip[header_len + 2:header_len + 4])[0]
 
 
 # The /proc/net/snmp counter a packet bumps as the transport layer receives it, once INPUT
