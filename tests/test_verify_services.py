@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from dataclasses import replace
 import sys
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -258,4 +259,26 @@ def test_a_simulator_pinned_to_another_backend_is_caught(tmp_path: Path) -> None
     verdict = services.judge_draw(dest, draw, wrong, simulator_events(wrong))
     assert not verdict.agree
     assert "KUBE-SEP" in verdict.reason or "KUBE-SVC" in verdict.reason, verdict.reason
+    # ... and the addresses the packet arrives with are checked too (the DNAT and SNAT result)
+    src, dst, dport = draw.kernel.arrived_as
+    assert (dst, dport) == (dest.target.endpoints[draw.index].ip,
+                            dest.target.endpoints[draw.index].port)
+    moved = replace(draw, kernel=replace(draw.kernel, arrived_as=(dst, dst, dport)))
+    verdict = services.judge_draw(dest, moved, right, simulator_events(right))
+    assert not verdict.agree and "arrives as" in verdict.reason, verdict.reason
+
+
+def test_masquerade_out_of_a_pod_veth_takes_the_node_address(tmp_path: Path) -> None:
+    """A NodePort to a backend on the same node leaves through the pod's cali veth, which
+    has no address: MASQUERADE takes the node's (the kernel judge found the simulator
+    taking the pod's own address, so the backend saw a packet from itself)."""
+    dataplane = _dataplane(_vxlan_copy(tmp_path))
+    node_1 = dataplane.cluster.nodes["node-1"].address.ip
+    dest = services.service_destination(dataplane.cluster, "node:node-1", "udp", 30053, node_1)
+    web_1 = next(i for i, b in enumerate(dest.target.endpoints) if b.pod == "demo/web-1")
+    pins = Pins(statistic={dest.target.svc_chain: dest.target.sep_chain(web_1)})
+    trace = services.simulate(dataplane, "demo/client", dest, "udp",
+                              services.Draw(web_1, pins, None))
+    assert trace.verdict == "allowed"
+    assert services.delivered_as(trace) == (node_1, IPv4Address("10.244.0.10"), 5353)
 
