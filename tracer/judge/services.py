@@ -13,13 +13,17 @@ rules under test: the kernel would then walk rules the simulator never rendered,
 comparison would have to excuse them. Reading the draw keeps the kernel's ruleset byte for byte
 the rendered one, and every rule the kernel walked (the statistic rules included) is compared.
 To cover every backend the probe is repeated, each time from a fresh socket (a new conntrack
-entry, so a new draw), until each backend has been drawn or ``draws_per_backend`` x backends
+entry, so a new draw), until each backend has been drawn or ``DRAWS_PER_BACKEND`` x backends
 probes were sent; with three backends the chance that one is never drawn in 24 probes is
-3·(2/3)^24 ≈ 2e-4.
+3·(2/3)^24 ≈ 2e-4 (it is then reported, never passed over in silence).
 
-A drawn backend on another node than the one that DNATs is skipped (with the reason) when the
-path needs a tunnel device this kernel cannot make (ipip, wireguard): the routing would differ,
-not the rules.
+Beyond the rules walked and the delivery, a delivered probe must arrive with the same source,
+destination and destination port in both: the result of the DNAT and of any SNAT
+(KUBE-POSTROUTING's MASQUERADE for NodePorts and hairpins) as conntrack applied it.
+
+A backend on another node than the one that DNATs is not compared (the result says why) when
+the path needs a tunnel device this kernel cannot make (ipip, wireguard): the routing would
+differ, not the rules; such backends are not waited for.
 """
 
 from __future__ import annotations
@@ -29,8 +33,8 @@ from ipaddress import IPv4Address
 from types import MappingProxyType
 
 from tracer.dataplane.state import Pins
-from tracer.judge.topology import LabPlan
 from tracer.dataplane.trace import DeliverRecord
+from tracer.judge.topology import LabPlan
 from tracer.kernel.compare import Comparison, compare
 from tracer.kernel.probe import Probe, ProbeResult, run_probe
 from tracer.kernel.realise import KernelLab
