@@ -14,8 +14,8 @@ comparison would have to excuse them. Reading the draw keeps the kernel's rulese
 the rendered one, and every rule the kernel walked (the statistic rules included) is compared.
 To cover every backend the probe is repeated, each time from a fresh socket (a new conntrack
 entry, so a new draw), until each backend has been drawn or ``DRAWS_PER_BACKEND`` x backends
-probes were sent; with three backends the chance that one is never drawn in 24 probes is
-3·(2/3)^24 ≈ 2e-4 (it is then reported, never passed over in silence).
+probes were sent; with three backends the chance that one is never drawn in 36 probes is
+3·(2/3)^36 ≈ 1e-6 (it is then reported, never passed over in silence).
 
 Beyond the rules walked and the delivery, a delivered probe must arrive with the same source,
 destination and destination port in both: the result of the DNAT and of any SNAT
@@ -47,7 +47,7 @@ from tracer.trace.result import PacketTrace
 from tracer.trace.tracing import TraceRequest, trace_packet
 
 SEP_PREFIX = "KUBE-SEP-"
-DRAWS_PER_BACKEND = 8
+DRAWS_PER_BACKEND = 12
 NEVER_DRAWN = "the kernel never drew this backend"
 
 
