@@ -8,7 +8,8 @@ import click
 
 from tracer.commands.options import engine_option, manifest_option, say_notes, use_engine
 from tracer.errors import InputError
-from tracer.judge.verify import Case, all_pairs, run_cases
+from tracer.kubeproxy.probe import SERVICE_PREFIX, is_service_ref, resolve_service
+from tracer.judge.verify import Case, all_pairs, run_cases, service_cases
 from tracer.model.loader import load_cluster
 from tracer.policy.felix.versions import resolve_version
 from tracer.trace.assemble import build_dataplane
@@ -20,10 +21,15 @@ from tracer.trace.assemble import build_dataplane
               "node's own stack) or external (a host outside the cluster on the underlay); "
               "repeatable, paired with --to in order.")
 @click.option("--to", "destinations", multiple=True,
-              help="Destination: NAMESPACE/POD, node:NAME or external.")
+              help="Destination: NAMESPACE/POD, node:NAME, external, or svc/NS/NAME[:PORT] "
+              "(a Service's cluster IP; node:NAME with a NodePort as --port is its NodePort): "
+              "the kernel's kube-proxy rules DNAT it and each backend it draws is judged.")
 @click.option("--all-pairs", "every_pair", is_flag=True, help="Every ordered pair of pods.")
 @click.option("--hosts", is_flag=True, help="With --all-pairs: also every node and the "
               "external host, to and from every pod (host-endpoint and NAT-outgoing paths).")
+@click.option("--services", "every_service", is_flag=True, help="Every pod (with --hosts, "
+              "every node) to every Service port's cluster IP and to every NodePort on every "
+              "node (with --hosts, also from the external host), each backend judged.")
 @click.option("--protocol", "protocols", multiple=True,
               type=click.Choice(["tcp", "udp", "icmp"]), help="Default: tcp and udp.")
 @click.option("--port", "ports", multiple=True, type=click.IntRange(1, 65535),
@@ -32,8 +38,8 @@ from tracer.trace.assemble import build_dataplane
 @click.option("--show", type=click.Choice(["differences", "all"]), default="differences",
               show_default=True, help="Which side-by-side traces to print.")
 @engine_option("compiled")
-def verify(paths, sources, destinations, every_pair, hosts, protocols, ports, calico_version,
-           show, engine) -> None:
+def verify(paths, sources, destinations, every_pair, hosts, every_service, protocols, ports,
+           calico_version, show, engine) -> None:
     """Realise the cluster in network namespaces and check every trace against netfilter
     (the traces of the engine --engine names).
 
@@ -41,27 +47,39 @@ def verify(paths, sources, destinations, every_pair, hosts, protocols, ports, ca
     """
     if len(sources) != len(destinations):
         raise InputError("give --from and --to in pairs", obj="verify")
-    if not sources and not every_pair:
-        raise InputError("name packets with --from/--to, or use --all-pairs", obj="verify")
+    if not sources and not every_pair and not every_service:
+        raise InputError("name packets with --from/--to, or use --all-pairs or --services",
+                         obj="verify")
     cluster = load_cluster(paths, calico_version=calico_version)
     dataplane, notes = use_engine(
         build_dataplane(cluster, version=resolve_version(cluster, calico_version)), engine)
     pairs = list(zip(sources, destinations))
     if every_pair:
         pairs += all_pairs(cluster, hosts=hosts)
-    cases = [Case(src, dst, protocol, None if protocol == "icmp" else port)
+    cases = [Case(src, dst, protocol, port)
              for src, dst in pairs
-             for protocol in (protocols or ("tcp", "udp"))
-             for port in ((ports or (80,)) if protocol != "icmp" else (None,))]
+             for protocol in _protocols(cluster, dst, protocols)
+             for port in _ports(dst, protocol, ports)]
+    for case in cases:               # a bad svc/ reference fails here, before any namespace
+        if is_service_ref(case.destination):
+            if case.protocol == "icmp":
+                raise InputError(f"{case.destination}: kube-proxy proxies TCP, UDP and SCTP "
+                                 "only, not ICMP", obj="--protocol")
+            resolve_service(cluster, case.destination, port=case.port, protocol=case.protocol)
+    if every_service:
+        if not cluster.services:
+            raise InputError("--services: the manifests define no Service", obj="verify")
+        cases += service_cases(cluster, hosts=hosts)
     width = shutil.get_terminal_size((160, 20)).columns
 
     def report(result) -> None:
+        what = result.case.describe() + (f" [{result.detail}]" if result.detail else "")
         if result.skipped:
-            click.echo(f"  skip  {result.case.describe()}: {result.skipped}")
+            click.echo(f"  skip  {what}: {result.skipped}")
             return
         mark = "agree" if result.agree else "DIFF "
         outcome = result.simulated.verdict
-        click.echo(f"  {mark} {result.case.describe()}: {outcome}")
+        click.echo(f"  {mark} {what}: {outcome}")
         if show == "all" or not result.agree:
             click.echo(result.comparison.render(width))
 
@@ -73,3 +91,26 @@ def verify(paths, sources, destinations, every_pair, hosts, protocols, ports, ca
                f"differing: {len(differing)}, skipped: {len(results) - len(checked)}")
     if differing:
         raise click.exceptions.Exit(1)
+
+
+def _protocols(cluster, destination: str, protocols: tuple[str, ...]) -> tuple[str, ...]:
+    """--protocol, else TCP and UDP; for a Service, by default the protocols it serves."""
+    if protocols:
+        return protocols
+    if is_service_ref(destination):
+        key = destination[len(SERVICE_PREFIX):].partition(":")[0]
+        service = cluster.services.get(key)
+        if service is not None:
+            served = {p.protocol.lower() for p in service.ports} & {"tcp", "udp"}
+            return tuple(sorted(served)) or ("tcp",)
+    return ("tcp", "udp")
+
+
+def _ports(destination: str, protocol: str, ports: tuple[int, ...]) -> tuple[int | None, ...]:
+    """The ports to probe: none for ICMP; for ``svc/NS/NAME:PORT`` the port it names (the
+    Service port, whatever --port says); for ``svc/NS/NAME`` --port, or else its only port."""
+    if protocol == "icmp":
+        return (None,)
+    if is_service_ref(destination):
+        return (None,) if ":" in destination or not ports else ports
+    return ports or (80,)

@@ -95,9 +95,15 @@ class InterfaceTable:
         return None
 
     def source_address(self, oif: str | None, fallback: IPv4Address) -> IPv4Address:
-        """The address MASQUERADE takes: the outgoing interface's own (inet_select_addr)."""
+        """The address MASQUERADE takes: the outgoing interface's own (inet_select_addr). A
+        pod's host-side veth has none (the address on its record is the pod's, at the far
+        end), so the kernel takes the first universe-scope address of the namespace: the
+        underlay's, ``fallback`` (seen in the kernel lab: a NodePort or hairpin to a pod on
+        the same node arrives from the node's address)."""
         iface = self.get(oif)
-        return iface.address if iface is not None and iface.address is not None else fallback
+        if iface is None or iface.address is None or iface.kind is IfaceKind.WORKLOAD:
+            return fallback
+        return iface.address
 
 # Device names felix and the kernel give (fixed; WireGuard's is FelixConfiguration's), and the
 # underlay device of a node as calico-trace realises one.

@@ -4,6 +4,10 @@ For each case the simulator traces a fresh first packet; the kernel lab sends a 
 the source pod's namespace with ``-j TRACE`` on. Both traces are normalised by
 ``tracer.kernel.compare`` (node, table, chain, rule, verdict) and must be equal, and so must
 the delivered/dropped outcome.
+
+A case whose destination is a Service (``svc/NS/NAME[:PORT]``, or a node at a NodePort) goes
+through the kernel's real DNAT and is judged once per backend the kernel draws: see
+:mod:`tracer.judge.services`.
 """
 
 from __future__ import annotations
@@ -14,10 +18,12 @@ from ipaddress import IPv4Address
 from tracer.dataplane.events import NetfilterEvent
 from tracer.dataplane.trace import HookRecord
 from tracer.errors import InputError
+from tracer.judge import services
 from tracer.judge.topology import LabPlan, lab_plan
 from tracer.kernel.compare import Comparison, compare
 from tracer.kernel.probe import Probe, run_probe
 from tracer.kernel.realise import KernelLab, missing_requirements
+from tracer.kubeproxy.services import service_ports
 from tracer.model.cluster import Cluster
 from tracer.trace.assemble import Dataplane
 from tracer.trace.result import PacketTrace
@@ -33,7 +39,7 @@ EXTERNAL = "external"                  # the host outside the cluster, on the un
 @dataclass(frozen=True)
 class Case:
     source: str                        # "ns/pod", "node:<name>" or "external"
-    destination: str                   # likewise
+    destination: str                   # likewise, or "svc/NS/NAME[:PORT]" (a ClusterIP)
     protocol: str = "tcp"
     port: int | None = None
 
@@ -48,6 +54,7 @@ class CaseResult:
     simulated: PacketTrace | None
     comparison: Comparison | None
     skipped: str | None = None
+    detail: str | None = None          # a Service case: which backend the kernel drew
 
     @property
     def agree(self) -> bool:
@@ -67,6 +74,22 @@ def all_pairs(cluster: Cluster, *, hosts: bool = False) -> list[tuple[str, str]]
     ends = ends_of(cluster, hosts=hosts)
     return [(a, b) for a in ends for b in ends
             if a != b and (a in cluster.endpoints or b in cluster.endpoints)]
+
+
+def service_cases(cluster: Cluster, *, hosts: bool = False) -> list[Case]:
+    """Every pod (with ``hosts`` every node too) to every proxied Service port's cluster IP,
+    and to every NodePort on every node (with ``hosts`` also from the external host)."""
+    sources = ends_of(cluster, hosts=hosts)
+    cases = []
+    for view in service_ports(cluster):
+        ref = f"svc/{view.service.namespace}/{view.service.name}"
+        cases += [Case(src, ref, view.protocol, view.port.port)
+                  for src in sources if src != EXTERNAL]
+        if view.node_port:
+            cases += [Case(src, f"{NODE}{node}", view.protocol, view.node_port)
+                      for node in sorted(cluster.nodes) for src in sources
+                      if src != f"{NODE}{node}"]
+    return cases
 
 
 def simulator_events(trace: PacketTrace) -> list[tuple[str, NetfilterEvent]]:
@@ -98,18 +121,32 @@ def run_cases(dataplane: Dataplane, cases: list[Case], *, timeout: float = 0.5,
     results: list[CaseResult] = []
     with KernelLab(plan.spec) as lab:
         for case in cases:
-            result = _judge(dataplane, plan, lab, case, timeout)
-            results.append(result)
-            if progress is not None:
-                progress(result)
+            for result in _judge(dataplane, plan, lab, case, timeout):
+                results.append(result)
+                if progress is not None:
+                    progress(result)
     return results
 
 
 def _judge(dataplane: Dataplane, plan: LabPlan, lab: KernelLab, case: Case,
-           timeout: float) -> CaseResult:
+           timeout: float) -> list[CaseResult]:
     if case.protocol not in KERNEL_PROTOCOLS:
-        return CaseResult(case, None, None, f"the lab sends {', '.join(KERNEL_PROTOCOLS)} only")
-    src, dst = _end(dataplane, plan, case.source), _end(dataplane, plan, case.destination)
+        return [CaseResult(case, None, None,
+                           f"the lab sends {', '.join(KERNEL_PROTOCOLS)} only")]
+    src = _end(dataplane, plan, case.source)
+    node_address = None
+    if case.destination.startswith(NODE):
+        node_address = _end(dataplane, plan, case.destination).ip
+    dest = services.service_destination(dataplane.cluster, case.destination, case.protocol,
+                                        case.port, node_address)
+    if dest is not None:
+        return _judge_service(dataplane, plan, lab, case, src, dest, timeout)
+    return [_judge_plain(dataplane, plan, lab, case, src, timeout)]
+
+
+def _judge_plain(dataplane: Dataplane, plan: LabPlan, lab: KernelLab, case: Case, src: _End,
+                 timeout: float) -> CaseResult:
+    dst = _end(dataplane, plan, case.destination)
     if src.kind == dst.kind == EXTERNAL:
         raise InputError(f"{case.describe()}: one end must be in the cluster", obj="verify")
     if case.source == case.destination:
@@ -124,6 +161,40 @@ def _judge(dataplane: Dataplane, plan: LabPlan, lab: KernelLab, case: Case,
     comparison = compare(simulator_events(simulated), kernel.events,
                          simulated.verdict == "allowed", kernel.delivered)
     return CaseResult(case, simulated, comparison)
+
+
+def _judge_service(dataplane: Dataplane, plan: LabPlan, lab: KernelLab, case: Case, src: _End,
+                   dest: services.ServiceDestination, timeout: float) -> list[CaseResult]:
+    if src.kind == EXTERNAL and dest.kind == "ClusterIP":
+        return [CaseResult(case, None, None, "the external host has no route to cluster IPs "
+                           "(kube-proxy answers them on the nodes only)")]
+    backends = tuple((b.ip, b.port) for b in dest.target.endpoints)
+    if any(dataplane.cluster.endpoint_by_ip(ip) is None for ip, _ in backends):
+        return [CaseResult(case, None, None, "a backend is not a pod (host network or "
+                           "outside the cluster): the lab waits for pods only")]
+    probe = Probe(src.kernel, dest.address, case.protocol, dport=dest.port, timeout=timeout,
+                  arrivals=backends)
+    unreachable = {i: services.missing_tunnel(plan, dataplane, dest, i, src.node)
+                   for i in range(len(backends))}
+    wanted = {i for i, why in unreachable.items() if why is None}
+    draws, missing = services.backend_draws(lab, dest, probe, wanted)
+    results = []
+    for draw in draws:
+        if draw.index is not None and unreachable[draw.index]:
+            continue                               # reported below, drawn or not
+        detail = services.describe_draw(dest, draw.index)
+        simulated = services.simulate(dataplane, src.simulator, dest, case.protocol, draw)
+        comparison = services.judge_draw(dest, draw, simulated, simulator_events(simulated))
+        results.append(CaseResult(case, simulated, comparison, detail=detail))
+    for index in missing:
+        results.append(CaseResult(case, None, None, f"{services.NEVER_DRAWN} in "
+                                  f"{len(dest.target.endpoints) * services.DRAWS_PER_BACKEND}"
+                                  " probes", services.describe_draw(dest, index)))
+    if not draws or draws[0].index is not None:    # (no draw at all: none was wanted)
+        results += [CaseResult(case, None, None, why, services.describe_draw(dest, i))
+                    for i, why in unreachable.items() if why]
+    results.sort(key=lambda r: r.detail or "")
+    return results
 
 
 @dataclass(frozen=True)

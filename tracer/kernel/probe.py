@@ -51,7 +51,9 @@ class Probe:
     ``external`` for the host outside the cluster on the underlay.
 
     ``expect_at`` names the address whose namespace should receive the packet when it is
-    not ``dst`` (a service IP DNATed to a pod, say).
+    not ``dst``. ``arrivals`` is for a packet the kernel DNATs to one of several backends
+    (a Service): each (address, port) it may arrive as; a listener and a capture wait at
+    every one, and :attr:`ProbeResult.arrived_at` says which got it.
     """
 
     src: str
@@ -60,6 +62,7 @@ class Probe:
     dport: int | None = None
     timeout: float = 1.0
     expect_at: IPv4Address | None = None
+    arrivals: tuple[tuple[IPv4Address, int | None], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,17 @@ class ProbeResult:
     all_events: tuple[KernelEvent, ...]             # every traced packet (retransmits too)
     lines: dict[str, tuple[str, ...]] = field(default_factory=dict)   # raw monitor output
     sport: int | None = None                        # the source port the sender was given
+    arrived_at: tuple[IPv4Address, int | None] | None = None    # which of ``arrivals``
+    arrived_as: tuple[IPv4Address, IPv4Address, int | None] | None = None  # src, dst, dport
+
+
+@dataclass(frozen=True)
+class _Arrival:
+    """Where the probe may arrive, and as which address and port (after any DNAT)."""
+
+    ns: str
+    address: IPv4Address
+    port: int | None
 
 
 @dataclass(frozen=True)
@@ -80,6 +94,11 @@ class _Endpoints:
     host_originated: bool
     dst_ns: str
     dst_is_node: bool                  # a node's own stack: its INPUT hook decides delivery
+    arrivals: tuple[_Arrival, ...] = ()
+
+    def waits(self, probe: Probe) -> tuple[_Arrival, ...]:
+        return self.arrivals or (_Arrival(self.dst_ns, probe.expect_at or probe.dst,
+                                          probe.dport),)
 
 
 def run_probe(lab: KernelLab, probe: Probe) -> ProbeResult:
@@ -87,10 +106,13 @@ def run_probe(lab: KernelLab, probe: Probe) -> ProbeResult:
     ends = _resolve(lab, probe)
     tag = f"{TRACE_TAG_PREFIX}-{os.getpid()}-{next(_tags)}"
     with ExitStack() as stack:
-        capture = stack.enter_context(_capture(ends.dst_ns))
+        waits = ends.waits(probe)
+        captures = [(stack.enter_context(_capture(w.ns)), w) for w in waits]
         listener = None
         if probe.protocol != "icmp":
-            listener = stack.enter_context(_listener(ends.dst_ns, probe))
+            listeners = [stack.enter_context(_listener(w.ns, probe.protocol, w.port))
+                         for w in waits]
+            listener = listeners[0]
         sender = stack.enter_context(_sender(ends, probe))
         monitors = [TraceMonitor(node.name, lab.netns_of_node(node.name), tag,
                                  _trace_points(probe, ends, sender.sport, node.name))
@@ -100,7 +122,8 @@ def run_probe(lab: KernelLab, probe: Probe) -> ProbeResult:
             monitor.start()
         before = nsexec.snmp_counters(ends.dst_ns) if ends.dst_is_node else None
         matcher = sender.send()
-        delivered = _wait_delivery(capture, matcher, probe.timeout)
+        arrived, seen = _wait_delivery(captures, matcher, probe.timeout)
+        delivered = arrived is not None
         if before is not None:
             # The node's own AF_PACKET socket sees the frame before its INPUT hook: what
             # counts is whether the transport layer got it (its own counters say so).
@@ -111,7 +134,9 @@ def run_probe(lab: KernelLab, probe: Probe) -> ProbeResult:
         lines = {m.node: tuple(m.stop()) for m in monitors}
     all_events = [e for m in monitors for e in m.events()]
     return ProbeResult(probe=probe, delivered=delivered, events=tuple(first_packet(all_events)),
-                       all_events=tuple(all_events), lines=lines, sport=sender.sport)
+                       all_events=tuple(all_events), lines=lines, sport=sender.sport,
+                       arrived_at=(arrived.address, arrived.port) if arrived else None,
+                       arrived_as=_addresses(seen) if seen else None)
 
 
 def _stop_quietly(monitor: TraceMonitor) -> None:
@@ -154,21 +179,32 @@ def _resolve(lab: KernelLab, probe: Probe) -> _Endpoints:
         raise InputError(f"no namespace in the lab receives {target} (and no external host)",
                          obj=str(target))
     node, pod = spec.owner_of(target)
-    return _Endpoints(*src, dst_ns=dst_ns, dst_is_node=node is not None and pod is None)
+    arrivals = []
+    for address, port in probe.arrivals:
+        owner_node, owner_pod = spec.owner_of(address)
+        if owner_pod is None:
+            # A node's AF_PACKET socket sees frames before INPUT decides: not a witness.
+            raise InputError(f"{address} is not a pod in the lab: only pod backends can be "
+                             "waited for", obj=str(address))
+        arrivals.append(_Arrival(lab.ns.pods[owner_pod.key], address, port))
+    return _Endpoints(*src, dst_ns=dst_ns,
+                      dst_is_node=node is not None and pod is None and not arrivals,
+                      arrivals=tuple(arrivals))
 
 
 def _trace_points(probe: Probe, ends: _Endpoints, sport: int | None,
                   node: str) -> list[TracePoint]:
-    destinations = {probe.dst, probe.expect_at or probe.dst}
+    destinations = {(probe.dst, probe.dport), (probe.expect_at or probe.dst, probe.dport)}
+    destinations |= {(a.address, a.port) for a in ends.arrivals}   # after a DNAT
     points = []
-    for dst in sorted(destinations):
+    for dst, dport in sorted(destinations, key=lambda d: (d[0], d[1] or 0)):
         # No source address or port: SNAT (natOutgoing's MASQUERADE --random-fully) rewrites
         # both before the next node sees the packet. The lab carries nothing but the probe.
         match = ("-d", str(dst), "-p", probe.protocol)
         if probe.protocol == "icmp":
             match += ("--icmp-type", "echo-request")
         else:
-            match += ("--dport", str(probe.dport))
+            match += ("--dport", str(dport))
         if probe.protocol == "tcp":
             match += ("--syn",)        # only the SYN: the handshake's ACK would match too
         points.append(TracePoint("PREROUTING", match))
@@ -191,13 +227,13 @@ def _capture(netns: str) -> Iterator[socket.socket]:
 
 
 @contextmanager
-def _listener(netns: str, probe: Probe) -> Iterator[socket.socket]:
+def _listener(netns: str, protocol: str, port: int | None) -> Iterator[socket.socket]:
     """A TCP listener or UDP socket on the port, so the destination answers normally."""
-    kind = socket.SOCK_STREAM if probe.protocol == "tcp" else socket.SOCK_DGRAM
+    kind = socket.SOCK_STREAM if protocol == "tcp" else socket.SOCK_DGRAM
     sock = nsexec.socket_in(netns, socket.AF_INET, kind)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("0.0.0.0", probe.dport))
-    if probe.protocol == "tcp":
+    sock.bind(("0.0.0.0", port))
+    if protocol == "tcp":
         sock.listen(8)
     try:
         yield sock
@@ -205,21 +241,37 @@ def _listener(netns: str, probe: Probe) -> Iterator[socket.socket]:
         sock.close()
 
 
-def _wait_delivery(capture: socket.socket, matches, timeout: float) -> bool:
+def _wait_delivery(captures: list[tuple[socket.socket, _Arrival]], matches,
+                   timeout: float) -> tuple[_Arrival | None, bytes | None]:
+    """The arrival whose capture saw the probe (``matches(ip_packet, port)``) and the IP
+    packet as it arrived, or (None, None)."""
     deadline = time.monotonic() + timeout
+    by_socket = dict(captures)
     while (remaining := deadline - time.monotonic()) > 0:
-        ready, _, _ = select.select([capture], [], [], remaining)
+        ready, _, _ = select.select(list(by_socket), [], [], remaining)
         if not ready:
             break
-        try:
-            frame, address = capture.recvfrom(65535)
-        except BlockingIOError:
-            continue
-        if address[2] == PACKET_OUTGOING or address[1] != ETH_P_IP:
-            continue
-        if matches(frame[14:]):          # veth, vxlan and lo frames all carry an Ethernet header
-            return True
-    return False
+        for capture in ready:
+            try:
+                frame, address = capture.recvfrom(65535)
+            except BlockingIOError:
+                continue
+            if address[2] == PACKET_OUTGOING or address[1] != ETH_P_IP:
+                continue
+            arrival = by_socket[capture]
+            # veth, vxlan and lo frames all carry an Ethernet header
+            if matches(frame[14:], arrival.port):
+                return arrival, frame[14:]
+    return None, None
+
+
+def _addresses(ip: bytes) -> tuple[IPv4Address, IPv4Address, int | None]:
+    """Source, destination and destination port of an IPv4 packet (port: TCP/UDP only)."""
+    src, dst = IPv4Address(ip[12:16]), IPv4Address(ip[16:20])
+    if ip[9] not in (6, 17):
+        return src, dst, None
+    header_len = (ip[0] & 0x0F) * 4
+    return src, dst, struct.unpack("!H", ip[header_len + 2:header_len + 4])[0]
 
 
 # The /proc/net/snmp counter a packet bumps as the transport layer receives it, once INPUT
@@ -274,12 +326,12 @@ class _Sender:
             code = self.sock.connect_ex((dst, self.probe.dport))
             if code not in (0, errno.EINPROGRESS):
                 raise OSError(code, f"connect to {dst}: {os.strerror(code)}")
-            return lambda ip: _is_tcp_syn(ip, self.probe.dport)
+            return lambda ip, port: _is_tcp_syn(ip, port)
         if proto == "udp":
             self.sock.sendto(self.marker, (dst, self.probe.dport))
-            return lambda ip: _is_udp_payload(ip, self.probe.dport, self.marker)
+            return lambda ip, port: _is_udp_payload(ip, port, self.marker)
         self.sock.sendto(_echo_request(self.echo_id, self.marker), (dst, 0))
-        return lambda ip: _is_echo(ip, self.marker)
+        return lambda ip, port: _is_echo(ip, self.marker)
 
     def close(self) -> None:
         if self.sock is not None:
