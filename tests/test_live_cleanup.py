@@ -20,7 +20,7 @@ SCENARIO = "backend-from-frontend"
 def run(tmp_path):
     before = host_network_view()
     live = LiveRun(SCENARIO, tmp_path).start()
-    assert len(live.namespaces) == 3          # one per pod of the scenario
+    assert len(live.namespaces) == 5          # 3 pods, the node and the external host
     yield live
     live.stop(signal.SIGKILL)
     assert wait_until(lambda: not live.namespaces)

@@ -22,7 +22,7 @@ def live(tmp_path_factory):
     try:
         run.cluster = load_cluster([str(LiveRun.scenario_dir(SCENARIO))])
         for key, pod in json.loads((run.env_dir / "live.json").read_text())["pods"].items():
-            if run.cluster.pods[key].labels.get("app") == "web":
+            if key in run.cluster.pods and run.cluster.pods[key].labels.get("app") == "web":
                 served = tmp_path_factory.mktemp("www")
                 (served / "who").write_text(key)             # each backend names itself
                 run.background(key, "python3", "-m", "http.server", "8080", "--directory",
