@@ -1,14 +1,14 @@
-"""The live loop: every packet any pod sends goes through the cluster's pipeline, and what is
-delivered is written into the destination pod's TUN.
+"""The live loop: every packet any live end sends goes through the cluster's pipeline, and
+what is delivered is written into the destination end's TUN.
 
-One process, one epoll over every pod's TUN. A packet read from a pod enters its node's
-pipeline at the pod's ``cali…`` interface, exactly as ``packet`` traces it, and walks on to the
+One process, one epoll over every end's TUN. A packet read from a pod enters its node's
+pipeline at the pod's ``cali…`` interface, one from a node's own stack or the external host
+where its source address places it, exactly as ``packet`` traces it, and walks on to the
 destination node when it crosses nodes (the pipeline frames and unframes it for the underlay
 itself). Conntrack lives in one :class:`~tracer.trace.session.Session` for the whole run, on
 the wall clock, so handshakes, replies and timeouts behave as on a node. The dataplane may be
 swapped (SIGHUP, a manifest changed) while the session, and so conntrack, stays.
 """
-
 from __future__ import annotations
 
 import os
