@@ -64,10 +64,14 @@ class LiveRun:
                 [*CLI, "up", "-f", str(self.manifests), "--no-cache"],
                 stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=REPO)
         deadline = time.monotonic() + READY_TIMEOUT
-        while "up: ready" not in self.output():
-            assert self.proc.poll() is None, f"up exited early:\n{self.output()}"
-            assert time.monotonic() < deadline, f"up not ready:\n{self.output()}"
-            time.sleep(0.05)
+        try:
+            while "up: ready" not in self.output():
+                assert self.proc.poll() is None, f"up exited early:\n{self.output()}"
+                assert time.monotonic() < deadline, f"up not ready:\n{self.output()}"
+                time.sleep(0.05)
+        except BaseException:
+            self.stop()                # a failed start must not leave up running
+            raise
         return self
 
     def output(self) -> str:

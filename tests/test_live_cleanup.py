@@ -20,7 +20,11 @@ SCENARIO = "backend-from-frontend"
 def run(tmp_path):
     before = host_network_view()
     live = LiveRun(SCENARIO, tmp_path).start()
-    assert len(live.namespaces) == 5          # 3 pods, the node and the external host
+    try:
+        assert len(live.namespaces) == 5      # 3 pods, the node and the external host
+    except AssertionError:
+        live.stop(signal.SIGKILL)
+        raise
     yield live
     live.stop(signal.SIGKILL)
     assert wait_until(lambda: not live.namespaces)
