@@ -313,3 +313,24 @@ spec: {wireguardListeningPort: 51821}
     # Same pod pair without the per-node port: delivered.
     (root / "felix.yaml").unlink()
     assert trace("shop/backend-5f8c2", "shop/frontend-7d4b9", 80)["verdict"] == "allowed"
+
+
+NODE_2_VNI = """
+apiVersion: projectcalico.org/v3
+kind: FelixConfiguration
+metadata: {name: node.node-2}
+spec: {vxlanVNI: 5000}
+"""
+
+
+def test_vxlan_vni_differing_per_node_finds_no_device(tmp_path):
+    """Same port, another VNI: vxlan_rcv finds no device for the frame's VNI and drops it
+    (tests/test_felix_per_node_kernel.py has the kernel agree)."""
+    root = scenario(tmp_path, NODE_2_VNI)
+    result = CliRunner().invoke(cli, ["packet", "--no-cache", "-f", str(root), "--from",
+                                      "shop/frontend-7d4b9", "--to", "shop/backend-5f8c2",
+                                      "--port", "6379", "--output", "json"])
+    assert result.exit_code == 0, result.output
+    lost = json.loads(result.stdout)
+    assert (lost["verdict"], lost["reason"]) == ("dropped", "no-tunnel-device")
+    assert "VNI 4096" in lost["why"] and "VNI 5000" in lost["why"]

@@ -50,3 +50,19 @@ def test_per_node_config_agrees_with_kernel(tmp_path):
               and cluster.endpoints[r.case.source].pod.node
               != cluster.endpoints[r.case.destination].pod.node]
     assert across and all(r.simulated.verdict == "dropped" for r in across)
+
+
+def test_a_vni_differing_per_node_is_lost_in_the_kernel_too(tmp_path):
+    from test_felix_per_node import NODE_2_VNI
+    root = tmp_path / "c"
+    shutil.copytree(SCENARIO, root)
+    (root / "scenario.yaml").unlink()
+    (root / "felix.yaml").write_text(NODE_2_VNI)
+    cluster = load_cluster([root])
+    dataplane = build_dataplane(cluster, version="3.32")
+    cases = [Case(src, dst, "tcp", 6379) for src, dst in judge_verify.all_pairs(cluster)
+             if cluster.endpoints[src].pod.node != cluster.endpoints[dst].pod.node]
+    results = run_cases(dataplane, cases)
+    checked = [r for r in results if not r.skipped]
+    assert checked and not differences_report(results), differences_report(results)
+    assert all(r.simulated.verdict == "dropped" for r in checked)

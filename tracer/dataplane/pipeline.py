@@ -154,6 +154,8 @@ class Pipeline:
             inner = walk.packet.inner
             if inner is None:
                 raise Tunnel.not_ours(walk, tunnel.mode)
+            if tunnel.kind is IfaceKind.VXLAN:
+                self._check_vni(walk)
             walk.records.append(DecapRecord(walk.node.name, tunnel.mode, walk.packet, inner,
                                             tunnel.name))
             return _Next(walk.node.name, tunnel.name, inner)
@@ -163,6 +165,16 @@ class Pipeline:
         record = DeliverRecord(walk.node.name, where, None, walk.packet)
         walk.records.append(record)
         return record
+
+    def _check_vni(self, walk: Walk) -> None:
+        """vxlan_rcv finds the device by port and VNI: a frame whose VNI (the sender's
+        vxlanVNI) is not this node's device's finds none and is dropped."""
+        sender = self.underlay.get(walk.packet.src)
+        if sender is None:
+            return
+        sent, own = self.tunnels.vxlan_of(sender)[0], self.tunnels.vxlan_of(walk.node.name)[0]
+        if sent != own:
+            raise Tunnel.wrong_vni(walk, sent, own)
 
     def _local_out(self, walk: Walk) -> DeliverRecord | _Next:
         """``ip_local_out``: the routing decision comes first, then OUTPUT and POSTROUTING."""

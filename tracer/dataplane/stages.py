@@ -363,6 +363,12 @@ class Tunnel(Stage):
                         f"{port}: the encapsulated packet is lost")
 
     @classmethod
+    def wrong_vni(cls, walk: Walk, sent: int, own: int) -> Dropped:
+        return cls.drop(walk, DropReason.NO_TUNNEL_DEVICE,
+                        f"the VXLAN frame carries VNI {sent}; {walk.node.name}'s "
+                        f"vxlan.calico has VNI {own}: the encapsulated packet is lost")
+
+    @classmethod
     def not_ours(cls, walk: Walk, mode: str) -> Dropped:
         return cls.drop(walk, DropReason.UNKNOWN_TUNNEL_PEER,
                         f"{mode} packet carries no inner packet the simulator framed")
