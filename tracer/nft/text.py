@@ -9,6 +9,7 @@ printed the way ``nft list ruleset`` lays out a table, so the text loads with ``
 from __future__ import annotations
 
 from collections.abc import Mapping
+from ipaddress import IPv4Network
 
 from tracer.dataplane import ir
 from tracer.nft.model import BaseChain, NftMatch, NftRuleset, NftTable, VmapMatch
@@ -55,7 +56,10 @@ def match_clause(match: NftMatch, proto: int | None, set_types: Mapping[str, str
     if isinstance(match, ir.ProtocolMatch):
         return f"meta l4proto {ne}{_NAMED.get(match.protocol, str(match.protocol))}"
     if isinstance(match, ir.AddressMatch):
-        return f"ip {match.direction}addr {ne}{match.cidr}"
+        # felix passes the policy's CIDR string, which the calculation graph normalised to
+        # address/prefix (ip.CIDR.String()), /32 included.
+        net = IPv4Network((match.cidr.network, match.cidr.prefix_len))
+        return f"ip {match.direction[0]}addr {ne}{net}"
     if isinstance(match, ir.InterfaceMatch):
         name = match.name[:-1] + "*" if match.name.endswith("+") else match.name
         return f"{_IFACE_KEY[match.direction]} {ne}{name}"

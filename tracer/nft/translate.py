@@ -94,7 +94,7 @@ def render_nft(cluster: Cluster, node: str, *, version: str | None = None) -> Nf
     ctx = make_ctx(cluster, node, version)
     renames = _chain_renames(cluster, ctx)
     hooks = static.kernel_hooks(ctx)
-    set_types = {name: ruleset.ipsets[name].set_type for name in ruleset.ipsets}
+    set_types = {legal_set_name(name): ruleset.ipsets[name].set_type for name in ruleset.ipsets}
 
     chains: dict[str, NftChain] = {}
     maps: dict[str, NftMap] = {}
