@@ -569,6 +569,7 @@ FELIX_FIELDS = {
     "natPortRange": ("nat_port_range", _port_range),
     "natOutgoingAddress": ("nat_outgoing_address", _ipv4_address),
     "iptablesNATOutgoingInterfaceFilter": ("iptables_nat_outgoing_interface_filter", _text),
+    "nftablesMode": ("nftables_mode", _choice(("Enabled", "Disabled", "Auto"))),
 }
 
 

@@ -1,0 +1,60 @@
+"""``render --dataplane``: the FelixConfiguration's nftablesMode decides unless the flag says."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from tracer.cli import cli
+
+SCENARIO = Path(__file__).resolve().parent.parent / "scenarios" / "backend-from-frontend"
+FELIX = ("apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: default}\n"
+         "spec: {nftablesMode: %s}\n")
+
+
+def _render(*args: str):
+    return CliRunner().invoke(cli, ["render", "--node", "node-1", *args])
+
+
+def _with_felix(tmp_path: Path, mode: str) -> Path:
+    folder = tmp_path / mode
+    shutil.copytree(SCENARIO, folder)
+    (folder / "felix.yaml").write_text(FELIX % mode)
+    return folder
+
+
+def test_flag_picks_the_dataplane():
+    nft = _render("-f", str(SCENARIO), "--dataplane", "nftables")
+    assert nft.exit_code == 0, nft.output
+    assert nft.output.startswith("table ip calico {")
+    assert "chain filter-FORWARD {" in nft.output
+    ipt = _render("-f", str(SCENARIO), "--dataplane", "iptables")
+    assert ipt.exit_code == 0 and ipt.output.startswith("*raw")
+
+
+def test_felix_configuration_decides_by_default(tmp_path):
+    enabled = _render("-f", str(_with_felix(tmp_path, "Enabled")))
+    assert enabled.exit_code == 0, enabled.output
+    assert enabled.output.startswith("table ip calico {")
+    for mode in ("Disabled", "Auto"):
+        result = _render("-f", str(_with_felix(tmp_path, mode)))
+        assert result.exit_code == 0 and result.output.startswith("*raw"), mode
+    # The flag wins over the configuration.
+    forced = _render("-f", str(tmp_path / "Enabled"), "--dataplane", "iptables")
+    assert forced.output.startswith("*raw")
+
+
+def test_bad_dataplane_is_one_line(tmp_path):
+    result = _render("-f", str(SCENARIO), "--dataplane", "ebpf")
+    assert result.exit_code == 2
+    assert "ebpf" in result.output
+    bad = _with_felix(tmp_path, "Sometimes")
+    proc = subprocess.run([sys.executable, "-c", "from tracer.cli import main; main()", "render",
+                           "-f", str(bad), "--node", "node-1"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "spec.nftablesMode" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
