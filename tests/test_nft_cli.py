@@ -58,3 +58,17 @@ def test_bad_dataplane_is_one_line(tmp_path):
                           timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "spec.nftablesMode" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_packet_through_the_nftables_table():
+    args = ["packet", "-f", str(SCENARIO), "--from", "myns/other", "--to", "myns/backend",
+            "--port", "6379", "--dataplane", "nftables"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "felix nftables dataplane" in result.output
+    assert "VERDICT  dropped [default-deny]" in result.output
+    assert "calico/filter-cali-tw-" in result.output          # hops named as nftables does
+    assert "iifname vmap @filter-cali-from-wl-dispatch" in result.output
+    compiled = CliRunner().invoke(cli, [*args, "--engine", "compiled"])
+    assert compiled.exit_code == 0 and "dropped [default-deny]" in compiled.output
+    assert "reference walker" in compiled.stderr          # the fallback is said

@@ -212,5 +212,30 @@ def test_every_bundled_scenario_loads_with_nft():
                     assert f"chain {chain.name} {{" in listing, (path.name, node, chain.name)
                 rules = sum(len(c.rules) for c in table.chains.values())
                 assert listing.count(' comment "cali:') == rules, (path.name, node)
+                # The handles the trace names rules by are the kernel's.
+                assert _listed_handles(box.listing("-a")) == _predicted(table), (path.name, node)
                 loaded += 1
     assert loaded >= len(SCENARIOS)
+
+
+def _listed_handles(listing: str) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    chain = None
+    for line in listing.splitlines():
+        line = line.strip()
+        if line.startswith("chain "):
+            chain = line.split()[1]
+            out[chain] = []
+        elif line == "}":
+            chain = None
+        elif chain is not None and "# handle " in line and not line.startswith("type "):
+            out[chain].append(int(line.rsplit("# handle ", 1)[1]))
+    return out
+
+
+def _predicted(table) -> dict[str, list[int]]:
+    from tracer.nft.walk import rule_handles
+
+    handles = rule_handles(table)
+    return {name: [handles[(name, i)] for i in range(len(chain.rules))]
+            for name, chain in table.chains.items()}
