@@ -32,8 +32,11 @@ from tracer.trace.assemble import build_dataplane
 @click.option("--show", type=click.Choice(["differences", "all"]), default="differences",
               show_default=True, help="Which side-by-side traces to print.")
 @engine_option("compiled")
+@click.option("--dataplane", type=click.Choice(["iptables", "nftables"]), default=None,
+              help="Judge felix's iptables tables (xtables-monitor) or its nftables table "
+                   "(nft monitor); default: the FelixConfiguration's nftablesMode.")
 def verify(paths, sources, destinations, every_pair, hosts, protocols, ports, calico_version,
-           show, engine) -> None:
+           show, engine, dataplane=None) -> None:
     """Realise the cluster in network namespaces and check every trace against netfilter
     (the traces of the engine --engine names).
 
@@ -44,8 +47,15 @@ def verify(paths, sources, destinations, every_pair, hosts, protocols, ports, ca
     if not sources and not every_pair:
         raise InputError("name packets with --from/--to, or use --all-pairs", obj="verify")
     cluster = load_cluster(paths, calico_version=calico_version)
-    dataplane, notes = use_engine(
-        build_dataplane(cluster, version=resolve_version(cluster, calico_version)), engine)
+    from tracer.nft.mode import dataplane_of
+    nftables = dataplane_of(cluster, dataplane) == "nftables"
+    version = resolve_version(cluster, calico_version)
+    if nftables:
+        from tracer.nft.plug import ENGINE_FALLBACK
+        built = build_dataplane(cluster, version=version)
+        notes = (lambda: [ENGINE_FALLBACK]) if engine == "compiled" else (lambda: [])
+    else:
+        built, notes = use_engine(build_dataplane(cluster, version=version), engine)
     pairs = list(zip(sources, destinations))
     if every_pair:
         pairs += all_pairs(cluster, hosts=hosts)
@@ -65,7 +75,11 @@ def verify(paths, sources, destinations, every_pair, hosts, protocols, ports, ca
         if show == "all" or not result.agree:
             click.echo(result.comparison.render(width))
 
-    results = run_cases(dataplane, cases, progress=report)
+    if nftables:
+        from tracer.nft.judge import run_nft_cases
+        results = run_nft_cases(built, version, cases, progress=report)
+    else:
+        results = run_cases(built, cases, progress=report)
     say_notes(notes)
     checked = [r for r in results if not r.skipped]
     differing = [r for r in checked if not r.agree]

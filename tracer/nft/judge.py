@@ -19,7 +19,8 @@ from dataclasses import replace
 from tracer.dataplane.events import NetfilterEvent
 from tracer.errors import InputError
 from tracer.judge.topology import lab_plan
-from tracer.judge.verify import Case, CaseResult, _end, simulator_events
+from tracer.judge.verify import (EXTERNAL, KERNEL_PROTOCOLS, Case, CaseResult, _end,
+                                 simulator_events)
 from tracer.kernel import nsexec
 from tracer.kernel.compare import Comparison, Step, _first_disagreement
 from tracer.kernel.probe import Probe, run_probe
@@ -68,8 +69,8 @@ def compare_nft(sim_events, kernel_events, sim_delivered: bool,
                       kernel_delivered=kernel_delivered)
 
 
-def run_nft_cases(dataplane, version: str, cases: list[Case], *,
-                  timeout: float = 0.5) -> list[CaseResult]:
+def run_nft_cases(dataplane, version: str, cases: list[Case], *, timeout: float = 0.5,
+                  progress=None) -> list[CaseResult]:
     """Judge ``cases`` on ``dataplane`` (the iptables-mode one the lab's topology comes from)
     with felix's nftables table in every node namespace."""
     problem = missing_requirements()
@@ -89,12 +90,21 @@ def run_nft_cases(dataplane, version: str, cases: list[Case], *,
                 raise InputError(f"kernel refused the nftables ruleset: {exc}",
                                  obj=node.name) from None
         for case in cases:
-            results.append(_judge(nft_dataplane, plan, lab, case, timeout))
+            result = _judge(nft_dataplane, plan, lab, case, timeout)
+            results.append(result)
+            if progress is not None:
+                progress(result)
     return results
 
 
 def _judge(dataplane, plan, lab: KernelLab, case: Case, timeout: float) -> CaseResult:
+    if case.protocol not in KERNEL_PROTOCOLS:
+        return CaseResult(case, None, None, f"the lab sends {', '.join(KERNEL_PROTOCOLS)} only")
     src, dst = _end(dataplane, plan, case.source), _end(dataplane, plan, case.destination)
+    if src.kind == dst.kind == EXTERNAL:
+        raise InputError(f"{case.describe()}: one end must be in the cluster", obj="verify")
+    if case.source == case.destination:
+        return CaseResult(case, None, None, "an end talking to itself never meets netfilter")
     nodes = {src.node or dst.node, dst.node or src.node}
     if len(nodes) > 1 and plan.crosses_missing_device(*nodes):
         return CaseResult(case, None, None, "needs " + "; ".join(plan.unbuildable[:1]))
