@@ -79,3 +79,21 @@ def test_kernel_agrees_in_nftables_mode(index):
         if result.skipped is not None:
             assert "module" in result.skipped, result.skipped
     assert judged or all("module" in r.skipped for r in results)
+
+
+@pytest.mark.root
+def test_verify_command_in_nftables_mode():
+    import os
+    import subprocess
+    import sys
+
+    directory = next(p for p in SCENARIOS if p.name == "backend-from-frontend")
+    proc = subprocess.run(
+        [sys.executable, "-c", "from tracer.cli import main; main()", "verify", "-f",
+         str(directory), "--from", "myns/other", "--to", "myns/backend", "--protocol", "tcp",
+         "--port", "6379", "--dataplane", "nftables", "--show", "all"],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "240"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "packets checked: 1, agreed: 1, differing: 0" in proc.stdout
+    assert "calico:filter-cali-from-wl-dispatch rule GOTO:filter-cali-fw-" in proc.stdout
+    assert "reference walker" in proc.stderr
