@@ -41,7 +41,7 @@ import threading
 from collections.abc import Iterable
 
 from tracer.kernel import nsexec
-from tracer.kernel.xtrace import KernelEvent, TraceMonitor, TracePoint
+from tracer.kernel.xtrace import KernelEvent, MonitorError, TraceMonitor, TracePoint
 
 TRACE_PRIORITY = -400
 
@@ -166,7 +166,7 @@ class NftTraceMonitor(TraceMonitor):
         try:
             self._wait_for(lambda: self._echoed(f"add chain ip {self.tag} {barrier}"),
                            timeout, "barrier")
-        except Exception:
+        except MonitorError:
             return False
         return True
 

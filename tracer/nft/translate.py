@@ -215,17 +215,17 @@ def _vmap_dispatch(layer: Table, chain: ir.Chain, ruleset: ir.Ruleset, renames,
     elements: dict[str, ir.Target] = {}
     end_rules: list[ir.Rule] = []
     for rule in chain.rules:
-        iface = _exact_iface(rule)
-        if iface is None and isinstance(rule.target, ir.Goto) and rule.matches:
-            child = ruleset.tables[layer][rule.target.chain]      # a prefix's child chain
-            for sub in child.rules:
-                if _exact_iface(sub) is not None:
-                    elements[_exact_iface(sub)] = ir.Goto(  # type: ignore[index]
-                        _nft_chain_name(layer, sub.target.chain, renames))  # type: ignore[union-attr]
-        elif iface is not None:
-            elements[iface] = ir.Goto(_nft_chain_name(layer, rule.target.chain, renames))  # type: ignore[union-attr]
+        if _exact_iface(rule) is not None:
+            sends = [rule]                                        # a lone name's goto
+        elif isinstance(rule.target, ir.Goto) and rule.matches:
+            sends = list(ruleset.tables[layer][rule.target.chain].rules)   # a prefix's child
         else:
             end_rules.append(rule)
+            continue
+        for send in sends:
+            iface = _exact_iface(send)
+            if iface is not None and isinstance(send.target, ir.Goto):
+                elements[iface] = ir.Goto(_nft_chain_name(layer, send.target.chain, renames))
     vmap_rule = NftRule((VmapMatch(direction, map_name),), None,  # type: ignore[arg-type]
                         nft_text.match_clause(VmapMatch(direction, map_name), None, {}))
     rest = [_translate(layer, r, renames, set_types) for r in end_rules]
