@@ -10,6 +10,7 @@ from bundled import SCENARIOS
 from tracer.dataplane import ir
 from tracer.dataplane.interpreter import PacketView
 from tracer.dataplane.ir import Table
+from tracer.explain import explain
 from tracer.model.loader import load_cluster
 from tracer.nft.model import BaseChain, NftChain, NftMap, NftRule, NftTable, VmapMatch
 from tracer.nft.plug import with_nftables
@@ -134,9 +135,13 @@ def test_bundled_expectations_hold_in_nftables_mode(directory):
         request = TraceRequest(str(case["from"]), str(case["to"]),
                                protocol=str(case.get("protocol", "TCP")).lower(),
                                port=case.get("port"))
-        ipt = trace_packet(iptables, request)
-        nft = trace_packet(nftables, request)
+        ipt = explain(iptables, trace_packet(iptables, request))
+        nft = explain(nftables, trace_packet(nftables, request))
         assert (nft.verdict, nft.reason) == (ipt.verdict, ipt.reason), (case, nft.why)
+        # The explanation reads the same policies through the nftables names.
+        assert nft.selected_by == ipt.selected_by, case
+        assert nft.hint == ipt.hint, case
+        assert [d.provenance for d in nft.deciding] == [d.provenance for d in ipt.deciding]
         assert (nft.verdict == "allowed") == bool(case["allowed"]), case
         assert "felix nftables dataplane" in " ".join(nft.assumptions)
         assert any(e.table == "calico" for _, e in nft.netfilter_events())
