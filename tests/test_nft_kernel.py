@@ -5,8 +5,13 @@ chains, rule handles, verdicts) and in delivery."""
 
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
+
 import pytest
 import yaml
+from hypothesis import HealthCheck, Phase, given, settings
 
 from bundled import SCENARIOS
 from tracer.judge.verify import Case
@@ -15,6 +20,8 @@ from tracer.nft.judge import run_nft_cases
 from tracer.nft.ktrace import nft_match, parse_nft_trace
 from tracer.kernel.xtrace import TracePoint
 from tracer.trace.assemble import build_dataplane
+
+from strategies import GeneratedCluster, generated_clusters
 
 LINES = [
     'trace id 0a7caad4 ip calico filter-FORWARD packet: iif "caliA" oif "caliB" ip saddr 1.1.1.1',
@@ -83,7 +90,6 @@ def test_kernel_agrees_in_nftables_mode(index):
 
 @pytest.mark.root
 def test_verify_command_in_nftables_mode():
-    import os
     import subprocess
     import sys
 
@@ -97,3 +103,29 @@ def test_verify_command_in_nftables_mode():
     assert "packets checked: 1, agreed: 1, differing: 0" in proc.stdout
     assert "calico:filter-cali-from-wl-dispatch rule GOTO:filter-cali-fw-" in proc.stdout
     assert "reference walker" in proc.stderr
+
+
+# Random clusters (tests/strategies.py, the iptables judge's corpus): policies, tiers, named
+# ports, nets, one or two nodes, TCP/UDP/ICMP probes. A lab per cluster takes seconds, so the
+# suite runs a few; NFT_CORPUS=N runs N (the campaign in docs/nftables.md ran 40).
+CORPUS_EXAMPLES = int(os.environ.get("NFT_CORPUS", "5"))
+
+
+@pytest.mark.root
+@settings(max_examples=CORPUS_EXAMPLES, deadline=None, derandomize=True, database=None,
+          phases=(Phase.explicit, Phase.generate),
+          suppress_health_check=(HealthCheck.too_slow, HealthCheck.data_too_large))
+@given(generated_clusters())
+def test_random_cluster_agrees_with_kernel_in_nftables_mode(generated: GeneratedCluster):
+    with tempfile.TemporaryDirectory(prefix="ctk-nft-verify-") as tmp:
+        cluster = load_cluster([str(generated.write(Path(tmp)))])
+        results = run_nft_cases(build_dataplane(cluster, version="3.32"), "3.32",
+                                list(generated.cases), timeout=0.3)
+    judged = [r for r in results if r.skipped is None]
+    assert judged, "every packet of this cluster was skipped"
+    differing = [r.comparison.render() for r in judged if not r.agree]
+    if differing:
+        kept = Path(tempfile.mkdtemp(prefix="ctk-nft-verify-diff-"))
+        generated.write(kept)
+        pytest.fail(f"nftables trace and kernel differ; manifests kept in {kept}\n"
+                    + "\n".join(differing[:2]))

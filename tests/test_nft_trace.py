@@ -19,6 +19,7 @@ from tracer.trace.assemble import build_dataplane
 from tracer.trace.tracing import TraceRequest, trace_packet
 
 EMPTY = ir.Ruleset(tables={})
+TCP_M = ir.ProtocolMatch(6)
 
 
 class Env:
@@ -145,3 +146,14 @@ def test_bundled_expectations_hold_in_nftables_mode(directory):
         assert (nft.verdict == "allowed") == bool(case["allowed"]), case
         assert "felix nftables dataplane" in " ".join(nft.assumptions)
         assert any(e.table == "calico" for _, e in nft.netfilter_events())
+
+
+def test_rule_handles_count_anonymous_sets():
+    """nft gives a rule's inline set ``{ 53, 8080 }`` the handle before the rule's; a single
+    port or range is written as a plain value (found by the kernel judge's corpus)."""
+    two = rule(TCP_M, ir.PortMatch("dst", ((53, 53), (8080, 8080))), target=ir.Verdict("DROP"))
+    one = rule(TCP_M, ir.PortMatch("dst", ((8000, 8100),)), target=ir.Verdict("DROP"))
+    t = table(**{"filter-FORWARD": [two, one, rule(target=ir.Verdict("ACCEPT"))]})
+    objects = len(t.chains) + len(t.sets) + len(t.maps)
+    handles = rule_handles(t)
+    assert [handles[("filter-FORWARD", i)] - objects for i in range(3)] == [2, 3, 4]

@@ -48,14 +48,21 @@ class ListedRule(ir.Rule):
 def rule_handles(table: NftTable) -> dict[tuple[str, int], int]:
     """The handle each rule gets when the rendered text is loaded into a fresh table:
     nft numbers the table's objects in the order its batch creates them, chains first, then
-    sets, then maps, then each chain's rules."""
+    sets, then maps, then each chain's rules; a rule's anonymous set (``{ 53, 8080 }``; one
+    element is written as a plain value) takes the handle just before the rule's."""
     handle = len(table.chains) + len(table.sets) + len(table.maps)
     out = {}
     for chain in table.chains.values():
-        for index in range(len(chain.rules)):
-            handle += 1
+        for index, rule in enumerate(chain.rules):
+            handle += anonymous_sets(rule) + 1
             out[(chain.name, index)] = handle
     return out
+
+
+def anonymous_sets(rule: NftRule) -> int:
+    """Inline sets nft creates for the rule: port lists of more than one element."""
+    return sum(1 for m in rule.matches
+               if isinstance(m, ir.PortMatch) and m.multiport and len(m.ranges) > 1)
 
 
 class CompiledTable:
