@@ -108,7 +108,7 @@ def test_verify_command_in_nftables_mode():
 # Random clusters (tests/strategies.py, the iptables judge's corpus): policies, tiers, named
 # ports, nets, one or two nodes, TCP/UDP/ICMP probes. A lab per cluster takes seconds, so the
 # suite runs a few; NFT_CORPUS=N runs N (the campaign in docs/nftables.md ran 40).
-CORPUS_EXAMPLES = int(os.environ.get("NFT_CORPUS", "5"))
+CORPUS_EXAMPLES = int(os.environ.get("NFT_CORPUS", "2"))
 
 
 @pytest.mark.root
