@@ -239,3 +239,14 @@ def _predicted(table) -> dict[str, list[int]]:
     handles = rule_handles(table)
     return {name: [handles[(name, i)] for i in range(len(chain.rules))]
             for name, chain in table.chains.items()}
+
+
+def test_v329_dispatches_through_the_prefix_tree():
+    """Verdict-map dispatch arrived in v3.30 (projectcalico/calico#9323)."""
+    cluster = load_cluster([str(next(p for p in SCENARIOS if p.name == "backend-from-frontend"))])
+    table = render_nft(cluster, "node-1", version="3.29").tables[0]
+    assert not table.maps
+    root = table.chains["filter-cali-from-wl-dispatch"]
+    assert any(r.text.startswith("iifname cali5* counter goto filter-cali-from-wl-dispatch-5")
+               for r in root.rules)
+    assert "filter-cali-from-wl-dispatch-5" in table.chains

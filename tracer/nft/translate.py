@@ -12,7 +12,8 @@ backend or its ``r.nft`` switches say so:
   not hashed down to 28 (rules/policy.go PolicyChainName/ProfileChainName with ``nft``);
 - workload dispatch is one verdict-map rule (rules/dispatch.go buildSingleDispatchChainsVMAP)
   plus the end rules; the map holds ``"<iface>" : goto <layer>-cali-fw-<iface>``
-  (DispatchMappings); the prefix-tree child chains are not programmed;
+  (DispatchMappings); the prefix-tree child chains are not programmed (v3.30 on; v3.29 keeps
+  the tree, with ``cali5*`` wildcards);
 - every rule's text is felix/nftables' rendering (match_builder.go, actions.go, renderer.go),
   its hash is generictables.RuleHashes over that text under the layered chain name, and its
   comment is ``cali:<hash>;`` plus felix's comments cut to 128 characters;
@@ -34,6 +35,7 @@ from tracer.policy.felix.context import make_ctx
 from tracer.policy.felix.names import (RULE_HASH_LENGTH, b64, length_limited_id,
                                        policy_chain_name, policy_chain_suffix)
 from tracer.policy.felix.render import render_node
+from tracer.policy.felix.versions import resolve_version
 
 TABLE_NAME = "calico"
 MAX_CHAIN_NAME_LENGTH = 256        # knftables.NameLengthMax
@@ -54,7 +56,9 @@ BASE_CHAINS: dict[Table, dict[str, tuple[str, str]]] = {
 # Layers in the order felix creates them (int_dataplane.go: mangle, nat, raw, filter).
 LAYERS = (Table.MANGLE, Table.NAT, Table.RAW, Table.FILTER)
 
-# rules/rule_defs.go: the workload dispatch chains and the verdict maps that replace their trees.
+# rules/rule_defs.go: the workload dispatch chains and the verdict maps that replace their trees
+# (since v3.30, projectcalico/calico#9323; v3.29 dispatched through the prefix tree).
+VMAP_SINCE = (3, 30)
 VMAP_DISPATCH = {"cali-from-wl-dispatch": ("in", "cali-from-wl-dispatch"),
                  "cali-to-wl-dispatch": ("out", "cali-to-wl-dispatch")}
 
@@ -92,6 +96,8 @@ def render_nft(cluster: Cluster, node: str, *, version: str | None = None) -> Nf
     """``node``'s felix nftables table, as felix in nftables mode programs it."""
     ruleset = render_node(cluster, node, version=version)
     ctx = make_ctx(cluster, node, version)
+    release = resolve_version(cluster, version)
+    vmaps = tuple(int(part) for part in release.split(".")) >= VMAP_SINCE
     renames = _chain_renames(cluster, ctx)
     hooks = static.kernel_hooks(ctx)
     set_types = {legal_set_name(name): ruleset.ipsets[name].set_type for name in ruleset.ipsets}
@@ -99,14 +105,14 @@ def render_nft(cluster: Cluster, node: str, *, version: str | None = None) -> Nf
     chains: dict[str, NftChain] = {}
     maps: dict[str, NftMap] = {}
     for layer in LAYERS:
-        tree_children = _dispatch_children(ruleset, layer)
+        tree_children = _dispatch_children(ruleset, layer) if vmaps else set()
         for name, chain in ruleset.tables[layer].items():
             if name in tree_children:
                 continue
             if name in BUILTIN_CHAINS[layer]:
                 inserted = len(hooks[layer].get(name, static.Hooks()).inserted)
                 out = _base_chain(layer, chain, inserted, renames, set_types)
-            elif name in VMAP_DISPATCH and layer is Table.FILTER:
+            elif vmaps and name in VMAP_DISPATCH and layer is Table.FILTER:
                 out, vmap = _vmap_dispatch(layer, chain, ruleset, renames, set_types)
                 maps[vmap.name] = vmap
             else:
