@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from tracer.cli import cli
@@ -72,3 +73,16 @@ def test_packet_through_the_nftables_table():
     compiled = CliRunner().invoke(cli, [*args, "--engine", "compiled"])
     assert compiled.exit_code == 0 and "dropped [default-deny]" in compiled.output
     assert "reference walker" in compiled.stderr          # the fallback is said
+
+
+@pytest.mark.parametrize("name", ["calico-tiers", "recipe-06-allow-from-namespace",
+                                  "multinode-vxlan"])
+def test_matrix_through_the_nftables_table_agrees_with_the_policies(name):
+    """Every pair traced through felix's nftables table answers as the policy evaluator."""
+    folder = SCENARIO.parent / name
+    policy = CliRunner().invoke(cli, ["matrix", "-f", str(folder), "-o", "csv", "--no-cache"])
+    nft = CliRunner().invoke(cli, ["matrix", "-f", str(folder), "-o", "csv", "--no-cache",
+                                   "--engine", "reference", "--dataplane", "nftables"])
+    assert policy.exit_code == 0 and nft.exit_code == 0, nft.output
+    assert nft.stdout == policy.stdout
+    assert len(nft.stdout.splitlines()) > 4
