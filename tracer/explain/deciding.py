@@ -102,8 +102,8 @@ def policies_seen_in_dumps(dataplane, trace: PacketTrace) -> dict[str, tuple[str
 
 
 def _chain_comment_name(dataplane, node: str, event: NetfilterEvent) -> str | None:
-    chain = dataplane.nodes[node].ruleset.tables.get(Table(event.table), {}).get(
-        event.target_chain)
+    chain = dataplane.nodes[node].ruleset.tables.get(
+        Table._value2member_map_.get(event.table), {}).get(event.target_chain)
     if chain is None or not chain.rules:
         return None
     for comment in chain.rules[0].comments:
@@ -115,7 +115,8 @@ def _chain_comment_name(dataplane, node: str, event: NetfilterEvent) -> str | No
 
 def _provenance_from_comments(dataplane, node: str, event: NetfilterEvent) -> Provenance | None:
     """For a user-supplied dump: the policy chain's first rule carries felix's chain comment."""
-    chain = dataplane.nodes[node].ruleset.tables.get(Table(event.table), {}).get(event.chain)
+    table = Table._value2member_map_.get(event.table)    # not an iptables table: nftables'
+    chain = dataplane.nodes[node].ruleset.tables.get(table, {}).get(event.chain)
     if chain is None or not chain.rules:
         return None
     for comment in chain.rules[0].comments:

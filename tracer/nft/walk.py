@@ -21,12 +21,14 @@ the rule's handle (the number ``nft -a list ruleset`` shows after loading the re
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tracer.dataplane import ir
 from tracer.dataplane.events import NetfilterEvent
 from tracer.dataplane.interpreter import _MATCHERS, _Walk, _apply, PacketView, TableResult
+from tracer.dataplane.ipsets import IpSetIndex
 from tracer.dataplane.ir import Table
+from tracer.dataplane.node import set_contains
 from tracer.errors import InputError
 from tracer.nft.model import HOOKS, BaseChain, NftRule, NftTable, VmapMatch
 from tracer.nft.translate import BASE_CHAINS
@@ -66,25 +68,26 @@ def anonymous_sets(rule: NftRule) -> int:
 
 
 class CompiledTable:
-    """One node's table prepared for walking: rules with their handles and the matches the
-    interpreter's matchers evaluate (sets under their ipset names)."""
+    """One node's table prepared for walking: rules with their handles (the kernel's, when
+    read from a listing; else the ones loading the rendered text gives) and the table's own
+    sets, which ``ip saddr @set`` looks up."""
 
-    def __init__(self, table: NftTable):
+    def __init__(self, table: NftTable, handles: Mapping[tuple[str, int], int] | None = None):
         self.table = table
-        handles = rule_handles(table)
-        ipset_of = {name: s.ipset.name for name, s in table.sets.items()}
+        handles = handles or rule_handles(table)
+        self.sets = IpSetIndex({name: replace(s.ipset, name=name)
+                                for name, s in table.sets.items()})
         self.rules: dict[str, tuple[tuple[ListedRule, tuple], ...]] = {}
         for chain in table.chains.values():
             prepared = []
             for index, rule in enumerate(chain.rules):
-                handle = handles[(chain.name, index)]
+                handle = handles.get((chain.name, index), 0)
                 shown = ListedRule(
                     matches=tuple(m for m in rule.matches if not isinstance(m, VmapMatch)),
                     target=rule.target, comments=(rule.comment,) if rule.comment else (),
                     provenance=rule.provenance, listing=_listing(rule, handle), handle=handle)
-                prepared.append((shown, tuple(_for_eval(m, ipset_of) for m in rule.matches)))
+                prepared.append((shown, rule.matches))
             self.rules[chain.name] = tuple(prepared)
-
 
 
 # nat-type base chains are not hooked directly: the NAT core (nf_nat_register_fn) runs them
@@ -115,13 +118,6 @@ def _listing(rule: NftRule, handle: int) -> str:
     return f"{rule.text}{comment} # handle {handle}"
 
 
-def _for_eval(match, ipset_of: Mapping[str, str]):
-    if isinstance(match, ir.SetMatch):
-        return ir.SetMatch(ipset_of.get(match.set_name, match.set_name), match.flags,
-                           match.negated)
-    return match
-
-
 def run_base_chain(compiled: CompiledTable, ruleset: ir.Ruleset, layer: Table, chain: str,
                    packet: PacketView, env) -> TableResult:
     """Traverse base chain ``chain`` for ``packet`` (updated in place: mark, ct mark)."""
@@ -138,7 +134,7 @@ def run_base_chain(compiled: CompiledTable, ruleset: ir.Ruleset, layer: Table, c
             shown, matches = rules[index]
             index += 1
             walk.chain, walk.rule = current, shown
-            if not all(_matches(m, walk, table) for m in matches):
+            if not all(_matches(m, walk, compiled) for m in matches):
                 continue
             before = packet.mark
             effect, target_chain = _verdict(shown, matches, walk, table)
@@ -176,9 +172,11 @@ def run_base_chain(compiled: CompiledTable, ruleset: ir.Ruleset, layer: Table, c
     raise InputError(f"{table.name}: more than {MAX_STEPS} rules evaluated from {chain}")
 
 
-def _matches(match, walk: _Walk, table: NftTable) -> bool:
+def _matches(match, walk: _Walk, compiled: CompiledTable) -> bool:
     if isinstance(match, VmapMatch):
         return True                                # the lookup happens as the verdict
+    if isinstance(match, ir.SetMatch):
+        return set_contains(compiled.sets, match, walk.packet) ^ match.negated
     if isinstance(match, ir.ConntrackMatch) and match.states & {"DNAT", "SNAT"}:
         # ``ct status``: no conntrack entry, no match (negated or not).
         if walk.packet.ct_state in ("INVALID", "UNTRACKED"):
@@ -217,7 +215,7 @@ class NftTables:
 
     dataplane_name = "nftables"
 
-    def __init__(self, table_of: Callable[[str], NftTable]):
+    def __init__(self, table_of: Callable[[str], NftTable | CompiledTable]):
         self._table_of = table_of
         self._compiled: dict[str, CompiledTable] = {}
         self.hook_tables: dict[str, tuple[Table, ...]] = hook_order()
@@ -225,7 +223,9 @@ class NftTables:
     def compiled(self, node: str) -> CompiledTable:
         found = self._compiled.get(node)
         if found is None:
-            found = self._compiled[node] = CompiledTable(self._table_of(node))
+            made = self._table_of(node)
+            found = made if isinstance(made, CompiledTable) else CompiledTable(made)
+            self._compiled[node] = found
         return found
 
     def __call__(self, node, table: Table, hook: str, view: PacketView, env) -> TableResult:
