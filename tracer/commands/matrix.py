@@ -54,10 +54,14 @@ STREAMED = {"json": "json_chunks", "jsonl": "jsonl_chunks", "csv": "csv_chunks"}
                    "reference: trace one packet per pair through the rendered dataplane on "
                    "that engine (sees everything the rules and the packet path do).")
 @cache_options
+@click.option("--dataplane", type=click.Choice(["iptables", "nftables"]), default=None,
+              help="With --engine compiled/reference: trace through felix's iptables tables "
+                   "or its nftables table; default: the FelixConfiguration's nftablesMode.")
 def matrix(paths: tuple[str, ...], protocol: str, port: int, output: str, out_path: str | None,
            from_namespaces: tuple[str, ...], to_namespaces: tuple[str, ...],
            from_selector: str | None, to_selector: str | None, ascii_only: bool,
-           plot_path: str | None, engine: str, cache_dir, no_cache: bool, verbose: bool) -> None:
+           plot_path: str | None, engine: str, cache_dir, no_cache: bool, verbose: bool,
+           dataplane: str | None = None) -> None:
     """Pod-to-pod reachability under Calico policy (egress of the source AND ingress of the
     destination), for every ordered pair of pods; a pod to itself is always allowed."""
     from tracer.policy.matrix import Probe, compute_matrix
@@ -78,7 +82,7 @@ def matrix(paths: tuple[str, ...], protocol: str, port: int, output: str, out_pa
                                no_cache=no_cache, clock=clock).cluster
     probe = Probe.make(protocol, port)
     with clock.stage(f"matrix ({engine})"):
-        result = _compute(cluster, probe, engine) if engine != "policy" else \
+        result = _compute(cluster, probe, engine, dataplane) if engine != "policy" else \
             compute_matrix(cluster, probe)
         result = result.select(_keeps(cluster, sources), _keeps(cluster, destinations))
     if plot_path:
@@ -120,14 +124,21 @@ def _keeps(cluster, test):
     return kept.__contains__
 
 
-def _compute(cluster, probe, engine: str):
+def _compute(cluster, probe, engine: str, dataplane_flag: str | None = None):
     from tracer.commands.options import say_notes, use_engine
+    from tracer.nft.mode import dataplane_of
     from tracer.policy.felix.versions import resolve_version
     from tracer.trace.assemble import build_dataplane
     from tracer.trace.matrix import dataplane_matrix
 
-    dataplane, notes = use_engine(build_dataplane(cluster, version=resolve_version(
-        cluster, None)), engine)
+    version = resolve_version(cluster, None)
+    if dataplane_of(cluster, dataplane_flag) == "nftables":
+        from tracer.nft.plug import with_nftables
+        dataplane, nft_notes = with_nftables(build_dataplane(cluster, version=version),
+                                             version, engine)
+        notes = lambda: nft_notes  # noqa: E731
+    else:
+        dataplane, notes = use_engine(build_dataplane(cluster, version=version), engine)
     say_notes(notes)
     return dataplane_matrix(dataplane, probe)
 

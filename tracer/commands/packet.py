@@ -70,9 +70,17 @@ from tracer.trace.tracing import TraceRequest, build_probe, trace_packet
               help="Write the packet at each point of its path (source, underlay with its "
                    "framing, destination) to this pcap file.")
 @engine_option("reference")
+@click.option("--dataplane", type=click.Choice(["iptables", "nftables"]), default=None,
+              help="Trace through felix's iptables tables or its nftables table (nftables "
+                   "semantics); default: the FelixConfiguration's nftablesMode.")
+@click.option("--nft-ruleset", "nft_listings", multiple=True, metavar="[NODE=]FILE",
+              help="A real node's `nft [-a] list ruleset` (felix's table ip calico) instead "
+                   "of the rendered nftables table (default node: where the packet first "
+                   "enters); implies --dataplane nftables.")
 def packet(paths, diags, cache_dir, no_cache, verbose, source, destination, endpoint, protocol,
            port, sport, state, size, icmp_type, icmp_code, reply, tcp_flags, output, verbosity,
-           calico_version, dumps, partial, table, ipset_dumps, pcap_path, engine) -> None:
+           calico_version, dumps, partial, table, ipset_dumps, pcap_path, engine,
+           dataplane=None, nft_listings=()) -> None:
     """Trace one packet from --from to --to through every node's Calico dataplane."""
     check_output_file(pcap_path, "--write-pcap")
     if ipset_dumps and not dumps:
@@ -106,9 +114,29 @@ def packet(paths, diags, cache_dir, no_cache, verbose, source, destination, endp
         built = {"rulesets": load_dumps(dumps, ipset_dumps, default_node=first_node,
                                         nodes=set(cluster.nodes), partial=partial,
                                         table=table)}
+    from tracer.nft.mode import dataplane_of
+    if nft_listings and dataplane == "iptables":
+        raise InputError("--nft-ruleset is an nftables listing: it goes with --dataplane "
+                         "nftables", obj="--nft-ruleset")
+    nftables = bool(nft_listings) or dataplane_of(cluster, dataplane) == "nftables"
+    if nftables and (dumps or diags or is_service_ref(destination)):
+        raise InputError("--dataplane nftables traces felix's rendered nftables table: real "
+                         "dumps and Services (kube-proxy's table) are not modelled in it",
+                         obj="--dataplane")
     with clock.stage("engine"):
-        dataplane, notes = use_engine(
-            build_dataplane(cluster, version=version, prepared=prepared, **built), engine)
+        built_dp = build_dataplane(cluster, version=version, prepared=prepared, **built)
+        if nftables:
+            from tracer.nft.plug import read_listings, with_nftables
+            listings, skipped = {}, []
+            if nft_listings:
+                listings, skipped = read_listings(
+                    nft_listings, default_node=build_probe(built_dp, request)[0].node,
+                    nodes=set(cluster.nodes))
+            dataplane, nft_notes = with_nftables(built_dp, version, engine, listings)
+            nft_notes += skipped
+            notes = lambda: nft_notes  # noqa: E731
+        else:
+            dataplane, notes = use_engine(built_dp, engine)
     if is_service_ref(destination):             # kube-proxy's random pick forks the trace
         with clock.stage("trace (nodes built lazily)"):
             forks = [fork.with_trace(explain(dataplane, fork.trace))

@@ -21,8 +21,11 @@ IPSET_SEPARATOR = "# ---- iptables-restore input follows (restore the ipsets abo
 @click.option("--calico-version", default=None,
               help="Calico release whose felix to mimic (3.29-3.32; default: the manifests' "
                    "FelixConfiguration, else the newest).")
+@click.option("--dataplane", type=click.Choice(["iptables", "nftables"]), default=None,
+              help="Render felix's iptables tables or its nftables table (nft -f input); "
+                   "default: the FelixConfiguration's nftablesMode (Enabled: nftables).")
 def render(paths: tuple[str, ...], node: str, with_ipsets: bool, out_dir: str | None,
-           calico_version: str | None) -> None:
+           calico_version: str | None, dataplane: str | None) -> None:
     """Print NODE's raw/mangle/nat/filter tables in iptables-save format, loadable by
     iptables-restore as is, with felix's cali:<id> rule comments; with Services, kube-proxy's
     (iptables mode) chains beside felix's, hooked in the order the two install them."""
@@ -39,8 +42,12 @@ def render(paths: tuple[str, ...], node: str, with_ipsets: bool, out_dir: str | 
     if node not in cluster.nodes:
         raise InputError(f"no node {node!r} in the manifests (nodes: "
                          f"{', '.join(sorted(cluster.nodes)) or 'none'})", obj="--node")
-    dataplane = build_dataplane(cluster, version=resolve_version(cluster, calico_version))
-    node_dp = dataplane.nodes[node]
+    from tracer.nft.mode import dataplane_of
+    if dataplane_of(cluster, dataplane) == "nftables":
+        _render_nft(cluster, node, resolve_version(cluster, calico_version), out_dir)
+        return
+    dataplane_ = build_dataplane(cluster, version=resolve_version(cluster, calico_version))
+    node_dp = dataplane_.nodes[node]
     ruleset = node_dp.ruleset
     if out_dir is not None:
         _write_bundle(out_dir, node_dp, cluster.nodes[node].address)
@@ -49,6 +56,18 @@ def render(paths: tuple[str, ...], node: str, with_ipsets: bool, out_dir: str | 
         click.echo(format_ipsets(ruleset.ipsets), nl=False)
         click.echo(IPSET_SEPARATOR)
     click.echo(format_ruleset(ruleset), nl=False)
+
+
+def _render_nft(cluster, node: str, version: str, out_dir: str | None) -> None:
+    """felix's ``table ip calico`` (sets and verdict maps included) as ``nft -f`` input."""
+    from tracer.errors import InputError
+    from tracer.nft.text import format_nft
+    from tracer.nft.translate import render_nft
+
+    if out_dir is not None:
+        raise InputError("--out writes an iptables diags bundle; it does not take "
+                         "--dataplane nftables", obj="--out")
+    click.echo(format_nft(render_nft(cluster, node, version=version)), nl=False)
 
 
 def _write_bundle(out_dir: str, node_dp, underlay) -> None:

@@ -38,8 +38,11 @@ from tracer.trace.assemble import build_dataplane
 @click.option("--show", type=click.Choice(["differences", "all"]), default="differences",
               show_default=True, help="Which side-by-side traces to print.")
 @engine_option("compiled")
+@click.option("--dataplane", type=click.Choice(["iptables", "nftables"]), default=None,
+              help="Judge felix's iptables tables (xtables-monitor) or its nftables table "
+                   "(nft monitor); default: the FelixConfiguration's nftablesMode.")
 def verify(paths, sources, destinations, every_pair, hosts, every_service, protocols, ports,
-           calico_version, show, engine) -> None:
+           calico_version, show, engine, dataplane=None) -> None:
     """Realise the cluster in network namespaces and check every trace against netfilter
     (the traces of the engine --engine names).
 
@@ -51,8 +54,15 @@ def verify(paths, sources, destinations, every_pair, hosts, every_service, proto
         raise InputError("name packets with --from/--to, or use --all-pairs or --services",
                          obj="verify")
     cluster = load_cluster(paths, calico_version=calico_version)
-    dataplane, notes = use_engine(
-        build_dataplane(cluster, version=resolve_version(cluster, calico_version)), engine)
+    from tracer.nft.mode import dataplane_of
+    nftables = dataplane_of(cluster, dataplane) == "nftables"
+    version = resolve_version(cluster, calico_version)
+    if nftables:
+        from tracer.nft.plug import ENGINE_FALLBACK
+        built = build_dataplane(cluster, version=version)
+        notes = (lambda: [ENGINE_FALLBACK]) if engine == "compiled" else (lambda: [])
+    else:
+        built, notes = use_engine(build_dataplane(cluster, version=version), engine)
     pairs = list(zip(sources, destinations))
     if every_pair:
         pairs += all_pairs(cluster, hosts=hosts)
@@ -70,6 +80,9 @@ def verify(paths, sources, destinations, every_pair, hosts, every_service, proto
         if not cluster.services:
             raise InputError("--services: the manifests define no Service", obj="verify")
         cases += service_cases(cluster, hosts=hosts)
+    if nftables and (every_service or any(is_service_ref(c.destination) for c in cases)):
+        raise InputError("Service probes need kube-proxy's tables, which calico-trace models "
+                         "in iptables mode only: use --dataplane iptables", obj="--dataplane")
     width = shutil.get_terminal_size((160, 20)).columns
 
     def report(result) -> None:
@@ -83,7 +96,11 @@ def verify(paths, sources, destinations, every_pair, hosts, every_service, proto
         if show == "all" or not result.agree:
             click.echo(result.comparison.render(width))
 
-    results = run_cases(dataplane, cases, progress=report)
+    if nftables:
+        from tracer.nft.judge import run_nft_cases
+        results = run_nft_cases(built, version, cases, progress=report)
+    else:
+        results = run_cases(built, cases, progress=report)
     say_notes(notes)
     checked = [r for r in results if not r.skipped]
     differing = [r for r in checked if not r.agree]

@@ -7,7 +7,7 @@ writes into the kernel: its comments and chain names (felix/rules/*.go).
 
 from __future__ import annotations
 
-from tracer.dataplane.events import NetfilterEvent
+from tracer.dataplane.events import NetfilterEvent, felix_chain
 from tracer.dataplane.ir import ConntrackMatch, RpfilterMatch
 from tracer.dataplane.reasons import DropReason as R
 
@@ -55,7 +55,7 @@ NETFILTER_REASONS = frozenset({*ROLE_REASONS.values(), *(r for _, r in COMMENT_R
 def classify_drop(event: NetfilterEvent | None, table: str) -> tuple[R, str]:
     """(reason code, one-line detail) for the event that dropped the packet."""
     reason, detail = _classify(event, table)
-    if event is not None and event.chain.startswith(HOST_ENDPOINT_CHAINS) and reason in (
+    if event is not None and felix_chain(event.chain).startswith(HOST_ENDPOINT_CHAINS) and reason in (
             R.DEFAULT_DENY, R.DENIED_BY_RULE):
         return R.HOST_ENDPOINT, detail
     return reason, detail
@@ -83,6 +83,6 @@ def _classify(event: NetfilterEvent | None, table: str) -> tuple[R, str]:
             return R.CONNTRACK_INVALID, where
         if any(isinstance(m, RpfilterMatch) for m in rule.matches):
             return R.RPF_CHECK, where
-        if event.chain.startswith(("cali-pi-", "cali-po-")):
+        if felix_chain(event.chain).startswith(("cali-pi-", "cali-po-")):
             return R.DENIED_BY_RULE, where
     return R.NETFILTER_DROP, where

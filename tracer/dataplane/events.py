@@ -30,3 +30,13 @@ class NetfilterEvent:
     target_chain: str | None = None    # for JUMP / GOTO
     mark_before: int = 0
     mark_after: int = 0
+
+
+_NFT_LAYERS = ("raw", "mangle", "nat", "filter")
+
+
+def felix_chain(name: str) -> str:
+    """felix's chain name without the nftables layer prefix: in ``table ip calico``
+    (tracer.nft) ``filter-cali-tw-x`` is felix's ``cali-tw-x``; other names are unchanged."""
+    layer, _, rest = name.partition("-")
+    return rest if layer in _NFT_LAYERS and rest.startswith("cali-") else name

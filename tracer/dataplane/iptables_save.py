@@ -308,6 +308,9 @@ def normalise_rule(rule: Rule) -> Rule:
 
 def format_rule(chain: str, rule: Rule) -> str:
     """``-A CHAIN <matches> -j TARGET`` in iptables-save's spelling."""
+    listing = getattr(rule, "listing", None)
+    if listing is not None:          # an nftables rule (tracer.nft) shows as nft lists it
+        return f"rule {chain} {listing}"
     norm = normalise_rule(rule)
     protocol = next((m.protocol for m in norm.matches
                      if isinstance(m, ProtocolMatch) and not m.negated), None)

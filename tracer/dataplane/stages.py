@@ -121,7 +121,8 @@ class Netfilter(Stage):
 
     @classmethod
     def hook(cls, walk: Walk, hook: str, *, oif: str | None) -> None:
-        for table in HOOK_TABLES[hook]:
+        # A runner may run the tables in another order (nftables base-chain priorities).
+        for table in getattr(walk.tables, "hook_tables", HOOK_TABLES)[hook]:
             if table is Table.NAT:
                 # Bound connections are rewritten by conntrack; the nat rules never run again.
                 NatBinding.apply(walk, hook)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from tracer.dataplane.events import NetfilterEvent
 from tracer.dataplane.ir import Provenance, SetMark, Table
+from tracer.dataplane.events import felix_chain
 from tracer.dataplane.iptables_save import format_rule
 from tracer.policy.felix import mark_bits
 from tracer.trace.result import Decision, PacketTrace
@@ -58,7 +59,8 @@ def deciding_decisions(dataplane, trace: PacketTrace) -> tuple[Decision, ...]:
         accept = mark_bits(dataplane.version, dataplane.cluster.felix_for(node)).accept
         if (event.kind == "rule" and rule is not None and isinstance(rule.target, SetMark)
                 and rule.target.value & accept
-                and event.chain.startswith(("cali-pi-", "cali-po-", "cali-pri-", "cali-pro-"))):
+                and felix_chain(event.chain).startswith(
+                    ("cali-pi-", "cali-po-", "cali-pri-", "cali-pro-"))):
             found.append(decision_for(node, event, dataplane))
         elif (event.kind == "rule" and event.effect == "ACCEPT" and rule is not None
               and rule.provenance is not None and rule.provenance.role == "failsafe"):
@@ -70,9 +72,10 @@ def endpoint_chains(dataplane, trace: PacketTrace) -> tuple[EndpointChain, ...]:
     by_iface = {ep.interface: ep.key for ep in dataplane.cluster.endpoints.values()}
     seen: list[EndpointChain] = []
     for node, event in trace.netfilter_events():
+        name = felix_chain(event.chain)
         for prefix, direction in (("cali-tw-", "ingress"), ("cali-fw-", "egress")):
-            if event.chain.startswith(prefix):
-                iface = event.chain[len(prefix):]
+            if name.startswith(prefix):
+                iface = name[len(prefix):]
                 chain = EndpointChain(node, event.chain, by_iface.get(iface), direction)
                 if chain not in seen:
                     seen.append(chain)
@@ -99,8 +102,8 @@ def policies_seen_in_dumps(dataplane, trace: PacketTrace) -> dict[str, tuple[str
 
 
 def _chain_comment_name(dataplane, node: str, event: NetfilterEvent) -> str | None:
-    chain = dataplane.nodes[node].ruleset.tables.get(Table(event.table), {}).get(
-        event.target_chain)
+    chain = dataplane.nodes[node].ruleset.tables.get(
+        Table._value2member_map_.get(event.table), {}).get(event.target_chain)
     if chain is None or not chain.rules:
         return None
     for comment in chain.rules[0].comments:
@@ -112,7 +115,8 @@ def _chain_comment_name(dataplane, node: str, event: NetfilterEvent) -> str | No
 
 def _provenance_from_comments(dataplane, node: str, event: NetfilterEvent) -> Provenance | None:
     """For a user-supplied dump: the policy chain's first rule carries felix's chain comment."""
-    chain = dataplane.nodes[node].ruleset.tables.get(Table(event.table), {}).get(event.chain)
+    table = Table._value2member_map_.get(event.table)    # not an iptables table: nftables'
+    chain = dataplane.nodes[node].ruleset.tables.get(table, {}).get(event.chain)
     if chain is None or not chain.rules:
         return None
     for comment in chain.rules[0].comments:

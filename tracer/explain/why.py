@@ -7,6 +7,7 @@ direction (that is what makes a default deny), the rule that matched, and the pe
 from __future__ import annotations
 
 from tracer.diags.nodes import BUNDLE_ORIGIN
+from tracer.dataplane.events import felix_chain
 from tracer.dataplane.packet import Packet
 from tracer.protocols import ICMP
 from tracer.dataplane.reasons import DropReason
@@ -91,7 +92,7 @@ def _why_allowed(trace: PacketTrace, verdicts: list[DirectionDecision],
     # what let the packet through.
     failsafe = [d for d in decisions if d.provenance and d.provenance.role == "failsafe"]
     host_policy = [d for d in decisions if d.provenance and d.provenance.policy
-                   and d.chain.startswith("cali-p")] if _host_endpoint_only(trace) else []
+                   and felix_chain(d.chain).startswith("cali-p")] if _host_endpoint_only(trace) else []
     for d in failsafe:
         parts.append(f"Accepted on {d.node} by {d.table}/{d.chain} rule {d.rule_number}: a "
                      "failsafe port, open before any host endpoint policy is consulted.")
@@ -106,7 +107,7 @@ def _why_allowed(trace: PacketTrace, verdicts: list[DirectionDecision],
 
 def _host_endpoint_only(trace: PacketTrace) -> bool:
     """The packet went through a host endpoint's chains and no workload's."""
-    chains = {event.chain for _, event in trace.netfilter_events()}
+    chains = {felix_chain(event.chain) for _, event in trace.netfilter_events()}
     return (any(c.startswith(("cali-fh-", "cali-th-", "cali-fhfw-", "cali-thfw-")) for c in chains)
             and not any(c.startswith(("cali-tw-", "cali-fw-")) for c in chains))
 
@@ -184,7 +185,8 @@ def _host_endpoint_sentence(cluster, decision: Decision) -> str:
     hep = next((h for h in cluster.host_endpoints if h.name == name), None)
     if hep is None:
         return ""
-    direction = "egress" if decision.chain.startswith(("cali-th-", "cali-thfw-")) else "ingress"
+    direction = ("egress" if felix_chain(decision.chain).startswith(("cali-th-", "cali-thfw-"))
+                 else "ingress")
     selecting = [p for p in cluster.policies if not p.staged and direction in p.types
                  and parse_selector(p.selector).matches(hep.labels)]
     if not selecting:

@@ -101,8 +101,9 @@ class _Endpoints:
                                           probe.dport),)
 
 
-def run_probe(lab: KernelLab, probe: Probe) -> ProbeResult:
-    """Trace ``probe`` on every node of ``lab`` and report delivery and the kernel's events."""
+def run_probe(lab: KernelLab, probe: Probe, *, monitor=TraceMonitor) -> ProbeResult:
+    """Trace ``probe`` on every node of ``lab`` and report delivery and the kernel's events.
+    ``monitor``: the trace monitor class (xtables-monitor's, or nft's: tracer.nft.ktrace)."""
     ends = _resolve(lab, probe)
     tag = f"{TRACE_TAG_PREFIX}-{os.getpid()}-{next(_tags)}"
     with ExitStack() as stack:
@@ -114,7 +115,7 @@ def run_probe(lab: KernelLab, probe: Probe) -> ProbeResult:
                          for w in waits]
             listener = listeners[0]
         sender = stack.enter_context(_sender(ends, probe))
-        monitors = [TraceMonitor(node.name, lab.netns_of_node(node.name), tag,
+        monitors = [monitor(node.name, lab.netns_of_node(node.name), tag,
                                  _trace_points(probe, ends, sender.sport, node.name))
                     for node in _node_order(lab, ends.src_node)]
         for monitor in monitors:

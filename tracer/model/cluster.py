@@ -328,6 +328,9 @@ class FelixConfig:
     nat_outgoing_exclusions: Literal["IPPoolsOnly", "IPPoolsAndHostIPs"] = "IPPoolsOnly"
     service_loop_prevention: Literal["Drop", "Reject", "Disabled"] = "Drop"
     host_mtu: int = 1500
+    # Enabled: felix programs nftables (tracer.nft); Auto follows kube-proxy, which calico-trace
+    # models in iptables mode, so Auto and Disabled both mean iptables here.
+    nftables_mode: Literal["Enabled", "Disabled", "Auto"] = "Auto"
     origin: Origin = NO_ORIGIN
 
     @property

@@ -643,6 +643,7 @@ FELIX_FIELDS = {
                               _choice(("IPPoolsOnly", "IPPoolsAndHostIPs"))),
     "serviceLoopPrevention": ("service_loop_prevention",
                               _choice(("Drop", "Reject", "Disabled"))),
+    "nftablesMode": ("nftables_mode", _choice(("Enabled", "Disabled", "Auto"))),
 }
 
 

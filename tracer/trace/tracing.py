@@ -110,7 +110,8 @@ def trace_packet(dataplane: Dataplane, request: TraceRequest, *, pins: Pins = NO
     session = Session(dataplane, pins=pins)
     probe, src, dst = build_probe(dataplane, request)
     where = lambda packet: locate(dataplane.cluster, packet)  # noqa: E731
-    assumptions = [f"Calico v{dataplane.version} felix iptables dataplane"]
+    kind = getattr(dataplane.pipeline.tables, "dataplane_name", "iptables")   # tracer.nft
+    assumptions = [f"Calico v{dataplane.version} felix {kind} dataplane"]
     if request.state == "established":
         exchange, probe = session.open(probe, locate=where)
         assumptions.append("connection opened first: " + exchange.summary())
