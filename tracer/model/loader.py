@@ -30,6 +30,7 @@ from tracer.model.cluster import (
     BUILTIN_TIERS, Cluster, FelixConfig, IPPool, Namespace, Node, Origin, Pod, Policy,
     ServiceAccount)
 from tracer.model.ipam import BlockAllocator, IPAMExhausted
+from tracer.model.yaml_fast import FastSafeLoader, load_documents
 from tracer.selector.selector import parse_selector
 from tracer.model import convert_calico, convert_k8s
 from tracer.model.convert_calico import Ctx
@@ -239,12 +240,13 @@ def read_documents(file: str) -> Iterator[Any]:
         raise InputError(f"not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset "
                          f"{err.start})", file=file) from None
     if file.endswith(".json"):
-        docs = [_read_json(text, file)]
+        docs, shallow = [_read_json(text, file)], False
     else:
-        docs = _read_yaml(text, file)
+        docs, shallow = _read_yaml(text, file)
     for doc in docs:
         if doc is not None:
-            _check_depth(doc, file)
+            if not shallow:
+                _check_depth(doc, file)
             yield doc
 
 
@@ -276,16 +278,17 @@ def _read_json(text: str, file: str) -> Any:
         raise InputError(f"JSON nested deeper than {MAX_DEPTH} levels", file=file) from None
 
 
-def _read_yaml(text: str, file: str) -> list[Any]:
+def _read_yaml(text: str, file: str) -> tuple[list[Any], bool]:
+    """The documents, and whether they are known to nest no deeper than :data:`MAX_DEPTH`."""
     bad = FORBIDDEN.search(text)
     if bad:
         raise InputError(f"control character {quote(bad.group())} at "
                          f"{_line_column(text, bad.start())} (not allowed in YAML)", file=file)
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    loader = FastSafeLoader
     try:
         if _may_expand_or_nest_deeply(text):
             _check_expansion(text, loader, file)
-        return list(yaml.load_all(text, Loader=loader))
+        return load_documents(text, max_depth=MAX_DEPTH)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
