@@ -446,6 +446,70 @@ def _join(path: str, key: str) -> str:
 def check(value: Any, schema: Schema, path: str = "") -> SchemaProblem | None:
     """First unknown field or shape mismatch in ``value`` (document order), or None.
 
+    Nearly every document is fine: a validator compiled from the schema says so at a few
+    dict operations per field; only a document it does not pass is walked below to find and
+    name the first problem."""
+    if _accepts(schema)(value):
+        return None
+    return _first_problem(value, schema, path)
+
+
+_ACCEPTS: dict[int, tuple[Schema, Callable[[Any], bool]]] = {}
+
+
+def _accepts(schema: Schema) -> Callable[[Any], bool]:
+    """``schema`` compiled to ``value -> True`` when :func:`_first_problem` finds nothing
+    (False: look); memoised per schema object."""
+    found = _ACCEPTS.get(id(schema))
+    if found is not None and found[0] is schema:
+        return found[1]
+    test = _compile_accepts(schema)
+    _ACCEPTS[id(schema)] = (schema, test)
+    return test
+
+
+def _compile_accepts(schema: Schema) -> Callable[[Any], bool]:
+    if type(schema) is Required:
+        inner = _accepts(schema.schema)
+        return lambda value: value is not None and inner(value)
+    if type(schema) is _Any:
+        return lambda value: True
+    if type(schema) is Leaf:
+        leaf = schema.test
+        return lambda value: value is None or leaf(value) is None
+    if type(schema) is ListOf:
+        item, nulls = _accepts(schema.item), schema.nulls
+
+        def accepts_list(value: Any) -> bool:
+            if value is None:
+                return True
+            if not isinstance(value, list):
+                return False
+            for entry in value:
+                if (entry is None and not nulls) or not item(entry):
+                    return False
+            return True
+        return accepts_list
+    open_ = OPEN in schema
+    allowed = frozenset(k for k in schema if k != OPEN)
+    fields = tuple((key, _accepts(sub)) for key, sub in schema.items() if key != OPEN)
+
+    def accepts_mapping(value: Any) -> bool:
+        if value is None:
+            return True
+        if not isinstance(value, dict) or (not open_ and not allowed.issuperset(value)):
+            return False
+        get = value.get
+        for key, field_ok in fields:
+            if not field_ok(get(key)):
+                return False
+        return True
+    return accepts_mapping
+
+
+def _first_problem(value: Any, schema: Schema, path: str = "") -> SchemaProblem | None:
+    """The problem :func:`check` reports, found by walking the document in order.
+
     A path is kept as (parent, key or index) links and spelled out only for a problem: a
     cluster's manifests hold millions of fields and nearly all are fine."""
     stack: list[tuple[Any, Schema, Any]] = [(value, schema, path)]
