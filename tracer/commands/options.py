@@ -63,10 +63,10 @@ def load_for_command(paths, *, calico_version, cache_dir, no_cache, clock):
     with clock.stage("load cluster"), collector_paused():
         prepared, hit = load_prepared(paths, calico_version=calico_version,
                                       cache_dir=directory)
-    # The cluster lives as long as the command: out of the collector's sight, or every full
-    # collection the trace's allocations trigger walks its millions of objects again (half of
-    # a warm trace's time at 10,000 pods).
-    gc.freeze()
+        # The cluster lives as long as the command: out of the collector's sight (frozen
+        # before it runs again), or every collection the trace's allocations trigger walks
+        # its millions of objects (half of a warm trace's time at 10,000 pods).
+        gc.freeze()
     cluster = prepared.cluster
     where = "off" if directory is None else f"{'hit' if hit else 'miss'} ({directory})"
     clock.note(f"cache {where}: {len(cluster.pods)} pods, {len(cluster.policies)} policies, "
