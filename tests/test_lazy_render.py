@@ -141,3 +141,21 @@ def test_generated_cluster_lazy_equals_eager(tmp_path: Path):
     _assert_built_equal(lazy, eager)
     for table in Table:
         assert set(lazy.tables[table].built) == set(eager.tables[table])
+
+
+@pytest.mark.parametrize("scenario", bundled.SCENARIOS, ids=lambda p: p.name)
+def test_traces_never_render_a_node_whole(scenario: Path, monkeypatch):
+    """Tracing the expected packets (kube-proxy's chains merged in where the scenario has
+    Services) follows jumps only: the eager rendering is never asked for."""
+    import tracer.policy.felix.render as render
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a trace rendered a node whole")
+    monkeypatch.setattr(render, "render_node_eager", refuse)
+    cluster = load_cluster([scenario])
+    dataplane = build_dataplane(cluster, version=resolve_version(cluster, None))
+    for case in load_scenario_meta(scenario).get("expect", []):
+        request = TraceRequest(case["from"], case["to"], protocol=case["protocol"].lower(),
+                               port=case.get("port"))
+        explain(dataplane, trace_packet(dataplane, request))
+    assert dataplane.nodes.built
