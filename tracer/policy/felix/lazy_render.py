@@ -99,6 +99,9 @@ def render_node_lazy(cluster: Cluster, node: str, *, version: str | None,
 
 
 class _LazyNode:
+    """One node's chains by name (registered cheaply, built when reached), which chains and
+    ipsets are known to be programmed, and the eager rendering once asked for."""
+
     def __init__(self, ctx: Ctx, eager: Callable[[], Ruleset]):
         self.ctx = ctx
         self._eager_render = eager
@@ -151,9 +154,10 @@ class _LazyNode:
     # -- the eager answer, for what reachability cannot tell
 
     def eager(self) -> Ruleset:
-        if self._eager is None:
-            self._eager = self._eager_render()
-        return self._eager
+        with self.lock:
+            if self._eager is None:
+                self._eager = self._eager_render()
+            return self._eager
 
     def ruleset(self) -> Ruleset:
         tables = {table: OnDemandMapping(self._chain_builder(table),
