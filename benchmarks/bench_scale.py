@@ -30,8 +30,9 @@ GENERATE = [sys.executable, str(ROOT / "benchmarks" / "gen_cluster.py")]
 PAIR = re.compile(r"--from (\S+) --to (\S+)")
 
 
-def timed(argv: list[str], out: Path | None = None) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one child process (its own rusage, from wait4)."""
+def timed(argv: list[str], out: Path | None = None) -> tuple[float, float, float]:
+    """Wall seconds, peak RSS (MB) and CPU seconds (user + system) of one child process (its
+    own rusage, from wait4). On a shared machine the CPU time is the steadier number."""
     start = time.perf_counter()
     with open(out or os.devnull, "w") as sink:
         child = subprocess.Popen(argv, stdout=sink, stderr=subprocess.DEVNULL)
@@ -40,10 +41,10 @@ def timed(argv: list[str], out: Path | None = None) -> tuple[float, float]:
     child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode not in (0, 1):
         raise SystemExit(f"{' '.join(argv)} failed with status {child.returncode}")
-    return wall, usage.ru_maxrss / 1024
+    return wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
-def measure(size: int, repeat: int, work: Path) -> dict[str, tuple[float, float]]:
+def measure(size: int, repeat: int, work: Path) -> dict[str, tuple[float, float, float]]:
     cluster = work / f"c{size}"
     said = subprocess.run(GENERATE + ["--pods", str(size), "--policies", str(size),
                                       "--out", str(cluster)], capture_output=True, text=True,
@@ -52,7 +53,7 @@ def measure(size: int, repeat: int, work: Path) -> dict[str, tuple[float, float]
     packet = CLI + ["packet", "-f", str(cluster), "--from", src, "--to", dst, "--protocol",
                     "tcp", "--port", "8080", "--verbosity", "summary"]
     matrix = CLI + ["matrix", "-f", str(cluster), "--port", "8080"]
-    runs: dict[str, list[tuple[float, float]]] = {}
+    runs: dict[str, list[tuple[float, float, float]]] = {}
     for _ in range(repeat):
         cache = work / "cache"
         shutil.rmtree(cache, ignore_errors=True)
@@ -64,7 +65,8 @@ def measure(size: int, repeat: int, work: Path) -> dict[str, tuple[float, float]
         runs.setdefault("matrix jsonl, one source namespace (warm)", []).append(
             timed(matrix + with_cache + ["-o", "jsonl", "--from-namespace", "ns-00"],
                   out=work / "pairs.jsonl"))
-    return {name: (statistics.median(w for w, _ in got), max(m for _, m in got))
+    return {name: (statistics.median(w for w, _, _ in got), max(m for _, m, _ in got),
+                   statistics.median(c for _, _, c in got))
             for name, got in runs.items()}
 
 
@@ -74,13 +76,18 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
     args = parser.parse_args()
-    results: dict[int, dict[str, tuple[float, float]]] = {}
+    results: dict[int, dict[str, tuple[float, float, float]]] = {}
+    # As an installed package runs: modules compiled once (PYTHONDONTWRITEBYTECODE in the
+    # environment would otherwise have every child compile every module again).
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "tracer")],
+                   check=True, stdout=subprocess.DEVNULL)
     with tempfile.TemporaryDirectory(prefix="ct-scale-") as tmp:
         for size in sorted(args.sizes):
             print(f"{size} pods / {size} policies ...", file=sys.stderr, flush=True)
             results[size] = measure(size, args.repeat, Path(tmp))
-            for name, (wall, rss) in results[size].items():
-                print(f"  {name:32} {wall:8.2f} s  peak {rss:8.0f} MB", flush=True)
+            for name, (wall, rss, cpu) in results[size].items():
+                print(f"  {name:32} {wall:8.2f} s  cpu {cpu:8.2f} s  peak {rss:8.0f} MB",
+                      flush=True)
     if args.write:
         plot(results, ROOT / "benchmarks" / "scale_growth.png")
         write_results(results, args)
@@ -110,7 +117,8 @@ def write_results(results, args) -> None:
     header = "| pods / policies | " + " | ".join(names) + " |"
     rule = "| ---: | " + " | ".join("---:" for _ in names) + " |"
     rows = "\n".join(f"| {size:,} | " + " | ".join(
-        f"{results[size][n][0]:.1f} s, {results[size][n][1]:,.0f} MB" for n in names) + " |"
+        f"{results[size][n][0]:.1f} s ({results[size][n][2]:.1f} s CPU), "
+        f"{results[size][n][1]:,.0f} MB" for n in names) + " |"
                      for size in sorted(results))
     sizes = " ".join(str(s) for s in args.sizes)
     section = f"""<!-- scale:begin -->
@@ -119,8 +127,8 @@ def write_results(results, args) -> None:
 Command: `.venv/bin/python benchmarks/bench_scale.py --sizes {sizes} --repeat {args.repeat} --write`
 
 Clusters from `benchmarks/gen_cluster.py` (100 pods per node, as many Kubernetes
-NetworkPolicies as pods). Each cell: median wall time of {args.repeat} runs, largest peak
-RSS. Cold: empty cache (load, parse, prepare, write the cache); warm: served from it.
+NetworkPolicies as pods). Each cell: median wall time of {args.repeat} runs (median CPU
+time, user + system, in brackets), largest peak RSS. Cold: empty cache (load, parse, prepare, write the cache); warm: served from it.
 The 2 vCPUs were shared with other jobs while this ran: compare rows of one run, not runs.
 {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}.
 ![growth](scale_growth.png)

@@ -54,12 +54,19 @@ def cache_options(command):
 
 def load_for_command(paths, *, calico_version, cache_dir, no_cache, clock):
     """Load (or take from the cache) the prepared cluster the command works on."""
+    import gc
+
+    from tracer.model.loader import collector_paused
     from tracer.trace.cache import default_cache_dir, load_prepared
 
     directory = None if no_cache else (cache_dir or default_cache_dir())
-    with clock.stage("load cluster"):
+    with clock.stage("load cluster"), collector_paused():
         prepared, hit = load_prepared(paths, calico_version=calico_version,
                                       cache_dir=directory)
+        # The cluster lives as long as the command: out of the collector's sight (frozen
+        # before it runs again), or every collection the trace's allocations trigger walks
+        # its millions of objects (half of a warm trace's time at 10,000 pods).
+        gc.freeze()
     cluster = prepared.cluster
     where = "off" if directory is None else f"{'hit' if hit else 'miss'} ({directory})"
     clock.note(f"cache {where}: {len(cluster.pods)} pods, {len(cluster.policies)} policies, "

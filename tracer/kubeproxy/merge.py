@@ -20,10 +20,13 @@ appended since v3.29 for exactly that reason.
 
 from __future__ import annotations
 
+import functools
+import threading
 from collections.abc import Mapping
 
 from tracer.dataplane.ir import BUILTIN_CHAINS, Chain, Rule, Ruleset, Table
 from tracer.dataplane.lazy import LazyMapping
+from tracer.policy.felix.lazy_render import ABSENT, OnDemandMapping
 from tracer.kubeproxy.render import SERVICES, render_kube_proxy
 from tracer.model.cluster import Cluster
 from tracer.policy.felix.context import make_ctx
@@ -60,11 +63,18 @@ def merge_kube_proxy(felix: Ruleset, kube: dict[Table, dict[str, Chain]], *,
 def _overlaid(table: Table, ours: Mapping[str, Chain],
               overlay: dict[str, Chain]) -> Mapping[str, Chain]:
     """Kernel chains first, then felix's chains, then kube-proxy's; felix's chains are only
-    read (built, if the renderer builds lazily) when looked up."""
-    names = [c for c in BUILTIN_CHAINS[table] if c in overlay or c in ours]
-    names += [c for c in ours if c not in BUILTIN_CHAINS[table]]
-    names += [c for c in overlay if c not in BUILTIN_CHAINS[table] and c not in ours]
-    return LazyMapping(names, lambda name: overlay[name] if name in overlay else ours[name])
+    read (built, if the renderer builds lazily) when looked up, and their names listed only
+    when the table is listed (a lazily rendered table lists them by rendering it whole)."""
+    def listed() -> LazyMapping[str, Chain]:
+        names = [c for c in BUILTIN_CHAINS[table] if c in overlay or c in ours]
+        names += [c for c in ours if c not in BUILTIN_CHAINS[table]]
+        names += [c for c in overlay if c not in BUILTIN_CHAINS[table] and c not in ours]
+        return LazyMapping(names, lambda name: overlay[name] if name in overlay else ours[name])
+
+    def one(name: str) -> Chain:
+        found = overlay.get(name)
+        return found if found is not None else ours.get(name, ABSENT)
+    return OnDemandMapping(one, functools.cache(listed), threading.RLock())
 
 
 def _place(felix_rules: tuple[Rule, ...], kube_rules: tuple[Rule, ...], tail: int,

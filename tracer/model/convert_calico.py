@@ -16,6 +16,7 @@ Every function takes a ``Ctx`` naming the file and object, so errors are one pre
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Network, IPv6Network, ip_network
@@ -23,6 +24,7 @@ from typing import Any
 
 from tracer.errors import InputError, quote
 from tracer.selector.selector import SelectorError, parse_selector
+from tracer.selector.syntax import canonical_text, map_labels
 from tracer.model.cluster import (
     EntityRule, FelixConfig, HostEndpoint, IcmpFields, IPPool, NetworkSet, Origin, Policy,
     PortSpec, Profile, ProtoPort,
@@ -71,11 +73,18 @@ def check_selector(text: str, field_path: str, ctx: Ctx) -> str:
 def prefixed(text: str, prefix: str, field_path: str, ctx: Ctx) -> str:
     """``parseSelectorAttachPrefix``: parse, prefix every label key, print canonically."""
     try:
-        return parse_selector(text).with_label_prefix(prefix).canonical
+        return _prefixed_canonical(text, prefix)
     except SelectorError as err:
         column = getattr(err, "column", None)
         where = f" at column {column}" if column is not None else ""
         raise ctx.error(f"{field_path}: invalid selector {quote(text)}{where}: {err}") from None
+
+
+@functools.lru_cache(maxsize=65536)
+def _prefixed_canonical(text: str, prefix: str) -> str:
+    """``parse_selector(text).with_label_prefix(prefix).canonical`` without compiling the
+    prefixed selector's matcher (only its text is kept); policies repeat the same few."""
+    return canonical_text(map_labels(parse_selector(text).root, lambda key: prefix + key))
 
 
 def endpoint_selector(namespace_selector: str | None, selector: str | None, sa_selector: str,

@@ -455,40 +455,138 @@ def _join(path: str, key: str) -> str:
 
 
 def check(value: Any, schema: Schema, path: str = "") -> SchemaProblem | None:
-    """First unknown field or shape mismatch in ``value`` (document order), or None."""
-    stack: list[tuple[Any, Schema, str]] = [(value, schema, path)]
-    while stack:
-        value, schema, path = stack.pop()
-        if isinstance(schema, Required):
+    """First unknown field or shape mismatch in ``value`` (document order), or None.
+
+    Nearly every document is fine: a validator compiled from the schema says so at a few
+    dict operations per field; only a document it does not pass is walked below to find and
+    name the first problem."""
+    if _accepts(schema)(value):
+        return None
+    return _first_problem(value, schema, path)
+
+
+_ACCEPTS: dict[int, tuple[Schema, Callable[[Any], bool]]] = {}
+
+
+def _accepts(schema: Schema) -> Callable[[Any], bool]:
+    """``schema`` compiled to ``value -> True`` when :func:`_first_problem` finds nothing
+    (False: look); memoised per schema object."""
+    found = _ACCEPTS.get(id(schema))
+    if found is not None and found[0] is schema:
+        return found[1]
+    test = _compile_accepts(schema)
+    _ACCEPTS[id(schema)] = (schema, test)
+    return test
+
+
+def _compile_accepts(schema: Schema) -> Callable[[Any], bool]:
+    if type(schema) is Required:
+        inner = _accepts(schema.schema)
+        return lambda value: value is not None and inner(value)
+    if type(schema) is _Any:
+        return lambda value: True
+    if type(schema) is Leaf:
+        leaf = schema.test
+        return lambda value: value is None or leaf(value) is None
+    if type(schema) is ListOf:
+        item, nulls = _accepts(schema.item), schema.nulls
+
+        def accepts_list(value: Any) -> bool:
             if value is None:
-                return SchemaProblem(path, "required, but missing or null")
+                return True
+            if not isinstance(value, list):
+                return False
+            for entry in value:
+                if (entry is None and not nulls) or not item(entry):
+                    return False
+            return True
+        return accepts_list
+    open_ = OPEN in schema
+    allowed = frozenset(k for k in schema if k != OPEN)
+    fields = tuple((key, _accepts(sub)) for key, sub in schema.items() if key != OPEN)
+
+    def accepts_mapping(value: Any) -> bool:
+        if value is None:
+            return True
+        if not isinstance(value, dict) or (not open_ and not allowed.issuperset(value)):
+            return False
+        get = value.get
+        for key, field_ok in fields:
+            if not field_ok(get(key)):
+                return False
+        return True
+    return accepts_mapping
+
+
+def _first_problem(value: Any, schema: Schema, path: str = "") -> SchemaProblem | None:
+    """The problem :func:`check` reports, found by walking the document in order.
+
+    A path is kept as (parent, key or index) links and spelled out only for a problem: a
+    cluster's manifests hold millions of fields and nearly all are fine."""
+    stack: list[tuple[Any, Schema, Any]] = [(value, schema, path)]
+    while stack:
+        value, schema, where = stack.pop()
+        if type(schema) is Required:
+            if value is None:
+                return SchemaProblem(_spell(where), "required, but missing or null")
             schema = schema.schema
-        if isinstance(schema, _Any) or value is None:
+        if value is None or type(schema) is _Any:
             continue
-        if isinstance(schema, Leaf):
+        if type(schema) is Leaf:
             problem = schema.test(value)
+            if problem is None:
+                continue
             if isinstance(problem, tuple):
                 key, problem = problem
-                return SchemaProblem(_join(path, escape(shorten(key, 60))), problem)
-            if problem is not None:
-                return SchemaProblem(path, problem)
-        elif isinstance(schema, ListOf):
+                return SchemaProblem(_join(_spell(where), escape(shorten(key, 60))), problem)
+            return SchemaProblem(_spell(where), problem)
+        if type(schema) is ListOf:
             if not isinstance(value, list):
-                return SchemaProblem(path, f"expected a list, got {_type_name(value)}")
-            for index in reversed(range(len(value))):
-                if value[index] is None and not schema.nulls:
-                    return SchemaProblem(f"{path}[{index}]", "null list entry")
-                stack.append((value[index], schema.item, f"{path}[{index}]"))
+                return SchemaProblem(_spell(where), f"expected a list, got {_type_name(value)}")
+            item, nulls = schema.item, schema.nulls
+            for index in range(len(value) - 1, -1, -1):
+                if value[index] is None and not nulls:
+                    return SchemaProblem(f"{_spell(where)}[{index}]", "null list entry")
+                stack.append((value[index], item, (where, index)))
         elif not isinstance(value, dict):
-            return SchemaProblem(path, f"expected a mapping, got {_type_name(value)}")
+            return SchemaProblem(_spell(where), f"expected a mapping, got {_type_name(value)}")
         else:
-            problem = _fields_problem(value, schema, path)
-            if problem is not None:
-                return problem
-            stack.extend((value.get(key), schema[key], _join(path, str(key)))
-                         for key in reversed(list(schema)) if key != OPEN and
-                         (key in value or isinstance(schema[key], Required)))
+            if OPEN not in schema:
+                for key in value:
+                    if key not in schema:
+                        return _fields_problem(value, schema, _spell(where))
+            for key, sub, required in _fields_reversed(schema):
+                if key in value:
+                    stack.append((value[key], sub, (where, key)))
+                elif required:
+                    stack.append((None, sub, (where, key)))
     return None
+
+
+_FIELDS: dict[int, tuple[dict, tuple]] = {}
+
+
+def _fields_reversed(schema: dict) -> tuple:
+    """The mapping schema's fields, last first, with whether each is required (memoised)."""
+    found = _FIELDS.get(id(schema))
+    if found is None or found[0] is not schema:
+        fields = tuple((key, schema[key], isinstance(schema[key], Required))
+                       for key in reversed(list(schema)) if key != OPEN)
+        found = _FIELDS[id(schema)] = (schema, fields)
+    return found[1]
+
+
+def _spell(where: Any) -> str:
+    """A path's text: ``spec.ingress[0].from``."""
+    parts = []
+    while not isinstance(where, str):
+        where, part = where
+        parts.append(part)
+    text = where
+    for part in reversed(parts):
+        text = f"{text}[{part}]" if isinstance(part, int) and not isinstance(part, bool) \
+            else _join(text, str(part))
+    return text
 
 
 def _fields_problem(value: dict, schema: dict, path: str) -> SchemaProblem | None:

@@ -411,11 +411,20 @@ class PolicyIndex:
         """side_matches with the rule side already reduced (hot loop of the matrix)."""
         if plan.is_empty:
             return True
-        entity = plan.entity
-        if entity.nets and not any(ip in net for net in entity.nets):
-            return False
-        if any(ip in net for net in entity.not_nets):
-            return False
+        if plan.nets or plan.not_nets:
+            if ip.version == 4:
+                address = int(ip)
+                if plan.nets and not any(m is not None and address & m[1] == m[0]
+                                         for m in plan.nets):
+                    return False
+                if any(m is not None and address & m[1] == m[0] for m in plan.not_nets):
+                    return False
+            else:
+                entity = plan.entity
+                if entity.nets and not any(ip in net for net in entity.nets):
+                    return False
+                if any(ip in net for net in entity.not_nets):
+                    return False
         if plan.positive is not None and not self._any_labels(plan.positive_matcher, ip):
             return False
         if plan.negative is not None and self._any_labels(plan.negative_matcher, ip):
@@ -515,6 +524,11 @@ def _icmp_matches(fields: IcmpFields, flow: Flow) -> bool:
     return fields.code is None or fields.code == flow.icmp_code
 
 
+def _int_nets(nets) -> tuple:
+    return tuple((int(n.network_address), int(n.netmask)) if n.version == 4 else None
+                 for n in nets)
+
+
 @dataclass(frozen=True)
 class _EntityPlan:
     """One side of a rule as felix's rule scanner reduces it."""
@@ -529,11 +543,17 @@ class _EntityPlan:
     is_empty: bool
     positive_matcher: Callable[[Labels], bool] | None = None
     negative_matcher: Callable[[Labels], bool] | None = None
+    # entity.nets / not_nets as IPv4 (network, mask) integers, None for an IPv6 net (which no
+    # IPv4 address is in): the matrix tests millions of addresses against them.
+    nets: tuple = ()
+    not_nets: tuple = ()
 
     @classmethod
     def build(cls, entity: EntityRule) -> _EntityPlan:
         positive, negative = combine_selectors(entity.selector, entity.not_selector)
         return cls(
+            nets=_int_nets(entity.nets),
+            not_nets=_int_nets(entity.not_nets),
             entity=entity,
             positive=positive,
             negative=negative,

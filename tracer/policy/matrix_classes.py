@@ -48,6 +48,14 @@ class _Features:
     nets: tuple[IPv4Network, ...]
     rule_selectors: tuple[str, ...]
     extra_cache: dict = field(default_factory=dict, compare=False)
+    # ``nets`` as (network, mask) integers for IPv4 (None for IPv6, which no IPv4 address is
+    # in): the class key tests every pod against every net.
+    net_masks: tuple = field(init=False, compare=False, default=())
+
+    def __post_init__(self) -> None:
+        masks = tuple((int(n.network_address), int(n.netmask)) if n.version == 4 else None
+                      for n in self.nets)
+        object.__setattr__(self, "net_masks", masks)
 
 
 def classify(index: PolicyIndex, pods: Iterable[WorkloadEndpoint]) -> PodClasses:
@@ -75,7 +83,11 @@ def _class_key(index: PolicyIndex, ep: WorkloadEndpoint, features: _Features,
     labels = tuple(ep.labels.get(key) for key in features.label_keys)
     ports = tuple(sorted((cp.name, cp.protocol.upper(), cp.port) for cp in ep.pod.ports
                          if cp.name in features.port_names))
-    in_nets = tuple(ip in net for net in features.nets)
+    if ip.version == 4:
+        address = int(ip)
+        in_nets = tuple(m is not None and address & m[1] == m[0] for m in features.net_masks)
+    else:
+        in_nets = tuple(ip in net for net in features.nets)
     extra = _extra_matches(index, ep, features)
     shared = ip if ip in shared_ips else None
     # What its node's FelixConfiguration makes cali-fw-* drop before any policy.

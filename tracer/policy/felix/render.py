@@ -26,7 +26,8 @@ from tracer.policy.felix.nat import nat_outgoing_chain
 from tracer.policy.felix.policy_chains import policy_chains, profile_chains, referenced_sets
 from tracer.policy.felix.versions import SUPPORTED_VERSIONS, mark_bits  # noqa: F401 (API)
 
-__all__ = ["SUPPORTED_VERSIONS", "mark_bits", "render_node", "local_endpoints"]
+__all__ = ["SUPPORTED_VERSIONS", "mark_bits", "render_node", "render_node_eager",
+           "local_endpoints"]
 
 
 def local_endpoints(cluster: Cluster, node: str):
@@ -38,6 +39,17 @@ def local_endpoints(cluster: Cluster, node: str):
 
 def render_node(cluster: Cluster, node: str, *, version: str | None = None,
                 facts: ClusterFacts | None = None) -> Ruleset:
+    """Render ``node``'s raw/mangle/nat/filter tables and ipsets for a Calico release: each
+    chain and ipset when first looked up (:mod:`tracer.policy.felix.lazy_render`); equal to
+    :func:`render_node_eager`'s."""
+    from tracer.policy.felix.lazy_render import render_node_lazy
+    return render_node_lazy(cluster, node, version=version, facts=facts,
+                            eager=lambda: render_node_eager(cluster, node, version=version,
+                                                            facts=facts))
+
+
+def render_node_eager(cluster: Cluster, node: str, *, version: str | None = None,
+                      facts: ClusterFacts | None = None) -> Ruleset:
     """Render ``node``'s raw/mangle/nat/filter tables and ipsets for a Calico release.
 
     ``facts``: the cluster's label indexes, built once and shared when rendering several nodes
