@@ -114,7 +114,7 @@ class _LazyNode:
             Table.RAW: static.raw_chains(ctx) + [static.rpf_skip_chain()],
             Table.MANGLE: static.mangle_chains(ctx),
             Table.NAT: static.nat_chains(ctx) + [nat_outgoing_chain(ctx)],
-            Table.FILTER: static.filter_chains(ctx) + [static.cidr_block_chain()],
+            Table.FILTER: static.filter_chains(ctx) + [static.cidr_block_chain(ctx)],
         }
         self.endpoints = {}
         eps = sorted((ep for ep in cluster.endpoints.values()
