@@ -35,6 +35,7 @@ from tracer.explain.deciding import decision_for
 from tracer.policy.felix import mark_bits
 from tracer.protocols import ICMP, PORTED, TCP, display_name
 from tracer.render.trace_pcap import trace_frames
+from tracer.replay.decisions import DecisionCache, Hit, replayable, served_outcome
 from tracer.replay.entry import At, Entries, NotEntered
 from tracer.trace.assemble import Dataplane
 from tracer.trace.result import Decision, PacketTrace
@@ -80,6 +81,7 @@ class Replay:
     origin: list[tuple[int, int]] = field(default_factory=list)  # (capture index, row | -1)
     captures: list[Capture] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    fast_path: str = "off"     # the decision cache: "off (why)" or its hit counts
 
     def __len__(self) -> int:
         return len(self.origin)
@@ -89,17 +91,22 @@ def replay_captures(dataplane: Dataplane, captures: Sequence[Capture], *, at: At
                     tcp_loose: bool = True, capacity: int = DEFAULT_CONNTRACK_MAX,
                     progress: Callable[[int], None] | None = None,
                     part: tuple[int, int] = (0, 1), first_ns: int | None = None,
-                    hops: bool = False) -> Replay:
+                    hops: bool = False, fast: bool = True) -> Replay:
     """Send every row of ``captures`` (in order, files one after another) through
     ``dataplane`` with one run state; ``progress(n)`` is told after every ``n`` rows.
 
     ``part=(k, n)`` replays only the flows whose key hashes to ``k`` of ``n`` (rows that
     belong to no flow go to part 0), for a scale-out where each part has its own conntrack;
     ``first_ns`` is then the whole run's first timestamp, so every part keeps the same clock.
-    ``hops``: also keep each packet as it is at every point of its path (``hop_frames``)."""
+    ``hops``: also keep each packet as it is at every point of its path (``hop_frames``).
+    ``fast``: take known walks from the decision cache (:mod:`tracer.replay.decisions`; the
+    same tables, tested); it does not apply with ``hops`` (every path point is needed), and
+    ``Replay.fast_path`` says whether it ran and how often it hit."""
     run = _Run(dataplane, Entries(dataplane, at), tcp_loose=tcp_loose, capacity=capacity,
                part=part, first_ns=first_ns)
     run.hops = hops
+    if fast and not hops:
+        run.fast = DecisionCache(dataplane)
     for index, capture in enumerate(captures):
         run.result.captures.append(capture)
         run.result.warnings.extend(f"{capture.path}: {w}" for w in capture.warnings)
@@ -121,6 +128,8 @@ class _Run:
         self.errors = 0
         self.translations: dict[tuple, tuple] = {}     # reply as seen -> as its sender sent it
         self.hops = False
+        self.fast: DecisionCache | None = None
+        self.lazy: dict[int, tuple] = {}    # flow -> (probe, calls, now) of a cached trace
         self.accept_mark = mark_bits(dataplane.version, dataplane.cluster.felix).accept
         # flow -> (trace, dropped?) of the packet that explains it: the first drop, else the first
         self.representative: dict[int, tuple[PacketTrace, bool]] = {}
@@ -185,8 +194,18 @@ class _Run:
             values.update(verdict=NOT_MODELLED, reason="outside-cluster", detail=str(why))
             self._append(values, (index, row), key)
             return
+        got = None
         try:
-            outcome = self.dataplane.pipeline.run(probe, self.session.state, self.session.pins)
+            if self.fast is not None and replayable(probe.packet):
+                got = self.fast.run(probe, self.session.state, self.session.pins)
+                if isinstance(got, Hit):
+                    self._hit(values, probe, got, flow, sent_as, packet, kind, reason)
+                    self._append(values, (index, row), key)
+                    return
+                outcome = got.outcome
+            else:
+                outcome = self.dataplane.pipeline.run(probe, self.session.state,
+                                                      self.session.pins)
         except Exception as err:   # noqa: BLE001 - a dataplane bug must not end the replay
             # The row says so and the run goes on; the warning makes it impossible to miss.
             values.update(verdict=NOT_MODELLED, reason="internal-error",
@@ -195,17 +214,19 @@ class _Run:
             self._append(values, (index, row), key)
             return
         trace = self._trace(probe, outcome)
-        values.update(_outcome_columns(probe, outcome))
-        if sent_as is not packet:
-            values["detail"] += (f" (replayed as its sender sent it, before de-NAT: "
-                                 f"{sent_as.describe()})")
-        self._remember_translation(probe.packet, outcome)
-        if kind == "unreadable":
-            values["detail"] = f"{values['detail']} (outer packet only: {REASONS[reason][1]})"
+        walked = _outcome_columns(probe, outcome)
         decision = self._decision(trace)
         if decision is not None:
-            values.update(_decision_columns(decision))
+            walked.update(_decision_columns(decision))
+        values.update(walked)
+        translation = self._translation(probe.packet, outcome)
+        if translation is not None:
+            self.translations[translation[0]] = translation[1]
+        if got is not None:
+            self.fast.learn(probe, got, walked, translation)
+        self._adjust_detail(values, sent_as is not packet, sent_as, kind, reason)
         self._keep_representative(flow, trace)
+        self.lazy.pop(flow, None)
         if self.hops:
             self._hop_frames(trace, int(meta["frame"]), int(meta["ts_ns"]), values)
         self._append(values, (index, row), key)
@@ -218,19 +239,44 @@ class _Run:
         self.result.origin.append(origin)
         self.result.keys.append(key)
 
-    def _remember_translation(self, sent: Packet, outcome: Outcome) -> None:
+    def _hit(self, values: dict, probe: Probe, hit: Hit, flow: int, sent_as: Packet,
+             packet: Packet, kind: str, reason: Reason) -> None:
+        """A walk the decision cache knew: its columns, and what else a walk leaves behind
+        (the translation for the reply, the flow's representative trace, rebuilt on demand)."""
+        leaf = hit.leaf
+        values.update(leaf.values)
+        if leaf.translation is not None:
+            self.translations[leaf.translation[0]] = leaf.translation[1]
+        self._adjust_detail(values, sent_as is not packet, sent_as, kind, reason)
+        kept = self.representative.get(flow)
+        if kept is None or (leaf.ends_in_drop and not kept[1]):
+            trace = self._trace(probe, leaf.outcome)
+            self.representative[flow] = (trace, trace.drop is not None)
+            self.lazy[flow] = (probe, hit.calls, self.session.state.now)
+
+    @staticmethod
+    def _adjust_detail(values: dict, resent: bool, sent_as: Packet | None, kind: str,
+                       reason: Reason) -> None:
+        if resent:
+            values["detail"] += (f" (replayed as its sender sent it, before de-NAT: "
+                                 f"{sent_as.describe()})")
+        if kind == "unreadable":
+            values["detail"] = f"{values['detail']} (outer packet only: {REASONS[reason][1]})"
+
+    def _translation(self, sent: Packet, outcome: Outcome) -> tuple[tuple, tuple] | None:
         """A connection's first packet that NAT changed on its way (kube-proxy's DNAT to a
         Service backend, felix's MASQUERADE): its reply, as a capture next to the client
         shows it, is already de-NATed, which is not what the backend sent. Remember how the
         backend addressed it, so the reply is replayed from there (:meth:`_untranslated`)."""
         if outcome.drop is not None or sent.protocol not in PORTED:
-            return
+            return None
         got = delivered_packet(outcome)
         before = (sent.src, sent.sport, sent.dst, sent.dport)
         after = (got.src, got.sport, got.dst, got.dport)
-        if before != after:
-            reply_seen = (sent.protocol, sent.dst, sent.dport, sent.src, sent.sport)
-            self.translations[reply_seen] = (got.dst, got.dport, got.src, got.sport)
+        if before == after:
+            return None
+        reply_seen = (sent.protocol, sent.dst, sent.dport, sent.src, sent.sport)
+        return reply_seen, (got.dst, got.dport, got.src, got.sport)
 
     def _untranslated(self, packet: Packet) -> Packet:
         """``packet`` as its sender put it on the wire (see :meth:`_remember_translation`)."""
@@ -333,6 +379,10 @@ class _Run:
                    packet.icmp_type, packet.tcp_flags, trace.verdict, trace.reason,
                    trace.delivered_to, _last_events(trace))
             if key not in said:
+                if flow in self.lazy:        # a cached walk: rebuild its exact trace
+                    probe, calls, now = self.lazy[flow]
+                    trace = self._trace(probe, served_outcome(
+                        self.dataplane.pipeline, probe, calls, now, self.session.pins))
                 explained = explain(self.dataplane, trace)
                 said[key] = (explained.why, "; ".join(
                     f"{k}: {', '.join(names) or 'none'}"
@@ -342,6 +392,13 @@ class _Run:
             # The text quotes the packet it explained; this flow's differs in its port only.
             self.result.why[flow] = why.replace(described, packet.describe())
             self.result.selected_by[flow] = selected_by
+        if self.fast is not None:
+            cache = self.fast
+            self.result.fast_path = (f"on: {cache.hits:,} packets from the decision cache, "
+                                     f"{cache.misses:,} walked and learnt, {cache.opaque:,} "
+                                     "walked in full (tunnels, MTU drops)")
+        elif self.hops:
+            self.result.fast_path = "off: --hops needs every packet's full path"
         return self.result
 
 
