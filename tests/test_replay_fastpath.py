@@ -99,6 +99,10 @@ def test_hops_turns_the_cache_off_and_says_why(tmp_path):
 # ---------------------------------------------------------------------- generated streams
 
 FLAGS = ["S", "SA", "A", "PA", "FA", "R", "RA", "F", ""]
+# A whole connection, in order (reply?, flags, seq, ack): its packets walk conntrack's states.
+SCRIPT = [(False, "S", 1000, 0), (True, "SA", 5000, 1001), (False, "A", 1001, 5001),
+          (False, "PA", 1001, 5001), (True, "A", 5001, 1001), (False, "FA", 1001, 5001),
+          (True, "FA", 5001, 1002), (False, "A", 1002, 5002)]
 
 
 def _ends(scenario: Path) -> list[str]:
@@ -113,22 +117,34 @@ def streams(draw, scenario: Path):
     direction, a kind and header values, so flows repeat (the cache hits) and their packets
     disagree (the cache must notice)."""
     ends = _ends(scenario)
-    pool = draw(st.lists(st.tuples(st.sampled_from(ends), st.sampled_from(ends),
+    pods = list(pod_ips(scenario).values())
+    pool = draw(st.lists(st.tuples(st.sampled_from(pods), st.sampled_from(ends),
                                    st.sampled_from([40000, 40001, 51000]),
                                    st.sampled_from([80, 8080, 6379, 53, 9999]),
-                                   st.sampled_from(["tcp", "tcp", "udp", "icmp"])),
-                         min_size=1, max_size=4))
+                                   st.sampled_from(["tcp", "tcp", "udp", "icmp"]))
+                         .filter(lambda f: f[0] != f[1]), min_size=1, max_size=4))
     frames, t = [], T0
-    for _ in range(draw(st.integers(4, 40))):
-        src, dst, sport, dport, proto = draw(st.sampled_from(pool))
-        if draw(st.booleans()):                      # the answer
+    steps = [0] * len(pool)
+    for _ in range(draw(st.integers(12, 40))):
+        which = draw(st.integers(0, len(pool) - 1))
+        src, dst, sport, dport, proto = pool[which]
+        scripted = proto == "tcp" and draw(st.booleans())
+        if scripted:                                 # the connection's next packet
+            reply, flags, seq, ack = SCRIPT[steps[which] % len(SCRIPT)]
+            steps[which] += 1
+        else:
+            reply = draw(st.booleans())
+        if reply:                                    # the answer
             src, dst, sport, dport = dst, src, dport, sport
         ttl = draw(st.sampled_from([64, 64, 64, 2, 1]))
         size = draw(st.sampled_from([0, 0, 10, 1500, 3000]))
         df = draw(st.booleans())
         ip = IP(src=src, dst=dst, ttl=ttl, flags="DF" if df else 0)
         kind = draw(st.sampled_from(["plain", "plain", "plain", "icmp-error"]))
-        if proto == "tcp":
+        if scripted:
+            l4 = TCP(sport=sport, dport=dport, flags=flags, seq=seq, ack=ack)
+            size = 0 if flags != "PA" else size
+        elif proto == "tcp":
             l4 = TCP(sport=sport, dport=dport, flags=draw(st.sampled_from(FLAGS)),
                      seq=draw(st.sampled_from([1000, 1001, 5000, 5001, 77777])),
                      ack=draw(st.sampled_from([0, 1001, 5001, 99])),
