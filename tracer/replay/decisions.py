@@ -43,7 +43,8 @@ from tracer.dataplane.pipeline import Outcome, Probe
 from tracer.dataplane.reasons import DropReason
 from tracer.dataplane.stages import conntrack_key
 from tracer.dataplane.state import Pins, RunState
-from tracer.dataplane.trace import DecapRecord, DropRecord, EncapRecord, NatRecord
+from tracer.dataplane.trace import (ConntrackRecord, DecapRecord, DropRecord, EncapRecord,
+                                    NatRecord)
 from tracer.trace.assemble import Dataplane
 
 # The conntrack status bits the pipeline reads (stages.Conntrack.lookup).
@@ -121,8 +122,10 @@ def answer(result: Any, earlier: list) -> Any:
     """What of a call's result the pipeline reads: the branch label. ``earlier``: the walk's
     calls before this one."""
     if isinstance(result, CtVerdict):
-        return (result.ctstate, result.direction, result.entry_id is None, result.tcp_state,
-                result.reason, result.dropped, result.status & READ_STATUS)
+        # tcp_state is only written down (the packet table's tcp_state column): a hit takes it
+        # from its own call (Leaf.tcp_state_call), so it does not split the trie.
+        return (result.ctstate, result.direction, result.entry_id is None, result.reason,
+                result.dropped, result.status & READ_STATUS)
     if isinstance(result, NatRewrite):
         # NatBinding reads the addresses only when a side changes; NatRule reads them after
         # its own DNAT/MASQUERADE call (then the walk is keyed by its exact ports).
@@ -143,6 +146,13 @@ class Leaf:
     drop: tuple[str, str] | None       # (node, reason) counted in RunState.drops
     outcome: Outcome                   # the recorded walk (its hops name the path)
     translation: tuple[tuple, tuple] | None = None
+    tcp_state_call: int | None = None  # the call whose answer is the tcp_state column
+
+    def columns(self, calls: list) -> dict:
+        """The row's columns for a hit whose conntrack calls answered ``calls``."""
+        if self.tcp_state_call is None:
+            return self.values
+        return {**self.values, "tcp_state": calls[self.tcp_state_call][1].tcp_state}
 
     @property
     def ends_in_drop(self) -> bool:
@@ -303,7 +313,7 @@ class DecisionCache:
         if self._learn_nodes(visited | {probe.node}) or versions != (len(self.mtus),
                                                                      len(self.port_bounds)):
             return          # a new MTU or port bound: the key's intervals were too coarse
-        end: Any = self._leaf(probe, root_key, outcome, values, translation, visited)
+        end: Any = self._leaf(probe, root_key, outcome, values, translation, visited, calls)
         steps = [self._abstract(c, packet_key, calls, i, now) for i, (c, _) in
                  enumerate(calls[made:], start=made)]
         # Chain the new calls after the known ones; an inexpressible call ends in OPAQUE.
@@ -323,7 +333,7 @@ class DecisionCache:
             step.children.setdefault(label, tail)
 
     def _leaf(self, probe: Probe, root_key: tuple, outcome: Outcome, values: dict,
-              translation, visited: set[str]) -> Leaf | str:
+              translation, visited: set[str], calls: list) -> Leaf | str:
         stages = [s for hop in outcome.hops for s in hop.stages]
         if any(isinstance(s, (EncapRecord, DecapRecord)) for s in stages):
             return OPAQUE       # framing and WireGuard counters are per packet
@@ -338,8 +348,15 @@ class DecisionCache:
         shape = self.shapes.setdefault(base, (by_port, by_flags))
         if (by_port and not shape[0]) or (by_flags and not shape[1]):
             return OPAQUE       # the key left out a field this walk reads
+        # The packet table's ct_state/tcp_state are the walk's first conntrack record; a
+        # tracked one is the answer of the walk's first process call (its only caller).
+        first = next((s for s in stages if isinstance(s, ConntrackRecord)), None)
+        call = None
+        if first is not None and first.ctstate != "UNTRACKED":
+            call = next(i for i, (c, _) in enumerate(calls) if c[1] == "process")
+            assert calls[call][1].tcp_state == values.get("tcp_state")
         return Leaf(dict(values), (drop.node, drop.reason) if drop is not None else None,
-                    outcome, translation)
+                    outcome, translation, call)
 
     @staticmethod
     def _abstract(call: tuple, packet_key: PacketKey, calls: list, index: int,

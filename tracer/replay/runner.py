@@ -244,7 +244,7 @@ class _Run:
         """A walk the decision cache knew: its columns, and what else a walk leaves behind
         (the translation for the reply, the flow's representative trace, rebuilt on demand)."""
         leaf = hit.leaf
-        values.update(leaf.values)
+        values.update(leaf.columns(hit.calls))
         if leaf.translation is not None:
             self.translations[leaf.translation[0]] = leaf.translation[1]
         self._adjust_detail(values, sent_as is not packet, sent_as, kind, reason)
