@@ -194,3 +194,20 @@ def test_streams_through_service_dnat(frames):
 @given(streams(MULTINODE_VXLAN))
 def test_streams_across_nodes_through_vxlan(frames):
     _check_stream(MULTINODE_VXLAN, frames)
+
+
+# ---------------------------------------------------------------------- the command line
+
+def test_cli_says_whether_the_cache_ran(tmp_path, capsys):
+    from tracer.cli import main
+
+    path = str(mixed_capture(tmp_path / "mixed.pcap"))
+    scenario = str(BACKEND_FROM_FRONTEND)
+    main(["replay", "--no-cache", "-f", scenario, path, "--verbose"])
+    assert "replay: decision cache on: " in capsys.readouterr().err
+    main(["replay", "--no-cache", "-f", scenario, path])            # on and quiet: no line
+    assert "decision cache" not in capsys.readouterr().err
+    main(["replay", "--no-cache", "-f", scenario, path, "--out", str(tmp_path / "o"), "--hops"])
+    assert "replay: decision cache off: --hops" in capsys.readouterr().err
+    main(["replay", "--no-cache", "-f", scenario, path, "--no-decision-cache", "--verbose"])
+    assert "decision cache off: not asked for" in capsys.readouterr().err

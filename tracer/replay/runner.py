@@ -399,6 +399,8 @@ class _Run:
                                      "walked in full (tunnels, MTU drops)")
         elif self.hops:
             self.result.fast_path = "off: --hops needs every packet's full path"
+        else:
+            self.result.fast_path = "off: not asked for (--no-decision-cache)"
         return self.result
 
 
