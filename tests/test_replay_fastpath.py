@@ -211,3 +211,20 @@ def test_cli_says_whether_the_cache_ran(tmp_path, capsys):
     assert "replay: decision cache off: --hops" in capsys.readouterr().err
     main(["replay", "--no-cache", "-f", scenario, path, "--no-decision-cache", "--verbose"])
     assert "decision cache off: not asked for" in capsys.readouterr().err
+
+
+def test_row_packets_equal_from_row(tmp_path):
+    """The chunked row reader replay uses gives the packets from_row gives, row for row."""
+    import numpy as np
+
+    from tracer.dataplane.batch import from_row
+    from tracer.replay.rows import RowPackets
+
+    paths = [CAPTURES / p for p in sorted(p.name for p in CAPTURES.glob("*.pcap*"))]
+    paths += [mixed_capture(tmp_path / "m.pcap"), vxlan_capture(tmp_path / "v.pcap")]
+    for path in paths:
+        capture = read_capture(str(path))
+        rows = np.arange(len(capture.packets))[::-1]
+        packets = RowPackets(capture.packets, rows, {})
+        assert [packets[j] for j in range(len(rows))] == \
+            [from_row(capture.packets[r]) for r in rows], path

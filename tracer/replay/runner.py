@@ -24,7 +24,6 @@ from ipaddress import IPv4Address
 import numpy as np
 
 from tracer.capture import REASONS, SKIPS, Capture, Frame, Reason, Skip, Tunnel, category
-from tracer.dataplane.batch import from_row
 from tracer.dataplane.packet import Packet, tcp_flag_names
 from tracer.dataplane.pipeline import Outcome, Probe
 from tracer.dataplane.state import DEFAULT_CONNTRACK_MAX
@@ -37,9 +36,12 @@ from tracer.protocols import ICMP, PORTED, TCP, display_name
 from tracer.render.trace_pcap import trace_frames
 from tracer.replay.decisions import DecisionCache, Hit, replayable, served_outcome
 from tracer.replay.entry import At, Entries, NotEntered
+from tracer.replay.rows import RowPackets
 from tracer.trace.assemble import Dataplane
 from tracer.trace.result import Decision, PacketTrace
 from tracer.trace.session import Session, delivered_packet
+
+ROW_CHUNK = 65536          # capture rows turned into packets at a time
 
 # Verdicts of the per-packet table.
 ALLOWED, DROPPED, NOT_PARSED, NOT_MODELLED = "allowed", "dropped", "not parsed", "not modelled"
@@ -143,15 +145,19 @@ class _Run:
         done = 0
         next_skip = sorted(skipped)
         k = 0
-        for row in rows:
-            frame = int(frames[row])
-            while k < len(next_skip) and next_skip[k] < frame:
-                self._skipped(index, capture, skipped[next_skip[k]])
-                k += 1
-            self._row(index, capture, int(row))
-            done += 1
-            if progress is not None and done % 256 == 0:
-                progress(256)
+        addresses: dict = {}
+        for start in range(0, len(rows), ROW_CHUNK):
+            chunk = rows[start:start + ROW_CHUNK]
+            packets = RowPackets(capture.packets, chunk, addresses)
+            for j, row in enumerate(chunk.tolist()):
+                frame = int(frames[row])
+                while k < len(next_skip) and next_skip[k] < frame:
+                    self._skipped(index, capture, skipped[next_skip[k]])
+                    k += 1
+                self._row(index, capture, row, packets[j])
+                done += 1
+                if progress is not None and done % 256 == 0:
+                    progress(256)
         for frame in next_skip[k:]:
             self._skipped(index, capture, skipped[frame])
         if progress is not None:
@@ -165,9 +171,8 @@ class _Run:
                       detail=f"not parsed: {SKIPS[Skip(int(skip['reason']))]}")
         self._append(values, (index, -1))
 
-    def _row(self, index: int, capture: Capture, row: int) -> None:
+    def _row(self, index: int, capture: Capture, row: int, packet: Packet) -> None:
         meta = capture.meta[row]
-        packet = from_row(capture.packets[row])
         values = _blank(capture.path, int(meta["frame"]))
         values.update(_header_columns(packet, meta))
         reason = Reason(int(meta["reason"]))
