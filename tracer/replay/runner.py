@@ -131,6 +131,7 @@ class _Run:
         self.translations: dict[tuple, tuple] = {}     # reply as seen -> as its sender sent it
         self.hops = False
         self.fast: DecisionCache | None = None
+        self.names: dict[IPv4Address, str] = {}     # address -> its text, for the columns
         self.lazy: dict[int, tuple] = {}    # flow -> (probe, calls, now) of a cached trace
         self.accept_mark = mark_bits(dataplane.version, dataplane.cluster.felix).accept
         # flow -> (trace, dropped?) of the packet that explains it: the first drop, else the first
@@ -174,7 +175,7 @@ class _Run:
     def _row(self, index: int, capture: Capture, row: int, packet: Packet) -> None:
         meta = capture.meta[row]
         values = _blank(capture.path, int(meta["frame"]))
-        values.update(_header_columns(packet, meta))
+        values.update(_header_columns(packet, meta, self.names))
         reason = Reason(int(meta["reason"]))
         kind = category(reason)
         key = None if kind in ("malformed", "fragment") else flow_key(packet)
@@ -450,8 +451,13 @@ def _blank(path: str, frame: int) -> dict:
     return {"capture": path, "frame": frame}
 
 
-def _header_columns(packet: Packet, meta: np.void) -> dict:
-    values = {"time_ns": int(meta["ts_ns"]), "src": str(packet.src), "dst": str(packet.dst),
+def _header_columns(packet: Packet, meta: np.void, names: dict) -> dict:
+    src, dst = names.get(packet.src), names.get(packet.dst)
+    if src is None:
+        src = names[packet.src] = str(packet.src)
+    if dst is None:
+        dst = names[packet.dst] = str(packet.dst)
+    values = {"time_ns": int(meta["ts_ns"]), "src": src, "dst": dst,
               "protocol": display_name(packet.protocol), "length": packet.length,
               "tunnel": TUNNEL_NAMES.get(Tunnel(int(meta["tunnel"])), "")}
     if packet.protocol in PORTED:
