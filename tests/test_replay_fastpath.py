@@ -174,7 +174,7 @@ def _check_stream(scenario: Path, frames) -> None:
         assert_same(tables)
 
 
-FAST = settings(max_examples=25, deadline=None, derandomize=True,
+FAST = settings(max_examples=15, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
