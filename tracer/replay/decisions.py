@@ -191,7 +191,9 @@ class DecisionCache:
         self.dataplane = dataplane
         self.pipeline = dataplane.pipeline
         self.roots: dict[tuple, Any] = {}
-        self.shapes: dict[tuple, tuple[bool, bool]] = {}   # base key -> (by port, by flags)
+        # base key -> which exact fields its keys hold: (sport and echo id, dport, TCP flags)
+        self.shapes: dict[tuple, tuple[bool, bool, bool]] = {}
+        self.global_reads = (False, False, False)   # the known nodes' reads: a base's default
         self.mtus: list[int] = [DEFAULT_MTU]
         self.port_bounds: list[int] = [0]     # a port's class: bisect_right over these
         self._known_nodes: set[str] = set()
@@ -210,26 +212,34 @@ class DecisionCache:
                 None if p.dport is None else bisect_right(bounds, p.dport), p.icmp_type,
                 p.icmp_code, p.tcp_flags is None, p.df,
                 min(p.ttl, self.pipeline.max_hops + 2), length, len(self.mtus), len(bounds))
-        by_port, by_flags = self.shapes.get(base, (True, True))
-        extra = (p.sport if by_port else None, p.dport if by_port else None,
-                 p.icmp_id if by_port else None, p.tcp_flags if by_flags else None)
+        shape = self.shapes.get(base, self.global_reads)
+        by_sport, by_dport, by_flags = shape
+        extra = (shape, p.sport if by_sport else None, p.icmp_id if by_sport else None,
+                 p.dport if by_dport else None, p.tcp_flags if by_flags else None)
         return base, extra
 
-    def node_reads(self, name: str) -> tuple[bool, bool]:
-        """Whether node ``name`` needs the exact ports (an ipset with a port dimension, an
-        IPVS match), whether it reads the TCP flags."""
+    def node_reads(self, name: str) -> tuple[bool, bool, bool]:
+        """Whether node ``name`` needs the exact source port, the exact destination port (an
+        ipset with a port dimension reads that side; an IPVS match both), the TCP flags."""
         reads = self._reads.get(name)
         if reads is None:
             node = self.dataplane.nodes[name]
             ipsets = node.ruleset.ipsets
-            port = flags = False
+            sport = dport = flags = False
             for m in _matches(node):
-                if isinstance(m, IpvsMatch) or isinstance(m, SetMatch) and \
-                        m.set_name in ipsets and "port" in ipsets[m.set_name].set_type:
-                    port = True
+                if isinstance(m, IpvsMatch):
+                    sport = dport = True
+                elif isinstance(m, SetMatch) and m.set_name in ipsets:
+                    # set_contains: dimension i reads the side flag i names (dst without one).
+                    kinds = ipsets[m.set_name].set_type.partition(":")[2].split(",")
+                    for i, kind in enumerate(kinds):
+                        if kind == "port" or "port" in kind:
+                            side = m.flags[i] if i < len(m.flags) else "dst"
+                            sport |= side != "dst"
+                            dport |= side == "dst"
                 elif isinstance(m, TcpFlagsMatch):
                     flags = True
-            reads = self._reads[name] = (port, flags)
+            reads = self._reads[name] = (sport, dport, flags)
         return reads
 
     def _learn_nodes(self, nodes: set[str]) -> bool:
@@ -340,14 +350,19 @@ class DecisionCache:
         drop = outcome.drop
         if drop is not None and drop.reason == DropReason.MTU_EXCEEDED:
             return OPAQUE       # its text names the packet's length
-        nat = any(isinstance(s, NatRecord) for s in stages)
-        reads = [self.node_reads(n) for n in visited]
-        by_port = nat or any(r[0] for r in reads)
-        by_flags = any(r[1] for r in reads)
-        base, extra = root_key
-        shape = self.shapes.setdefault(base, (by_port, by_flags))
-        if (by_port and not shape[0]) or (by_flags and not shape[1]):
-            return OPAQUE       # the key left out a field this walk reads
+        nat = any(isinstance(s, NatRecord) for s in stages)   # the nat column shows ports
+        needs = [nat, nat, False]
+        for name in visited:
+            needs = [a or b for a, b in zip(needs, self.node_reads(name))]
+        for name in self._known_nodes:
+            self.global_reads = tuple(a or b for a, b in zip(self.global_reads,
+                                                             self.node_reads(name)))
+        base, (keyed, *_) = root_key
+        stored = self.shapes.get(base)
+        self.shapes[base] = tuple(needs) if stored is None else tuple(
+            a or b for a, b in zip(stored, needs))
+        if any(need and not have for need, have in zip(needs, keyed)):
+            return OPAQUE       # the key left out a field this walk reads (next time it won't)
         # The packet table's ct_state/tcp_state are the walk's first conntrack record; a
         # tracked one is the answer of the walk's first process call (its only caller).
         first = next((s for s in stages if isinstance(s, ConntrackRecord)), None)
