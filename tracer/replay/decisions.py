@@ -10,8 +10,10 @@ rule reads source ports) reaches the verdict only through conntrack. So the cach
   addresses, protocol, ICMP type/code, DF, the TTL up to what the hop limit can tell apart, the
   interval of known MTUs the length falls in, and each port's interval among the port bounds
   of every rule and tunnel port of the nodes (two ports in one interval match the same rules);
-  the ports themselves (and the echo id) when a node matches ports in an ipset or NAT rewrote
-  the packet (the NAT column shows them), and the TCP flags when a node's rule reads them;
+  a port itself when a node matches that side's port in an ipset (named ports), both ports
+  and the echo id when NAT rewrote the packet (the nat column shows them), and the TCP flags
+  when a node's rule reads them (a walk that needed a field its key left out is not stored,
+  and its key's base holds the field from then on);
 - each **step** is one call the walk made on a conntrack table (``process``, ``confirm``,
   ``discard``, ``translate``, ``dnat``, ``masquerade``), with its arguments written relative to
   the packet (the packet key with NAT's rewrites, entry ids as "the entry step k found");
@@ -197,7 +199,7 @@ class DecisionCache:
         self.mtus: list[int] = [DEFAULT_MTU]
         self.port_bounds: list[int] = [0]     # a port's class: bisect_right over these
         self._known_nodes: set[str] = set()
-        self._reads: dict[str, tuple[bool, bool]] = {}
+        self._reads: dict[str, tuple[bool, bool, bool]] = {}
         self.hits = self.misses = self.opaque = 0
 
     # ---------------------------------------------------------------- keys
