@@ -160,7 +160,7 @@ def main() -> None:
                 packets = packet_frame(result)
                 tables[name] = (packets, flow_frame(packets, result))
         names = [n for n in tables]
-        same_engines = None if args.skip_compiled else all(
+        same_engines = "not run (--skip-compiled)" if args.skip_compiled else all(
             tables[names[0]][i].equals(tables[names[1]][i]) for i in (0, 1))
         cached_prefix = replay_captures(reference, [prefix])
         packets = packet_frame(cached_prefix)
