@@ -36,6 +36,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections import Counter
 from dataclasses import dataclass, field, replace
+from time import process_time
 from typing import Any
 
 from tracer.conntrack.tuples import CtVerdict, NatRewrite, PacketKey
@@ -201,6 +202,7 @@ class DecisionCache:
         self._known_nodes: set[str] = set()
         self._reads: dict[str, tuple[bool, bool, bool]] = {}
         self.hits = self.misses = self.opaque = 0
+        self.walk_seconds = 0.0               # CPU time of the full walks (misses, opaque)
 
     # ---------------------------------------------------------------- keys
 
@@ -291,7 +293,9 @@ class DecisionCache:
             return Hit(node, log.calls)
         # A miss (or an opaque walk): the full pipeline, the calls made so far served.
         full = _Log(log.calls, state)
+        started = process_time()
         outcome = self.pipeline.run(probe, _LoggedState(state, full), pins)
+        self.walk_seconds += process_time() - started
         if node is OPAQUE:
             self.opaque += 1
             return Miss(outcome, None)
