@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 import zlib
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
+from time import process_time
 
 import numpy as np
 
@@ -84,6 +85,7 @@ class Replay:
     captures: list[Capture] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     fast_path: str = "off"     # the decision cache: "off (why)" or its hit counts
+    explain_seconds: float = 0.0   # CPU time spent explaining the flows (for the benchmark)
 
     def __len__(self) -> int:
         return len(self.origin)
@@ -379,6 +381,7 @@ class _Run:
                 f"{self.errors} packet(s) hit an internal error of the dataplane model "
                 "(verdict 'not modelled', reason internal-error); please report it")
         said: dict[tuple, tuple[str, str, str]] = {}
+        started = process_time()
         for flow, (trace, _) in self.representative.items():
             packet = trace.packet
             key = (trace.src.label, trace.dst.label, packet.protocol, packet.dport,
@@ -398,6 +401,7 @@ class _Run:
             # The text quotes the packet it explained; this flow's differs in its port only.
             self.result.why[flow] = why.replace(described, packet.describe())
             self.result.selected_by[flow] = selected_by
+        self.result.explain_seconds = process_time() - started
         if self.fast is not None:
             cache = self.fast
             self.result.fast_path = (f"on: {cache.hits:,} packets from the decision cache, "
