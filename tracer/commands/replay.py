@@ -28,6 +28,11 @@ from tracer.errors import InputError, quote
 @click.option("--engine", type=click.Choice(["auto", "compiled", "reference"]), default="auto",
               show_default=True, help="auto: the faster for replay, measured (the reference "
               "today); both give the same tables.")
+@click.option("--decision-cache/--no-decision-cache", "decision_cache", default=True,
+              show_default=True,
+              help="Take a packet's verdict from an earlier packet that the rules, routing and "
+                   "conntrack treat alike (conntrack still sees every packet; same tables). Off "
+                   "with --hops.")
 @click.option("--keylog", type=click.Path(), help="WireGuard keylog to decrypt tunnel traffic.")
 @click.option("--tcp-loose/--no-tcp-loose", default=True, show_default=True,
               help="nf_conntrack_tcp_loose: pick up TCP connections from a mid-stream packet "
@@ -51,7 +56,8 @@ from tracer.errors import InputError, quote
               help="Denied flows listed in the summary.")
 @click.option("--calico-version", help="Calico release whose felix rules to render.")
 @cache_options
-def replay(paths, captures, at_text, out_dir, hops, engine, keylog, tcp_loose, what_if,
+def replay(paths, captures, at_text, out_dir, hops, engine, decision_cache, keylog, tcp_loose,
+           what_if,
            compare_with, flow_logs, workers, scheduler, top, calico_version, cache_dir, no_cache,
            verbose) -> None:
     """Replay CAPTURE files (pcap, pcapng) through every node's Calico dataplane: a verdict,
@@ -88,9 +94,11 @@ def replay(paths, captures, at_text, out_dir, hops, engine, keylog, tcp_loose, w
         inputs = _read_flow_logs(flow_logs) if flow_logs else _read_captures(captures, keylog)
     engine = _pick_engine(engine)
     run = _Runner(prepared, calico_version, engine, at_text, tcp_loose, workers, err, keylog,
-                  scheduler, hops)
+                  scheduler, hops, decision_cache)
     with clock.stage("replay"):
         result, packets, flows, notes = run(inputs, flow_logs=bool(flow_logs))
+    if not flow_logs and (verbose or (decision_cache and result.fast_path.startswith("off"))):
+        click.echo(f"replay: decision cache {result.fast_path}", err=True)
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
     say_notes(notes)
@@ -104,7 +112,7 @@ def replay(paths, captures, at_text, out_dir, hops, engine, keylog, tcp_loose, w
                      load_for_command(compare_with, calico_version=calico_version,
                                       cache_dir=cache_dir, no_cache=no_cache, clock=clock))
             run_b = _Runner(other, calico_version, engine, at_text, tcp_loose, workers, err,
-                            keylog, scheduler)
+                            keylog, scheduler, fast=decision_cache)
             _, packets_b, flows_b, _ = run_b(inputs, flow_logs=bool(flow_logs))
             changes = diff_flows(flows, flows_b)
     if out_dir is not None:
@@ -181,9 +189,9 @@ class _Runner:
     """One replay of the inputs against one set of manifests (the what-if runs it twice)."""
 
     def __init__(self, prepared, calico_version, engine, at_text, tcp_loose, workers, err,
-                 keylog=None, scheduler=None, hops=False):
+                 keylog=None, scheduler=None, hops=False, fast=True):
         self.prepared, self.calico_version, self.engine = prepared, calico_version, engine
-        self.keylog, self.scheduler, self.hops = keylog, scheduler, hops
+        self.keylog, self.scheduler, self.hops, self.fast = keylog, scheduler, hops, fast
         self.at_text, self.tcp_loose, self.workers, self.err = at_text, tcp_loose, workers, err
 
     def __call__(self, inputs, *, flow_logs: bool):
@@ -205,14 +213,15 @@ class _Runner:
             result = replay_parallel(self.prepared, version, self.engine, inputs,
                                      keylog=self.keylog, at=self.at_text,
                                      tcp_loose=self.tcp_loose, workers=self.workers,
-                                     scheduler=self.scheduler)
+                                     scheduler=self.scheduler, fast=self.fast)
         else:
-            result = _with_progress(dataplane, inputs, at, self.tcp_loose, self.err, self.hops)
+            result = _with_progress(dataplane, inputs, at, self.tcp_loose, self.err, self.hops,
+                                    self.fast)
         packets = tables.packet_frame(result)
         return result, packets, tables.flow_frame(packets, result), notes
 
 
-def _with_progress(dataplane, inputs, at, tcp_loose, err, hops):
+def _with_progress(dataplane, inputs, at, tcp_loose, err, hops, fast=True):
     """Replay with a progress bar on stderr when the capture is long and stderr a terminal."""
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                TimeRemainingColumn)
@@ -221,9 +230,10 @@ def _with_progress(dataplane, inputs, at, tcp_loose, err, hops):
 
     total = sum(len(c) for c in inputs)
     if total < 5000:
-        return replay_captures(dataplane, inputs, at=at, tcp_loose=tcp_loose, hops=hops)
+        return replay_captures(dataplane, inputs, at=at, tcp_loose=tcp_loose, hops=hops,
+                               fast=fast)
     with Progress(TextColumn("replay"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), console=err, transient=True) as bar:
         task = bar.add_task("replay", total=total)
         return replay_captures(dataplane, inputs, at=at, tcp_loose=tcp_loose, hops=hops,
-                               progress=lambda n: bar.advance(task, n))
+                               fast=fast, progress=lambda n: bar.advance(task, n))

@@ -87,6 +87,8 @@ class Entries:
                          if ep.pod.node == at.node)
         self._local = frozenset(local)
         self._places: dict[IPv4Address, Place] = {}
+        # Without --at the entry depends on the two addresses only: (src, dst) -> where.
+        self._entries: dict[tuple, tuple | str] = {}
         self.foreign = 0                   # --at NS/POD: packets neither from nor to the pod
 
     def place(self, address: IPv4Address) -> Place:
@@ -98,6 +100,20 @@ class Entries:
 
     def probe(self, packet: Packet, meta: np.void) -> Probe:
         at = self.at
+        if at is None:
+            where = self._entries.get((packet.src, packet.dst))
+            if where is None:
+                try:
+                    p = probe_for(self.cluster, packet, self.place(packet.src),
+                                  self.place(packet.dst))
+                    where = (p.node, p.iif, p.source, p.destination, p.origin)
+                except InputError:
+                    where = (f"both ends are outside the cluster ({packet.src} -> "
+                             f"{packet.dst})")
+                self._entries[(packet.src, packet.dst)] = where
+            if isinstance(where, str):
+                raise NotEntered(where)
+            return Probe(packet, *where)
         if at is not None and at.kind == "pod":
             pod_ip = self.cluster.endpoints[at.pod].pod.ip
             if pod_ip not in (packet.src, packet.dst):

@@ -20,11 +20,11 @@ from collections.abc import Callable, Sequence
 import zlib
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
+from time import process_time
 
 import numpy as np
 
 from tracer.capture import REASONS, SKIPS, Capture, Frame, Reason, Skip, Tunnel, category
-from tracer.dataplane.batch import from_row
 from tracer.dataplane.packet import Packet, tcp_flag_names
 from tracer.dataplane.pipeline import Outcome, Probe
 from tracer.dataplane.state import DEFAULT_CONNTRACK_MAX
@@ -35,10 +35,14 @@ from tracer.explain.deciding import decision_for
 from tracer.policy.felix import mark_bits
 from tracer.protocols import ICMP, PORTED, TCP, display_name
 from tracer.render.trace_pcap import trace_frames
+from tracer.replay.decisions import DecisionCache, Hit, replayable, served_outcome
 from tracer.replay.entry import At, Entries, NotEntered
+from tracer.replay.rows import RowPackets
 from tracer.trace.assemble import Dataplane
 from tracer.trace.result import Decision, PacketTrace
 from tracer.trace.session import Session, delivered_packet
+
+ROW_CHUNK = 65536          # capture rows turned into packets at a time
 
 # Verdicts of the per-packet table.
 ALLOWED, DROPPED, NOT_PARSED, NOT_MODELLED = "allowed", "dropped", "not parsed", "not modelled"
@@ -80,6 +84,8 @@ class Replay:
     origin: list[tuple[int, int]] = field(default_factory=list)  # (capture index, row | -1)
     captures: list[Capture] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    fast_path: str = "off"     # the decision cache: "off (why)" or its hit counts
+    explain_seconds: float = 0.0   # CPU time spent explaining the flows (for the benchmark)
 
     def __len__(self) -> int:
         return len(self.origin)
@@ -89,17 +95,22 @@ def replay_captures(dataplane: Dataplane, captures: Sequence[Capture], *, at: At
                     tcp_loose: bool = True, capacity: int = DEFAULT_CONNTRACK_MAX,
                     progress: Callable[[int], None] | None = None,
                     part: tuple[int, int] = (0, 1), first_ns: int | None = None,
-                    hops: bool = False) -> Replay:
+                    hops: bool = False, fast: bool = True) -> Replay:
     """Send every row of ``captures`` (in order, files one after another) through
     ``dataplane`` with one run state; ``progress(n)`` is told after every ``n`` rows.
 
     ``part=(k, n)`` replays only the flows whose key hashes to ``k`` of ``n`` (rows that
     belong to no flow go to part 0), for a scale-out where each part has its own conntrack;
     ``first_ns`` is then the whole run's first timestamp, so every part keeps the same clock.
-    ``hops``: also keep each packet as it is at every point of its path (``hop_frames``)."""
+    ``hops``: also keep each packet as it is at every point of its path (``hop_frames``).
+    ``fast``: take known walks from the decision cache (:mod:`tracer.replay.decisions`; the
+    same tables, tested); it does not apply with ``hops`` (every path point is needed), and
+    ``Replay.fast_path`` says whether it ran and how often it hit."""
     run = _Run(dataplane, Entries(dataplane, at), tcp_loose=tcp_loose, capacity=capacity,
                part=part, first_ns=first_ns)
     run.hops = hops
+    if fast and not hops:
+        run.fast = DecisionCache(dataplane)
     for index, capture in enumerate(captures):
         run.result.captures.append(capture)
         run.result.warnings.extend(f"{capture.path}: {w}" for w in capture.warnings)
@@ -122,6 +133,9 @@ class _Run:
         self.translations: dict[tuple, tuple] = {}     # reply as seen -> as its sender sent it
         self.hops = False
         self.accept_marks: dict[str, int] = {}     # node -> its felix's accept bit
+        self.fast: DecisionCache | None = None
+        self.names: dict[IPv4Address, str] = {}     # address -> its text, for the columns
+        self.lazy: dict[int, tuple] = {}    # flow -> (probe, calls, now) of a cached trace
         # flow -> (trace, dropped?) of the packet that explains it: the first drop, else the first
         self.representative: dict[int, tuple[PacketTrace, bool]] = {}
 
@@ -134,15 +148,19 @@ class _Run:
         done = 0
         next_skip = sorted(skipped)
         k = 0
-        for row in rows:
-            frame = int(frames[row])
-            while k < len(next_skip) and next_skip[k] < frame:
-                self._skipped(index, capture, skipped[next_skip[k]])
-                k += 1
-            self._row(index, capture, int(row))
-            done += 1
-            if progress is not None and done % 256 == 0:
-                progress(256)
+        addresses: dict = {}
+        for start in range(0, len(rows), ROW_CHUNK):
+            chunk = rows[start:start + ROW_CHUNK]
+            packets = RowPackets(capture.packets, chunk, addresses)
+            for j, row in enumerate(chunk.tolist()):
+                frame = int(frames[row])
+                while k < len(next_skip) and next_skip[k] < frame:
+                    self._skipped(index, capture, skipped[next_skip[k]])
+                    k += 1
+                self._row(index, capture, row, packets[j])
+                done += 1
+                if progress is not None and done % 256 == 0:
+                    progress(256)
         for frame in next_skip[k:]:
             self._skipped(index, capture, skipped[frame])
         if progress is not None:
@@ -156,11 +174,10 @@ class _Run:
                       detail=f"not parsed: {SKIPS[Skip(int(skip['reason']))]}")
         self._append(values, (index, -1))
 
-    def _row(self, index: int, capture: Capture, row: int) -> None:
+    def _row(self, index: int, capture: Capture, row: int, packet: Packet) -> None:
         meta = capture.meta[row]
-        packet = from_row(capture.packets[row])
         values = _blank(capture.path, int(meta["frame"]))
-        values.update(_header_columns(packet, meta))
+        values.update(_header_columns(packet, meta, self.names))
         reason = Reason(int(meta["reason"]))
         kind = category(reason)
         key = None if kind in ("malformed", "fragment") else flow_key(packet)
@@ -185,8 +202,18 @@ class _Run:
             values.update(verdict=NOT_MODELLED, reason="outside-cluster", detail=str(why))
             self._append(values, (index, row), key)
             return
+        got = None
         try:
-            outcome = self.dataplane.pipeline.run(probe, self.session.state, self.session.pins)
+            if self.fast is not None and replayable(probe.packet):
+                got = self.fast.run(probe, self.session.state, self.session.pins)
+                if isinstance(got, Hit):
+                    self._hit(values, probe, got, flow, sent_as, packet, kind, reason)
+                    self._append(values, (index, row), key)
+                    return
+                outcome = got.outcome
+            else:
+                outcome = self.dataplane.pipeline.run(probe, self.session.state,
+                                                      self.session.pins)
         except Exception as err:   # noqa: BLE001 - a dataplane bug must not end the replay
             # The row says so and the run goes on; the warning makes it impossible to miss.
             values.update(verdict=NOT_MODELLED, reason="internal-error",
@@ -195,17 +222,19 @@ class _Run:
             self._append(values, (index, row), key)
             return
         trace = self._trace(probe, outcome)
-        values.update(_outcome_columns(probe, outcome))
-        if sent_as is not packet:
-            values["detail"] += (f" (replayed as its sender sent it, before de-NAT: "
-                                 f"{sent_as.describe()})")
-        self._remember_translation(probe.packet, outcome)
-        if kind == "unreadable":
-            values["detail"] = f"{values['detail']} (outer packet only: {REASONS[reason][1]})"
+        walked = _outcome_columns(probe, outcome)
         decision = self._decision(trace)
         if decision is not None:
-            values.update(_decision_columns(decision))
+            walked.update(_decision_columns(decision))
+        values.update(walked)
+        translation = self._translation(probe.packet, outcome)
+        if translation is not None:
+            self.translations[translation[0]] = translation[1]
+        if got is not None:
+            self.fast.learn(probe, got, walked, translation)
+        self._adjust_detail(values, sent_as is not packet, sent_as, kind, reason)
         self._keep_representative(flow, trace)
+        self.lazy.pop(flow, None)
         if self.hops:
             self._hop_frames(trace, int(meta["frame"]), int(meta["ts_ns"]), values)
         self._append(values, (index, row), key)
@@ -218,19 +247,44 @@ class _Run:
         self.result.origin.append(origin)
         self.result.keys.append(key)
 
-    def _remember_translation(self, sent: Packet, outcome: Outcome) -> None:
+    def _hit(self, values: dict, probe: Probe, hit: Hit, flow: int, sent_as: Packet,
+             packet: Packet, kind: str, reason: Reason) -> None:
+        """A walk the decision cache knew: its columns, and what else a walk leaves behind
+        (the translation for the reply, the flow's representative trace, rebuilt on demand)."""
+        leaf = hit.leaf
+        values.update(leaf.columns(hit.calls))
+        if leaf.translation is not None:
+            self.translations[leaf.translation[0]] = leaf.translation[1]
+        self._adjust_detail(values, sent_as is not packet, sent_as, kind, reason)
+        kept = self.representative.get(flow)
+        if kept is None or (leaf.ends_in_drop and not kept[1]):
+            trace = self._trace(probe, leaf.outcome)
+            self.representative[flow] = (trace, trace.drop is not None)
+            self.lazy[flow] = (probe, hit.calls, self.session.state.now)
+
+    @staticmethod
+    def _adjust_detail(values: dict, resent: bool, sent_as: Packet | None, kind: str,
+                       reason: Reason) -> None:
+        if resent:
+            values["detail"] += (f" (replayed as its sender sent it, before de-NAT: "
+                                 f"{sent_as.describe()})")
+        if kind == "unreadable":
+            values["detail"] = f"{values['detail']} (outer packet only: {REASONS[reason][1]})"
+
+    def _translation(self, sent: Packet, outcome: Outcome) -> tuple[tuple, tuple] | None:
         """A connection's first packet that NAT changed on its way (kube-proxy's DNAT to a
         Service backend, felix's MASQUERADE): its reply, as a capture next to the client
         shows it, is already de-NATed, which is not what the backend sent. Remember how the
         backend addressed it, so the reply is replayed from there (:meth:`_untranslated`)."""
         if outcome.drop is not None or sent.protocol not in PORTED:
-            return
+            return None
         got = delivered_packet(outcome)
         before = (sent.src, sent.sport, sent.dst, sent.dport)
         after = (got.src, got.sport, got.dst, got.dport)
-        if before != after:
-            reply_seen = (sent.protocol, sent.dst, sent.dport, sent.src, sent.sport)
-            self.translations[reply_seen] = (got.dst, got.dport, got.src, got.sport)
+        if before == after:
+            return None
+        reply_seen = (sent.protocol, sent.dst, sent.dport, sent.src, sent.sport)
+        return reply_seen, (got.dst, got.dport, got.src, got.sport)
 
     def _untranslated(self, packet: Packet) -> Packet:
         """``packet`` as its sender put it on the wire (see :meth:`_remember_translation`)."""
@@ -334,12 +388,17 @@ class _Run:
                 f"{self.errors} packet(s) hit an internal error of the dataplane model "
                 "(verdict 'not modelled', reason internal-error); please report it")
         said: dict[tuple, tuple[str, str, str]] = {}
+        started = process_time()
         for flow, (trace, _) in self.representative.items():
             packet = trace.packet
             key = (trace.src.label, trace.dst.label, packet.protocol, packet.dport,
                    packet.icmp_type, packet.tcp_flags, trace.verdict, trace.reason,
                    trace.delivered_to, _last_events(trace))
             if key not in said:
+                if flow in self.lazy:        # a cached walk: rebuild its exact trace
+                    probe, calls, now = self.lazy[flow]
+                    trace = self._trace(probe, served_outcome(
+                        self.dataplane.pipeline, probe, calls, now, self.session.pins))
                 explained = explain(self.dataplane, trace)
                 said[key] = (explained.why, "; ".join(
                     f"{k}: {', '.join(names) or 'none'}"
@@ -349,6 +408,17 @@ class _Run:
             # The text quotes the packet it explained; this flow's differs in its port only.
             self.result.why[flow] = why.replace(described, packet.describe())
             self.result.selected_by[flow] = selected_by
+        self.result.explain_seconds = process_time() - started
+        if self.fast is not None:
+            cache = self.fast
+            self.result.fast_path = (f"on: {cache.hits:,} packets from the decision cache, "
+                                     f"{cache.misses:,} walked and learnt, {cache.opaque:,} "
+                                     "walked in full (tunnels, MTU drops); the walks took "
+                                     f"{cache.walk_seconds:.1f} CPU-s")
+        elif self.hops:
+            self.result.fast_path = "off: --hops needs every packet's full path"
+        else:
+            self.result.fast_path = "off: not asked for (--no-decision-cache)"
         return self.result
 
 
@@ -393,8 +463,13 @@ def _blank(path: str, frame: int) -> dict:
     return {"capture": path, "frame": frame}
 
 
-def _header_columns(packet: Packet, meta: np.void) -> dict:
-    values = {"time_ns": int(meta["ts_ns"]), "src": str(packet.src), "dst": str(packet.dst),
+def _header_columns(packet: Packet, meta: np.void, names: dict) -> dict:
+    src, dst = names.get(packet.src), names.get(packet.dst)
+    if src is None:
+        src = names[packet.src] = str(packet.src)
+    if dst is None:
+        dst = names[packet.dst] = str(packet.dst)
+    values = {"time_ns": int(meta["ts_ns"]), "src": src, "dst": dst,
               "protocol": display_name(packet.protocol), "length": packet.length,
               "tunnel": TUNNEL_NAMES.get(Tunnel(int(meta["tunnel"])), "")}
     if packet.protocol in PORTED:

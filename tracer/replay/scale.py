@@ -25,7 +25,8 @@ from tracer.trace.prepared import PreparedCluster
 
 def replay_part(prepared: PreparedCluster, version: str, engine: str,
                 paths: Sequence[str], keylog: str | None, at_text: str | None,
-                tcp_loose: bool, part: tuple[int, int], first_ns: int | None) -> Replay:
+                tcp_loose: bool, part: tuple[int, int], first_ns: int | None,
+                fast: bool = True) -> Replay:
     """One task: the rows of ``part`` of every capture. Captures are left out of the result
     (the caller holds its own copies); rows name them by index."""
     dataplane = build_dataplane(prepared.cluster, version=version, prepared=prepared)
@@ -34,7 +35,7 @@ def replay_part(prepared: PreparedCluster, version: str, engine: str,
         dataplane, _ = compiled(dataplane)
     captures = [read_capture(path, keylog=keylog) for path in paths]
     result = replay_captures(dataplane, captures, at=parse_at(dataplane, at_text),
-                             tcp_loose=tcp_loose, part=part, first_ns=first_ns)
+                             tcp_loose=tcp_loose, part=part, first_ns=first_ns, fast=fast)
     result.captures = []
     return result
 
@@ -80,12 +81,14 @@ def merge(parts: Sequence[Replay], captures: Sequence[Capture]) -> Replay:
                 merged.why[ids[key]] = result.why[local]
                 merged.selected_by[ids[key]] = result.selected_by[local]
         merged.warnings.extend(w for w in result.warnings if w not in merged.warnings)
+    merged.fast_path = "per part: " + " | ".join(p.fast_path for p in parts)
     return merged
 
 
 def replay_parallel(prepared: PreparedCluster, version: str, engine: str,
                     captures: Sequence[Capture], *, keylog: str | None, at: str | None,
-                    tcp_loose: bool, workers: int, scheduler: str | None = None) -> Replay:
+                    tcp_loose: bool, workers: int, scheduler: str | None = None,
+                    fast: bool = True) -> Replay:
     """Replay on ``workers`` local processes (a Dask ``LocalCluster``), or on the Dask
     scheduler at ``scheduler``; the result equals :func:`replay_captures`'s in one process."""
     from dask.distributed import Client, LocalCluster
@@ -101,7 +104,7 @@ def replay_parallel(prepared: PreparedCluster, version: str, engine: str,
     try:
         shared = client.scatter(prepared, broadcast=True)
         futures = [client.submit(replay_part, shared, version, engine, paths, keylog, at,
-                                 tcp_loose, (k, workers), first_ns, pure=False)
+                                 tcp_loose, (k, workers), first_ns, fast, pure=False)
                    for k in range(workers)]
         parts = client.gather(futures)
     finally:
