@@ -903,6 +903,28 @@ class ArrayConntrackTable:
         out = self.process_batch(pack_packets([key], now, ACT_LEAVE, [notrack]))
         return unpack_verdict(out[0])
 
+    def replay(self, key: PacketKey, now: float, expect: str):
+        """:meth:`ConntrackTable.replay`: ``process`` for a packet expected to find a
+        confirmed, live entry in state ``expect``; its effects stay (an undo function is
+        returned) or, when the state differs, the entry's row is restored (None)."""
+        t = key.tuple()
+        val = ct_lookup(self.hash, t.src, t.dst, t.protocol, t.sport, t.dport)
+        if val < 0:
+            return None
+        s = int(val) // 2
+        if self.pool[s]["expires"] <= now:
+            return None                          # its expiry is process's to make
+        row, tcp = self.pool[s].copy(), self.tcp[s].copy()
+
+        def undo() -> None:
+            self.pool[s], self.tcp[s] = row, tcp
+
+        verdict = self.process(key, now)
+        if verdict.dropped or verdict.ctstate != expect or verdict.entry_id != int(row["id"]):
+            undo()
+            return None
+        return undo
+
     def confirm(self, entry_id: int, now: float) -> bool:
         s = _slot_of(self.pool, entry_id)
         if s < 0:
