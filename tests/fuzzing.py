@@ -133,6 +133,8 @@ def judge(outcome: Outcome) -> str | None:
         errors = [line for line in outcome.lines if line.startswith(ERROR_PREFIX)]
         others = [line for line in outcome.lines
                   if not line.startswith((ERROR_PREFIX, "warning: ", "# "))]
+        if "--verbose" in outcome.argv:        # asked for: the stages' notes before the error
+            others = []
         if len(errors) != 1 or others:
             first = (others or errors or [""])[0]
             return f"status 2 without exactly one error line: {len(outcome.lines)} lines, " \
