@@ -44,7 +44,7 @@ SCENARIO = "backend-from-frontend"
 CLIENT, SERVER = "myns/backend", "myns/frontend"      # no policy selects the frontend
 CROSS_CLIENT, CROSS_SERVER = "shop/backend-5f8c2", "shop/frontend-7d4b9"  # node-2 -> node-1
 CLI = [sys.executable, "-c", "from tracer.cli import main; main()"]
-UDP_RATE, UDP_LEN = "500M", 1200
+UDP_RATE, UDP_LEN = "2G", 1200          # far above what any path here forwards
 PORT = 5201
 
 
@@ -238,14 +238,14 @@ def report(results, seconds: float, repeat: int) -> str:
 
 
 NOTES = """"vs bare" is against the bare forwarder without offloads (one MTU-sized packet per read).
-`up` runs every packet of a new flow through the whole pipeline (policy, conntrack, routing)
-and later packets of a flow through the established-flow fast path, which still makes each
-conntrack lookup (TCP window tracking included) in Python; a one-way UDP stream stays NEW in
-conntrack and replays its NEW walk. With offloads the pods hand over TCP segments of up to
-64 KiB, so one pipeline step moves ~40 MTU-sized packets. UDP is not segmented by offloads.
-The kernel's UDP figure is bounded by the iperf3 sender on this 2-vCPU machine (sender,
-forwarder and receiver share the CPUs), not by the path; other sessions were running on the
-machine at the same time, so expect some noise between runs."""
+`up` runs the first packets of a flow through the whole pipeline (policy, conntrack, routing,
+framing) and later ones through the established-flow fast path: the destination read from the
+datagram's bytes, each conntrack lookup of the remembered walk replayed (TCP window tracking
+included; on WireGuard crossings the outer flow's too, without redoing the crypto), the bytes
+patched. A one-way UDP stream stays NEW in conntrack and replays its NEW walk. With offloads
+the pods hand over TCP segments of up to 64 KiB, so one step moves ~40 MTU-sized packets; UDP
+is not segmented by offloads. Sender, forwarder and receiver share the 2 vCPUs, so the UDP
+figures are what the three together reach; the kernel's is bounded by the iperf3 sender."""
 
 
 def write_results(text: str) -> None:
