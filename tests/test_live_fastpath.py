@@ -81,6 +81,9 @@ def test_cross_node_vxlan_flows_take_the_same_paths():
     stream += tcp_conversation(front, back, fip, bip, 6379, rounds=3, sport=40001)[:4]
     stream.append((front, bytes(IP(src=fip, dst=bip, flags="DF") / TCP(
         sport=40001, dport=6379, flags="PA", seq=1011, ack=5001) / (b"x" * 1460)), 0.01))
+    # a segment of the established flow whose TTL ends on the way: the pipeline drops it
+    stream.append((front, bytes(IP(src=fip, dst=bip, ttl=1) / TCP(
+        sport=40001, dport=6379, flags="PA", seq=1011, ack=5001) / b"late"), 0.01))
     harness = run_both(scenario, stream)
     assert harness.loop.fast.hits >= 15
 

@@ -8,13 +8,14 @@ packet the pipeline's answer is already known: the same delivery and the same he
 per node the flow crosses, and the tunnel's outer packet where it is tracked: WireGuard) is
 made again with this packet, so TCP window tracking and timeouts advance as they would; the
 framing itself (encryption included) is not redone, it changes nothing the next node sees
-once unframed. When one lookup finds another
-state, the lookups already made are undone and the packet walks the pipeline, which tracks it
-once, as the kernel would. The shortcut is bounded:
+once unframed. When one lookup finds another state, the lookups already made are undone and
+the packet walks the pipeline, which tracks it once, as the kernel would. The shortcut is
+bounded:
 
 - only packets that change no connection state take it (TCP without SYN, FIN or RST; UDP;
-  ICMP echo), no longer than the smallest MTU the walk checked, and only while every
-  replayed conntrack lookup finds the state it found then (ESTABLISHED; for UDP also NEW);
+  ICMP echo), no longer than the smallest MTU the walk checked, with a TTL that outlives the
+  walk's routing hops, and only while every replayed conntrack lookup finds the state it
+  found then (ESTABLISHED; for UDP also NEW);
 - an entry lives for :data:`REVALIDATE_SECONDS`; then a packet walks the whole pipeline
   again and re-learns the path;
 - a new dataplane (reload) forgets every entry.
@@ -143,7 +144,7 @@ class FastPath:
         key = byte_key(data)
         entry = self.entries.get(key) if key is not None else None
         if entry is None or entry.expires < state.now or length > entry.path_mtu \
-                or len(data) < (data[2] << 8 | data[3]):
+                or data[8] <= entry.ttl_drop or len(data) < (data[2] << 8 | data[3]):
             return None
         original = conntrack_key_of(data, data[2] << 8 | data[3])
         delivered = None
