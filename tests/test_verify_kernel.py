@@ -211,7 +211,7 @@ def test_host_and_external_ends_agree_with_kernel(scenario: Path) -> None:
 # ---------------------------------------------------------------------------- part 2
 
 
-@settings(max_examples=25, deadline=None, derandomize=True, database=None,
+@settings(max_examples=18, deadline=None, derandomize=True, database=None,
           phases=(Phase.explicit, Phase.generate),       # no shrinking: each run builds a lab
           suppress_health_check=(HealthCheck.too_slow, HealthCheck.data_too_large))
 @given(generated_clusters())
