@@ -164,21 +164,14 @@ def test_arrays_that_grow_packet_by_packet_match_reference(monkeypatch, steps, c
 
 # ----------------------------------------------------------------- replay (live's fast path)
 
-def _opened(table):
-    a, b = "10.0.0.1", "10.0.0.2"
-    for key, now in ((PacketKey.tcp(a, b, 4000, 80, SYN, seq=100), 0.0),
-                     (PacketKey.tcp(b, a, 80, 4000, SYN | ACK, seq=900, ack=101), 0.1),
-                     (PacketKey.tcp(a, b, 4000, 80, ACK, seq=101, ack=901), 0.2)):
-        verdict = table.process(key, now)
-        if verdict.entry_id is not None:
-            table.confirm(verdict.entry_id, now)
-    return table
-
+from test_conntrack_reference import _open_tcp  # noqa: E402  (the same opened connection)
 
 def test_replay_on_the_twin_does_what_the_reference_does():
     segment = PacketKey.tcp("10.0.0.1", "10.0.0.2", 4000, 80, PSH | ACK, seq=101, ack=901,
                             payload_len=50)
-    twin, reference = _opened(ArrayConntrackTable()), _opened(ConntrackTable())
+    twin, reference = ArrayConntrackTable(), ConntrackTable()
+    _open_tcp(twin)
+    _open_tcp(reference)
     before, tcp_before = twin.entries(1.0), twin.tcp.copy()
     assert twin.replay(segment, 1.0, "NEW") is None          # another state: untouched
     assert twin.entries(1.0) == before and (twin.tcp == tcp_before).all()

@@ -22,13 +22,18 @@ pytestmark = [pytest.mark.root,
                                  reason=str(missing_requirements()))]
 
 
-def test_per_node_config_agrees_with_kernel(tmp_path):
+def scenario_with(tmp_path, felix_doc: str):
+    """The scenario with ``felix_doc`` added: its cluster and dataplane."""
     root = tmp_path / "c"
     shutil.copytree(SCENARIO, root)
     (root / "scenario.yaml").unlink()
-    (root / "felix.yaml").write_text(NODE_2)
+    (root / "felix.yaml").write_text(felix_doc)
     cluster = load_cluster([root])
-    dataplane = build_dataplane(cluster, version="3.32")
+    return cluster, build_dataplane(cluster, version="3.32")
+
+
+def test_per_node_config_agrees_with_kernel(tmp_path):
+    cluster, dataplane = scenario_with(tmp_path, NODE_2)
     pairs = judge_verify.all_pairs(cluster, hosts=True)
     cases = [Case(src, dst, "tcp", port) for src, dst in pairs for port in (80, 10250)]
     results = run_cases(dataplane, cases)
@@ -54,12 +59,7 @@ def test_per_node_config_agrees_with_kernel(tmp_path):
 
 def test_a_vni_differing_per_node_is_lost_in_the_kernel_too(tmp_path):
     from test_felix_per_node import NODE_2_VNI
-    root = tmp_path / "c"
-    shutil.copytree(SCENARIO, root)
-    (root / "scenario.yaml").unlink()
-    (root / "felix.yaml").write_text(NODE_2_VNI)
-    cluster = load_cluster([root])
-    dataplane = build_dataplane(cluster, version="3.32")
+    cluster, dataplane = scenario_with(tmp_path, NODE_2_VNI)
     cases = [Case(src, dst, "tcp", 6379) for src, dst in judge_verify.all_pairs(cluster)
              if cluster.endpoints[src].pod.node != cluster.endpoints[dst].pod.node]
     results = run_cases(dataplane, cases)
